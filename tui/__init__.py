@@ -1,0 +1,1 @@
+"""The technician's terminal UI (Textual). It calls only ``fleet.Fleet``."""
