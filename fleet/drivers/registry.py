@@ -1,0 +1,82 @@
+"""The explicit driver registry: driver names mapped to the classes that implement them.
+
+Entries are ``"module:Class"`` paths imported on first use, so that listing or validating
+drivers (as the hardware-profile loader does) never imports pyghmi, pysnmp or paramiko.
+Registering a name twice is refused, as in MAAS's registry: a name always means one driver.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+
+from fleet.errors import ProfileError, Unsupported
+
+__all__ = ["CAPABILITIES", "DriverRegistry", "registry"]
+
+#: Capabilities a driver may implement; each is one small protocol in ``fleet.drivers.base``.
+CAPABILITIES: frozenset[str] = frozenset(
+    {"power", "boot", "sensors", "sel", "fru", "outlets", "battery", "shell"}
+)
+
+
+@dataclass(frozen=True)
+class _Entry:
+    name: str
+    target: str
+    capabilities: frozenset[str]
+    summary: str
+
+
+class DriverRegistry:
+    """Names to driver classes. Refuses duplicates and unknown capabilities."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, _Entry] = {}
+
+    def register(self, name: str, target: str, capabilities: set[str] | frozenset[str], summary: str) -> None:
+        if name in self._entries:
+            raise ValueError(f"driver {name!r} is already registered ({self._entries[name].target})")
+        unknown = set(capabilities) - CAPABILITIES
+        if unknown:
+            raise ValueError(f"driver {name!r} declares unknown capabilities: {sorted(unknown)}")
+        self._entries[name] = _Entry(name, target, frozenset(capabilities), summary)
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def capabilities(self, name: str) -> frozenset[str]:
+        return self._get(name).capabilities
+
+    def summary(self, name: str) -> str:
+        return self._get(name).summary
+
+    def load(self, name: str) -> type:
+        """Import and return the driver class for ``name``."""
+        entry = self._get(name)
+        module_name, _, attr = entry.target.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name == module_name:
+                raise Unsupported(f"driver {name!r} is not installed in this build ({entry.target})",
+                                  operation="load driver") from exc
+            raise
+        return getattr(module, attr)
+
+    def _get(self, name: str) -> _Entry:
+        try:
+            return self._entries[name]
+        except KeyError:
+            raise ProfileError(f"unknown driver {name!r}; known drivers: {', '.join(self.names())}") from None
+
+
+registry = DriverRegistry()
+registry.register("ipmi", "fleet.drivers.ipmi:IpmiDriver",
+                  {"power", "boot", "sensors", "sel", "fru"}, "IPMI 2.0 over LAN (RMCP+) via pyghmi")
+registry.register("snmp", "fleet.drivers.snmp:SnmpDriver",
+                  {"outlets", "battery", "sensors"}, "SNMP v2c/v3 UPS and PDU agents via pysnmp")
+registry.register("nut", "fleet.drivers.nut:NutDriver",
+                  {"battery", "outlets", "power"}, "Network UPS Tools upsd protocol (TCP 3493)")
+registry.register("ssh", "fleet.drivers.ssh:SshDriver",
+                  {"shell", "power"}, "OpenSSH hosts via paramiko")
