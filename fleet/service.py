@@ -1,0 +1,545 @@
+"""``fleet.Fleet``: the one public API. The CLI, the TUI, the scheduler and scripts all call it.
+
+Inventory reads and edits are plain synchronous methods (each is one short transaction); device
+operations, which wait on the network, are ``async`` and arrive with the drivers. Dependencies
+(engine, hardware profiles, key ring) are passed in, so tests build a Fleet on ``sqlite://``.
+
+    from fleet import Fleet
+    with Fleet.open("sqlite:///fleet.db") as fleet:
+        for s in fleet.servers("rack=R12 state=deployed"):
+            print(s.hostname, s.bmc)
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Engine, delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session
+
+from inventory import db as inv_db
+from inventory.lifecycle import allowed_moves, transition
+from inventory.models import (
+    Audit,
+    Credential,
+    Disk,
+    Meta,
+    Nic,
+    Outlet,
+    Pdu,
+    Pod,
+    PowerFeed,
+    Rack,
+    Server,
+    ServerState,
+    ServerTag,
+    Site,
+    StateChange,
+    Ups,
+    utcnow,
+)
+from inventory.secrets import CHECK_META_KEY, KeyRing, Secret, load_or_create_key
+from inventory.selectors import Selector, glob_to_like, parse_selector
+from inventory.validate import check_code
+
+from .errors import ConflictError, FleetError, ImportFailed, InputError, NotFound, ValidationError
+from .views import (
+    AuditRow,
+    CredentialRow,
+    ImportResult,
+    NicRow,
+    RackRow,
+    ServerDetail,
+    ServerRow,
+    SiteRow,
+    StateChangeRow,
+)
+
+if TYPE_CHECKING:
+    from .profiles import ProfileSet
+
+__all__ = ["CREDENTIAL_KINDS", "Fleet", "current_actor"]
+
+CREDENTIAL_KINDS = ("ipmi", "snmp-v2c", "snmp-v3", "ssh", "nut")
+_SERVER_CRED_COLUMN = {"ipmi": "bmc_credential_id", "ssh": "ssh_credential_id"}
+_REMOVABLE_STATES = ("new", "retired", "rma")
+_CHUNK = 500
+
+
+def current_actor() -> str:
+    """Who is acting: ``FLEET_ACTOR``, else the user behind sudo, else the login name."""
+    return os.environ.get("FLEET_ACTOR") or os.environ.get("SUDO_USER") or getpass.getuser()
+
+
+class Fleet:
+    """The fleet: inventory queries and edits now; power, sweeps and imaging as they arrive."""
+
+    def __init__(self, engine: Engine, *, profiles: ProfileSet | None = None, keyring: KeyRing | None = None,
+                 key_path: Path | None = None, actor: str | None = None) -> None:
+        self.engine = engine
+        self.actor = actor or current_actor()
+        self._profiles = profiles
+        self._keyring = keyring
+        self._key_path = key_path
+
+    # -- opening -------------------------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, url: str | None = None, **kwargs: Any) -> Fleet:
+        """Open an existing inventory (``url``, else ``FLEET_DB``, else ``./fleet.db``).
+
+        Refuses a database whose schema is not at the latest migration: run ``fleet init``.
+        """
+        resolved = inv_db.db_url(url)
+        if resolved.startswith("sqlite:///") and not resolved.startswith("sqlite:///:memory:"):
+            path = Path(resolved.removeprefix("sqlite:///"))
+            if not path.exists():
+                raise NotFound(f"no inventory at {path}: run 'fleet init' (or set FLEET_DB / --db)")
+        engine = inv_db.make_engine(resolved)
+        fleet = cls(engine, **kwargs)
+        fleet._check_schema()
+        return fleet
+
+    @classmethod
+    def init(cls, url: str | None = None, *, key_path: Path | None = None, **kwargs: Any) -> Fleet:
+        """Create or upgrade the inventory to the latest schema and make sure a secret key exists."""
+        engine = inv_db.make_engine(inv_db.db_url(url))
+        inv_db.upgrade(engine)
+        key = load_or_create_key(key_path, create=True)
+        fleet = cls(engine, keyring=KeyRing(key), key_path=key_path, **kwargs)
+        with inv_db.session_scope(engine) as s:
+            meta = s.get(Meta, CHECK_META_KEY)
+            if meta is None:
+                s.add(Meta(key=CHECK_META_KEY, value=fleet._keyring.check_value()))
+            else:
+                fleet._keyring.verify(meta.value)
+        return fleet
+
+    def _check_schema(self) -> None:
+        from alembic.config import Config
+        from alembic.script import ScriptDirectory
+
+        cfg = Config()
+        cfg.set_main_option("script_location", str(Path(inv_db.__file__).with_name("migrations")))
+        head = ScriptDirectory.from_config(cfg).get_current_head()
+        current = inv_db.current_revision(self.engine)
+        if current != head:
+            raise FleetError(f"the inventory schema is at {current or 'nothing'}, this Rackfleet needs {head}: "
+                             "run 'fleet init' to upgrade")
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> Fleet:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def url(self) -> str:
+        return self.engine.url.render_as_string(hide_password=True)
+
+    @property
+    def profiles(self) -> ProfileSet:
+        if self._profiles is None:
+            from .profiles import load_profiles
+
+            self._profiles = load_profiles()
+        return self._profiles
+
+    @property
+    def keyring(self) -> KeyRing:
+        """The key ring, loaded on first use and checked against this inventory."""
+        if self._keyring is None:
+            ring = KeyRing(load_or_create_key(self._key_path))
+            with Session(self.engine) as s:
+                meta = s.get(Meta, CHECK_META_KEY)
+            if meta is not None:
+                ring.verify(meta.value)
+            self._keyring = ring
+        return self._keyring
+
+    def _session(self) -> Any:
+        return inv_db.session_scope(self.engine)
+
+    def _audit(self, session: Session, action: str, targets: Sequence[str], result: str = "ok",
+               **detail: Any) -> None:
+        session.execute(insert(Audit).values(
+            ts=utcnow(), actor=self.actor, action=action, targets=list(targets)[:1000],
+            target_count=len(targets), result=result, detail=detail))
+
+    def audit_failure(self, action: str, targets: Sequence[str], error: BaseException, **detail: Any) -> None:
+        """Record a refused or failed action in its own transaction (the action's was rolled back)."""
+        with self._session() as s:
+            self._audit(s, action, targets, "failed", error=str(error)[:500], **detail)
+
+    # -- servers: reads ------------------------------------------------------------------------------------
+
+    def selector(self, terms: str | Sequence[str] | Selector | None) -> Selector:
+        return parse_selector(terms)
+
+    def count(self, selector: str | Sequence[str] | Selector | None = None) -> int:
+        """How many servers ``selector`` matches."""
+        sel = parse_selector(selector)
+        with Session(self.engine) as s:
+            return s.execute(sel.apply(select(func.count()).select_from(Server))).scalar_one()
+
+    def hostnames(self, selector: str | Sequence[str] | Selector | None = None) -> list[str]:
+        """The host names ``selector`` matches, sorted."""
+        sel = parse_selector(selector)
+        with Session(self.engine) as s:
+            return list(s.execute(sel.apply(select(Server.hostname)).order_by(Server.hostname)).scalars())
+
+    def servers(self, selector: str | Sequence[str] | Selector | None = None, *, limit: int | None = None,
+                after: str | None = None) -> list[ServerRow]:
+        """Servers matching ``selector``, by host name. ``after``/``limit`` page through large fleets."""
+        sel = parse_selector(selector)
+        stmt = (
+            select(Server.id, Server.hostname, Site.code, Pod.code, Rack.name, Server.position, Server.height,
+                   Server.state, Server.profile, Server.serial, Server.asset_tag, Server.bmc_host,
+                   Server.bmc_port, Server.primary_ip, Server.priority, ServerState.power, ServerState.health)
+            .outerjoin(Rack, Rack.id == Server.rack_id)
+            .outerjoin(Site, Site.id == Rack.site_id)
+            .outerjoin(Pod, Pod.id == Rack.pod_id)
+            .outerjoin(ServerState, ServerState.server_id == Server.id)
+            .order_by(Server.hostname)
+        )
+        stmt = sel.apply(stmt)
+        if after:
+            stmt = stmt.where(Server.hostname > after)
+        if limit is not None:
+            stmt = stmt.limit(limit)
+        with Session(self.engine) as s:
+            rows = s.execute(stmt).all()
+            if not rows:
+                return []
+            macs, tags = self._macs_and_tags(s, sel, [r[0] for r in rows], whole=limit is None and not after)
+        return [
+            ServerRow(hostname=r[1], site=r[2], pod=r[3], rack=r[4], position=r[5], height=r[6], state=r[7],
+                      profile=r[8], serial=r[9], asset_tag=r[10], bmc=_endpoint(r[11], r[12]),
+                      macs=tuple(macs.get(r[0], ())), primary_ip=r[13], tags=tuple(tags.get(r[0], ())),
+                      priority=r[14], power=r[15] or "unknown", health=r[16] or "unknown")
+            for r in rows
+        ]
+
+    @staticmethod
+    def _macs_and_tags(s: Session, sel: Selector, ids: list[int], *, whole: bool
+                       ) -> tuple[dict[int, list[str]], dict[int, list[str]]]:
+        macs: dict[int, list[str]] = defaultdict(list)
+        tags: dict[int, list[str]] = defaultdict(list)
+        # The whole selection in one pass (a subquery), or a page's ids in chunks.
+        id_filters = [sel.ids()] if whole else [ids[i:i + _CHUNK] for i in range(0, len(ids), _CHUNK)]
+        for ids_part in id_filters:
+            for sid, mac in s.execute(select(Nic.server_id, Nic.mac).where(Nic.server_id.in_(ids_part))
+                                      .order_by(Nic.server_id, Nic.name)):
+                macs[sid].append(mac)
+            for sid, tag in s.execute(select(ServerTag.server_id, ServerTag.tag)
+                                      .where(ServerTag.server_id.in_(ids_part))
+                                      .order_by(ServerTag.server_id, ServerTag.tag)):
+                tags[sid].append(tag)
+        return macs, tags
+
+    def _server(self, s: Session, hostname: str) -> Server:
+        server = s.execute(select(Server).where(Server.hostname == hostname.strip().lower())).scalar_one_or_none()
+        if server is None:
+            raise NotFound(f"no server named {hostname!r}")
+        return server
+
+    def server(self, hostname: str) -> ServerDetail:
+        """Everything the inventory holds about one server (never a secret)."""
+        rows = self.servers(f"host={hostname.strip().lower()}") if "*" not in hostname else []
+        if not rows:
+            raise NotFound(f"no server named {hostname!r}")
+        row = rows[0]
+        with Session(self.engine) as s:
+            server = self._server(s, hostname)
+            cred_names = dict(s.execute(select(Credential.id, Credential.name).where(
+                Credential.id.in_([c for c in (server.bmc_credential_id, server.ssh_credential_id) if c]))).all())
+            nics = tuple(NicRow(n.name, n.mac, n.ip, n.switch, n.switch_port, n.pxe) for n in s.execute(
+                select(Nic).where(Nic.server_id == server.id).order_by(Nic.name)).scalars())
+            disks = tuple({"slot": d.slot, "kind": d.kind, "model": d.model, "serial": d.serial,
+                           "size_gb": d.size_gb}
+                          for d in s.execute(select(Disk).where(Disk.server_id == server.id)
+                                             .order_by(Disk.slot)).scalars())
+            history = tuple(StateChangeRow(h.ts, h.from_state, h.to_state, h.actor, h.reason) for h in s.execute(
+                select(StateChange).where(StateChange.server_id == server.id).order_by(StateChange.id)).scalars())
+            feeds = tuple(self._power_path(s, server.id))
+        return ServerDetail(
+            row=row, state_reason=server.state_reason, state_changed_at=server.state_changed_at,
+            description=server.description, bmc_credential=cred_names.get(server.bmc_credential_id),
+            ssh_credential=cred_names.get(server.ssh_credential_id), nics=nics, disks=disks,
+            power_feeds=feeds, history=history)
+
+    @staticmethod
+    def _power_path(s: Session, server_id: int) -> Iterable[dict[str, Any]]:
+        """The outlets feeding a server and what is upstream of each (UPS/PDU, feed)."""
+        stmt = (select(Outlet.number, Outlet.psu, Pdu.name, Ups.name, Ups.kind, PowerFeed.name,
+                       Outlet.pdu_id, Outlet.ups_id)
+                .outerjoin(Pdu, Pdu.id == Outlet.pdu_id)
+                .outerjoin(Ups, Ups.id == Outlet.ups_id)
+                .outerjoin(PowerFeed, PowerFeed.id == func.coalesce(Pdu.feed_id, Ups.feed_id))
+                .where(Outlet.server_id == server_id).order_by(Outlet.psu, Outlet.number))
+        for number, psu, pdu, ups, ups_kind, feed, _pdu_id, _ups_id in s.execute(stmt):
+            yield {"psu": psu, "outlet": number, "pdu": pdu, "ups": ups,
+                   "ups_kind": ups_kind, "feed": feed}
+
+    def history(self, hostname: str) -> list[StateChangeRow]:
+        return list(self.server(hostname).history)
+
+    # -- servers: lifecycle and edits ----------------------------------------------------------------------
+
+    def set_state(self, hostname: str, state: str, *, reason: str) -> ServerRow:
+        """Move one server through its lifecycle (refuses illegal moves; records who/why/when)."""
+        with self._session() as s:
+            server = self._server(s, hostname)
+            transition(s, server, state.strip().lower(), actor=self.actor, reason=reason)
+        return self.servers(f"host={server.hostname}")[0]
+
+    def allowed_states(self, hostname: str) -> list[str]:
+        with Session(self.engine) as s:
+            return allowed_moves(self._server(s, hostname).state)
+
+    def remove(self, name: str, *, force: bool = False) -> str:
+        """Remove a server (only when new, retired or rma unless ``force``), or an empty rack, UPS or PDU.
+
+        Returns what kind of thing was removed.
+        """
+        with self._session() as s:
+            server = s.execute(select(Server).where(Server.hostname == name.strip().lower())).scalar_one_or_none()
+            if server is not None:
+                if server.state not in _REMOVABLE_STATES and not force:
+                    raise InputError(f"{server.hostname} is {server.state}: only servers that are "
+                                     f"{', '.join(_REMOVABLE_STATES)} may be removed (or use --force)")
+                for table in (Nic, ServerTag, Disk, ServerState, StateChange):
+                    s.execute(delete(table).where(table.server_id == server.id))
+                s.execute(update(Outlet).where(Outlet.server_id == server.id).values(server_id=None))
+                s.execute(delete(Server).where(Server.id == server.id))
+                self._audit(s, "remove", [server.hostname], kind="server", state=server.state, forced=force)
+                return "server"
+            for model, kind in ((Ups, "ups"), (Pdu, "pdu")):
+                obj = s.execute(select(model).where(model.name == name)).scalar_one_or_none()
+                if obj is not None:
+                    if kind == "ups":
+                        s.execute(update(Pdu).where(Pdu.ups_id == obj.id).values(ups_id=None))
+                    s.execute(delete(Outlet).where((Outlet.ups_id if kind == "ups" else Outlet.pdu_id) == obj.id))
+                    s.execute(delete(model).where(model.id == obj.id))
+                    self._audit(s, "remove", [name], kind=kind)
+                    return kind
+            racks = s.execute(select(Rack).where(Rack.name == name)).scalars().all()
+            if len(racks) > 1:
+                raise InputError(f"rack name {name!r} exists in several sites; remove it by site")
+            if racks:
+                rack = racks[0]
+                used = s.execute(select(func.count()).select_from(Server).where(Server.rack_id == rack.id)
+                                 ).scalar_one()
+                if used:
+                    raise InputError(f"rack {name} still holds {used} server(s); move or remove them first")
+                for model in (Ups, Pdu):
+                    s.execute(update(model).where(model.rack_id == rack.id).values(rack_id=None))
+                s.execute(delete(PowerFeed).where(PowerFeed.rack_id == rack.id))
+                s.execute(delete(Rack).where(Rack.id == rack.id))
+                self._audit(s, "remove", [name], kind="rack")
+                return "rack"
+        raise NotFound(f"nothing named {name!r} (server, UPS, PDU or rack)")
+
+    # -- sites, racks, audit -------------------------------------------------------------------------------
+
+    def sites(self) -> list[SiteRow]:
+        with Session(self.engine) as s:
+            pods = dict(s.execute(select(Pod.site_id, func.count()).group_by(Pod.site_id)).all())
+            racks = dict(s.execute(select(Rack.site_id, func.count()).group_by(Rack.site_id)).all())
+            servers = dict(s.execute(select(Rack.site_id, func.count()).join(Server, Server.rack_id == Rack.id)
+                                     .group_by(Rack.site_id)).all())
+            return [SiteRow(site.code, site.name, pods.get(site.id, 0), racks.get(site.id, 0),
+                            servers.get(site.id, 0))
+                    for site in s.execute(select(Site).order_by(Site.code)).scalars()]
+
+    def racks(self, site: str | None = None) -> list[RackRow]:
+        stmt = (select(Rack.id, Site.code, Pod.code, Rack.name, Rack.units)
+                .join(Site, Site.id == Rack.site_id).outerjoin(Pod, Pod.id == Rack.pod_id)
+                .order_by(Site.code, Rack.name))
+        if site:
+            stmt = stmt.where(func.lower(Site.code) == site.lower())
+        with Session(self.engine) as s:
+            rows = s.execute(stmt).all()
+            usage = {rid: (n, u or 0) for rid, n, u in s.execute(
+                select(Server.rack_id, func.count(), func.sum(Server.height)).group_by(Server.rack_id))}
+            feeds: dict[int, list[dict[str, Any]]] = defaultdict(list)
+            for f in s.execute(select(PowerFeed).where(PowerFeed.rack_id.is_not(None)).order_by(PowerFeed.name)
+                               ).scalars():
+                feeds[f.rack_id].append({"name": f.name, "capacity_w": f.capacity_w})
+        return [RackRow(site=r[1], pod=r[2], name=r[3], units=r[4], servers=usage.get(r[0], (0, 0))[0],
+                        used_units=usage.get(r[0], (0, 0))[1], feeds=tuple(feeds.get(r[0], ())))
+                for r in rows]
+
+    def audit(self, *, limit: int = 50, action: str | None = None, actor: str | None = None,
+              target: str | None = None) -> list[AuditRow]:
+        """The newest audit entries first, optionally filtered."""
+        stmt = select(Audit).order_by(Audit.id.desc()).limit(limit)
+        if action:
+            stmt = stmt.where(Audit.action == action)
+        if actor:
+            stmt = stmt.where(Audit.actor == actor)
+        with Session(self.engine) as s:
+            rows = s.execute(stmt).scalars().all()
+        out = [AuditRow(a.id, a.ts, a.actor, a.action, tuple(a.targets), a.target_count, a.result, a.detail)
+               for a in rows]
+        if target:
+            out = [a for a in out if target in a.targets]
+        return out
+
+    # -- credentials ---------------------------------------------------------------------------------------
+
+    def set_credential(self, name: str, kind: str, secret: str, *, username: str = "",
+                       options: dict[str, Any] | None = None) -> CredentialRow:
+        """Create or replace a credential; the secret is sealed before it reaches the database."""
+        name = check_code(name, "name")
+        if kind not in CREDENTIAL_KINDS:
+            raise ValidationError(f"unknown kind {kind!r}; kinds: {', '.join(CREDENTIAL_KINDS)}", field="kind")
+        if not secret:
+            raise ValidationError("the secret is empty", field="secret")
+        if "\n" in secret or "\r" in secret:
+            raise ValidationError("the secret contains a line break", field="secret")
+        if kind in ("ipmi", "ssh", "snmp-v3", "nut") and not username:
+            raise ValidationError(f"a {kind} credential needs --user", field="username")
+        if kind == "ipmi" and len(secret.encode()) > 20:
+            raise ValidationError("IPMI 2.0 passwords are at most 20 bytes", field="secret")
+        sealed = self.keyring.seal(secret)
+        now = utcnow()
+        with self._session() as s:
+            cred = s.execute(select(Credential).where(Credential.name == name)).scalar_one_or_none()
+            if cred is None:
+                s.add(Credential(name=name, kind=kind, username=username, secret=sealed, options=options or {},
+                                 created_at=now, updated_at=now))
+                action = "credentials.set"
+            else:
+                if cred.kind != kind:
+                    raise ConflictError(f"credential {name} is of kind {cred.kind}, not {kind}")
+                cred.username, cred.secret, cred.updated_at = username, sealed, now
+                cred.options = options or cred.options
+                action = "credentials.replace"
+            self._audit(s, action, [name], kind=kind, username=username)
+        return next(c for c in self.credentials() if c.name == name)
+
+    def credentials(self) -> list[CredentialRow]:
+        with Session(self.engine) as s:
+            used: dict[int, int] = defaultdict(int)
+            for column in (Server.bmc_credential_id, Server.ssh_credential_id, Ups.credential_id,
+                           Pdu.credential_id):
+                for cid, n in s.execute(select(column, func.count()).where(column.is_not(None)).group_by(column)):
+                    used[cid] += n
+            return [CredentialRow(c.name, c.kind, c.username, used.get(c.id, 0), c.updated_at)
+                    for c in s.execute(select(Credential).order_by(Credential.name)).scalars()]
+
+    def assign_credential(self, name: str, targets: str | Sequence[str]) -> list[str]:
+        """Give servers (ipmi/ssh credentials, by selector) or UPS/PDUs (snmp/nut, by name) a credential."""
+        with self._session() as s:
+            cred = s.execute(select(Credential).where(Credential.name == name)).scalar_one_or_none()
+            if cred is None:
+                raise NotFound(f"no credential named {name!r}")
+            if cred.kind in _SERVER_CRED_COLUMN:
+                sel = parse_selector(targets)
+                if sel.is_empty:
+                    raise InputError("name the servers to assign to (a selector), e.g. rack=R1")
+                names = list(s.execute(sel.apply(select(Server.hostname)).order_by(Server.hostname)).scalars())
+                s.execute(update(Server).where(Server.id.in_(sel.ids()))
+                          .values({_SERVER_CRED_COLUMN[cred.kind]: cred.id, "updated_at": utcnow()}))
+            else:
+                words = [targets] if isinstance(targets, str) else list(targets)
+                names = []
+                for model in (Ups, Pdu):
+                    for word in words:
+                        rows = s.execute(select(model.id, model.name).where(
+                            model.name.like(glob_to_like(word), escape="\\"))).all()
+                        if rows:
+                            s.execute(update(model).where(model.id.in_([r[0] for r in rows]))
+                                      .values(credential_id=cred.id))
+                            names.extend(r[1] for r in rows)
+            if not names:
+                raise NotFound(f"nothing matched {targets!r}")
+            self._audit(s, "credentials.assign", names, credential=name, kind=cred.kind)
+        return names
+
+    def remove_credential(self, name: str) -> None:
+        with self._session() as s:
+            cred = s.execute(select(Credential).where(Credential.name == name)).scalar_one_or_none()
+            if cred is None:
+                raise NotFound(f"no credential named {name!r}")
+            for row in self.credentials():
+                if row.name == name and row.used_by:
+                    raise InputError(f"credential {name} is still used by {row.used_by} device(s)")
+            s.execute(delete(Credential).where(Credential.id == cred.id))
+            self._audit(s, "credentials.remove", [name])
+
+    def secret(self, name: str) -> tuple[str, Secret]:
+        """(username, secret) of a credential, for drivers. The Secret never prints itself."""
+        with Session(self.engine) as s:
+            cred = s.execute(select(Credential).where(Credential.name == name)).scalar_one_or_none()
+        if cred is None:
+            raise NotFound(f"no credential named {name!r}")
+        return cred.username, self.keyring.open(cred.secret, name=f"credential {name}")
+
+    # -- import / export -----------------------------------------------------------------------------------
+
+    def import_files(self, paths: Sequence[str | Path], *, netbox_devices: str | Path | None = None,
+                     netbox_interfaces: str | Path | None = None, dry_run: bool = False) -> ImportResult:
+        """Import YAML/CSV files (or a NetBox export) as one transaction: all of it, or nothing."""
+        from inventory import importer, records
+
+        path_list = [Path(p) for p in paths]
+        try:
+            recs, warnings = importer.read_files(
+                path_list, profiles=self.profiles,
+                netbox_devices=Path(netbox_devices) if netbox_devices else None,
+                netbox_interfaces=Path(netbox_interfaces) if netbox_interfaces else None)
+            needs_key = any(getattr(r, "kind", None) == "credential" for r in recs)
+            with Session(self.engine, expire_on_commit=False) as s:
+                try:
+                    report = records.apply(s, recs, profiles=self.profiles,
+                                           keyring=self.keyring if needs_key else None,
+                                           actor=self.actor, mode="upsert")
+                    sources = [str(p) for p in path_list] + [str(p) for p in (netbox_devices, netbox_interfaces) if p]
+                    result = ImportResult(dict(report.created), dict(report.updated), dict(report.unchanged),
+                                          tuple(warnings) + tuple(report.warnings), dry_run)
+                    if dry_run:
+                        s.rollback()
+                    else:
+                        self._audit(s, "import", sources, created=result.created, updated=result.updated)
+                        s.commit()
+                except BaseException:
+                    s.rollback()
+                    raise
+        except IntegrityError as exc:  # a constraint the checks did not foresee: still nothing written
+            raise ImportFailed(f"the database refused the import: {exc.orig}") from None
+        except ValidationError as exc:
+            if not isinstance(exc, ImportFailed):
+                raise ImportFailed(exc.message, field=exc.field, value=exc.value, location=exc.location) from exc
+            raise
+        return result
+
+    def export(self, fmt: str = "yaml") -> str | dict[str, str]:
+        """The inventory as YAML text, or as CSV texts by file name. Never includes a secret."""
+        from inventory import exporter
+
+        with Session(self.engine) as s:
+            if fmt == "yaml":
+                return exporter.export_yaml(s)
+            if fmt == "csv":
+                return exporter.export_csv(s)
+        raise InputError(f"unknown export format {fmt!r}: yaml or csv")
+
+
+def _endpoint(host: str | None, port: int | None) -> str | None:
+    if not host:
+        return None
+    if ":" in host:
+        return f"[{host}]:{port}"
+    return f"{host}:{port}"
+

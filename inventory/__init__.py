@@ -1,0 +1,1 @@
+"""The inventory: SQLModel tables, queries, lifecycle, selectors, import/export. No hardware I/O."""

@@ -1,0 +1,199 @@
+"""Strict validators for every value that may later reach a config file.
+
+Hostnames, MACs, IPs, short codes and tags end up in dnsmasq, iPXE, GRUB and preseed text. They
+are checked here, once, on the way in (import, ``fleet add``, ``fleet set``), so that nothing
+stored can inject a newline, a quote, a ``${...}`` or a ``;`` into rendered text later.
+Each function returns the normalised value or raises :class:`fleet.errors.ValidationError`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from datetime import date
+
+from fleet.errors import ValidationError
+
+__all__ = [
+    "BMC_DEFAULT_PORT",
+    "check_code",
+    "check_date",
+    "check_endpoint",
+    "check_hostname",
+    "check_int",
+    "check_ip",
+    "check_mac",
+    "check_name",
+    "check_network",
+    "check_tag",
+    "check_text",
+]
+
+BMC_DEFAULT_PORT = 623
+
+_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+_CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_TAG = re.compile(r"^[a-z0-9][a-z0-9_.:-]{0,63}$")
+_MAC_HEX = re.compile(r"^[0-9a-f]{12}$")
+# Printable text without anything a shell, a template or a config file would read as syntax.
+_UNSAFE_TEXT = re.compile(r"[\x00-\x1f\x7f\"'`$;{}<>\\|]")
+
+
+def check_hostname(value: object, field: str = "hostname") -> str:
+    """An RFC 1123 host name (or FQDN), lower-cased. At most 253 characters, labels 1-63."""
+    if not isinstance(value, str) or not value:
+        raise ValidationError("a host name is required", field=field, value=value)
+    name = value.strip().lower()
+    if name != value.strip().lower() or not name or len(name) > 253 or name.endswith("."):
+        raise ValidationError(f"{value!r} is not a valid host name", field=field, value=value)
+    for label in name.split("."):
+        if not _LABEL.match(label):
+            raise ValidationError(
+                f"{value!r} is not a valid host name (RFC 1123: letters, digits and inner hyphens, "
+                "labels of 1-63 characters)", field=field, value=value)
+    if name.replace(".", "").isdigit():
+        raise ValidationError(f"{value!r} is all digits; a host name must not look like an address",
+                              field=field, value=value)
+    return name
+
+
+def check_mac(value: object, field: str = "mac") -> str:
+    """A unicast Ethernet MAC, as ``aa:bb:cc:dd:ee:ff``. Accepts ``-``, ``:``, ``.`` or no separators."""
+    if not isinstance(value, str):
+        raise ValidationError("a MAC address is required", field=field, value=value)
+    raw = value.strip().lower()
+    hexdigits = re.sub(r"[:.\-]", "", raw)
+    seps = set(re.sub(r"[0-9a-f]", "", raw))
+    if not _MAC_HEX.match(hexdigits) or len(seps) > 1:
+        raise ValidationError(f"{value!r} is not a MAC address", field=field, value=value)
+    if seps and not (re.fullmatch(r"([0-9a-f]{2}[:-]){5}[0-9a-f]{2}", raw)
+                     or re.fullmatch(r"([0-9a-f]{4}\.){2}[0-9a-f]{4}", raw)):
+        raise ValidationError(f"{value!r} is not a MAC address", field=field, value=value)
+    if hexdigits in ("000000000000", "ffffffffffff"):
+        raise ValidationError(f"{value!r} is not a usable MAC address", field=field, value=value)
+    if int(hexdigits[:2], 16) & 1:
+        raise ValidationError(f"{value!r} is a multicast MAC; a NIC's address is unicast",
+                              field=field, value=value)
+    return ":".join(hexdigits[i:i + 2] for i in range(0, 12, 2))
+
+
+def check_ip(value: object, field: str = "ip") -> str:
+    """An IPv4 or IPv6 address (no prefix length), in its compressed form."""
+    if not isinstance(value, str):
+        raise ValidationError("an IP address is required", field=field, value=value)
+    text = value.strip()
+    if "/" in text:
+        raise ValidationError(f"{value!r}: give an address without a prefix length", field=field, value=value)
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        raise ValidationError(f"{value!r} is not an IP address", field=field, value=value) from None
+
+
+def check_network(value: object, field: str = "cidr") -> str:
+    """A network in CIDR form, host bits clear."""
+    if not isinstance(value, str):
+        raise ValidationError("a network (CIDR) is required", field=field, value=value)
+    try:
+        return str(ipaddress.ip_network(value.strip(), strict=True))
+    except ValueError as exc:
+        raise ValidationError(f"{value!r} is not a network: {exc}", field=field, value=value) from None
+
+
+def check_endpoint(value: object, field: str = "bmc", default_port: int = BMC_DEFAULT_PORT) -> tuple[str, int]:
+    """``HOST[:PORT]`` or ``[V6]:PORT``, where HOST is an IP address or a host name."""
+    if not isinstance(value, str) or not value.strip():
+        raise ValidationError("an address is required", field=field, value=value)
+    text = value.strip()
+    port: int | str = default_port
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise ValidationError(f"{value!r} is not HOST[:PORT]", field=field, value=value)
+        if rest:
+            port = rest[1:]
+    elif text.count(":") == 1:
+        host, port = text.split(":")
+    else:
+        host = text
+    port_num = check_int(port, field=f"{field} port", low=1, high=65535)
+    try:
+        host = str(ipaddress.ip_address(host))
+    except ValueError:
+        host = check_hostname(host, field=field)
+    return host, port_num
+
+
+def check_code(value: object, field: str) -> str:
+    """A short code (site slug, pod, rack, UPS, PDU, feed, pool, credential name)."""
+    if not isinstance(value, str | int) or isinstance(value, bool):
+        raise ValidationError("a name is required", field=field, value=value)
+    text = str(value).strip()
+    if not _CODE.match(text):
+        raise ValidationError(
+            f"{value!r} is not a valid name (letters, digits, '.', '_', '-'; at most 64; "
+            "starting with a letter or digit)", field=field, value=value)
+    return text
+
+
+def check_name(value: object, field: str) -> str:
+    """A UPS/PDU/credential name: a code that is also safe in a NUT ``UPS@host`` target."""
+    return check_code(value, field)
+
+
+def check_tag(value: object, field: str = "tags") -> str:
+    if not isinstance(value, str):
+        raise ValidationError("a tag must be text", field=field, value=value)
+    tag = value.strip().lower()
+    if not _TAG.match(tag):
+        raise ValidationError(f"{value!r} is not a valid tag (lower-case letters, digits, '_', '.', ':', '-')",
+                              field=field, value=value)
+    return tag
+
+
+def check_text(value: object, field: str, max_len: int = 128) -> str:
+    """Free text that is still safe in a config file: no control characters, quotes or $;{}<>|\\."""
+    if value is None:
+        return ""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str):
+        raise ValidationError("must be text", field=field, value=value)
+    text = value.strip()
+    if len(text) > max_len:
+        raise ValidationError(f"longer than {max_len} characters", field=field, value=value)
+    bad = _UNSAFE_TEXT.search(text)
+    if bad:
+        raise ValidationError(f"{value!r} contains {bad.group()!r}, which is not allowed here",
+                              field=field, value=value)
+    return text
+
+
+def check_int(value: object, field: str, low: int | None = None, high: int | None = None) -> int:
+    if isinstance(value, bool):
+        raise ValidationError("must be a whole number", field=field, value=value)
+    if isinstance(value, str):
+        text = value.strip()
+        if not re.fullmatch(r"[+-]?\d+", text):
+            raise ValidationError(f"{value!r} is not a whole number", field=field, value=value)
+        value = int(text)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if not isinstance(value, int):
+        raise ValidationError(f"{value!r} is not a whole number", field=field, value=value)
+    if low is not None and value < low:
+        raise ValidationError(f"{value} is below the minimum {low}", field=field, value=value)
+    if high is not None and value > high:
+        raise ValidationError(f"{value} is above the maximum {high}", field=field, value=value)
+    return value
+
+
+def check_date(value: object, field: str) -> date:
+    if isinstance(value, date):
+        return value
+    if isinstance(value, str):
+        try:
+            return date.fromisoformat(value.strip())
+        except ValueError:
+            pass
+    raise ValidationError(f"{value!r} is not a date (YYYY-MM-DD)", field=field, value=value)
