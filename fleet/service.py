@@ -59,6 +59,7 @@ from .views import (
     ServerRow,
     SiteRow,
     StateChangeRow,
+    StateRow,
 )
 
 if TYPE_CHECKING:
@@ -289,6 +290,30 @@ class Fleet:
         for number, psu, pdu, ups, ups_kind, feed, _pdu_id, _ups_id in s.execute(stmt):
             yield {"psu": psu, "outlet": number, "pdu": pdu, "ups": ups,
                    "ups_kind": ups_kind, "feed": feed}
+
+    def latest_state(self, selector: str | Sequence[str] | Selector | None = None) -> list[StateRow]:
+        """The latest state of every selected server in one query (never-swept servers: unknown)."""
+        sel = parse_selector(selector)
+        stmt = sel.apply(
+            select(Server.hostname, Server.state, ServerState.power, ServerState.health, ServerState.bmc_reachable,
+                   ServerState.last_seen, ServerState.updated_at, ServerState.last_error)
+            .outerjoin(ServerState, ServerState.server_id == Server.id).order_by(Server.hostname))
+        with Session(self.engine) as s:
+            return [StateRow(h, st, p or "unknown", hl or "unknown", r, ls, up, e or "")
+                    for h, st, p, hl, r, ls, up, e in s.execute(stmt)]
+
+    def summary(self, selector: str | Sequence[str] | Selector | None = None) -> dict[str, dict[str, int]]:
+        """Counts of the selected servers by lifecycle state, by health and by power state."""
+        sel = parse_selector(selector)
+        out: dict[str, dict[str, int]] = {}
+        with Session(self.engine) as s:
+            for name, column in (("state", Server.state),
+                                 ("health", func.coalesce(ServerState.health, "unknown")),
+                                 ("power", func.coalesce(ServerState.power, "unknown"))):
+                stmt = sel.apply(select(column, func.count()).select_from(Server)
+                                 .outerjoin(ServerState, ServerState.server_id == Server.id).group_by(column))
+                out[name] = {k: n for k, n in s.execute(stmt)}
+        return out
 
     def history(self, hostname: str) -> list[StateChangeRow]:
         return list(self.server(hostname).history)

@@ -20,6 +20,7 @@ __all__ = [
     "ServerRow",
     "SiteRow",
     "StateChangeRow",
+    "StateRow",
 ]
 
 
@@ -55,6 +56,25 @@ class ServerRow:
             "primary_ip": self.primary_ip, "tags": list(self.tags), "priority": self.priority,
             "power": self.power, "health": self.health,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class StateRow:
+    """The latest known state of one server, as the last sweep left it."""
+
+    hostname: str
+    state: str
+    power: str
+    health: str
+    bmc_reachable: bool | None
+    last_seen: datetime | None
+    updated_at: datetime | None
+    last_error: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"hostname": self.hostname, "state": self.state, "power": self.power, "health": self.health,
+                "bmc_reachable": self.bmc_reachable, "last_seen": _ts(self.last_seen),
+                "updated_at": _ts(self.updated_at), "last_error": self.last_error}
 
 
 @dataclass(frozen=True)

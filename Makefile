@@ -1,0 +1,38 @@
+# Rackfleet: the two commands are `make demo` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+DEMO   ?= .demo
+HEADLESS ?=
+PYTEST_ARGS ?=
+
+.PHONY: venv test lint bench demo demo-clean clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+venv: $(BIN)/.installed
+
+test: venv
+	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+lint: venv
+	$(BIN)/ruff check .
+
+bench: venv
+	$(BIN)/python bench/inventory.py
+
+# A fresh SQLite inventory in $(DEMO)/ made from the bundled example fleet, then `fleet list`.
+demo: venv
+	rm -rf $(DEMO) && mkdir -p $(DEMO)
+	FLEET_DB=$(DEMO)/fleet.db FLEET_KEY_FILE=$(DEMO)/secret.key HEADLESS=$(HEADLESS) \
+		$(BIN)/python -m fleet.demo
+
+demo-clean:
+	rm -rf $(DEMO)
+
+clean: demo-clean
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .hypothesis
