@@ -31,8 +31,10 @@ class Out:
 
     def __init__(self, json_mode: bool = False) -> None:
         self.json_mode = json_mode
-        self.console = Console(highlight=False, soft_wrap=False)
-        self.err = Console(stderr=True, highlight=False)
+        # Piped output is never wrapped to a guessed width: scripts and `grep` see whole lines.
+        width = None if sys.stdout.isatty() else 4000
+        self.console = Console(highlight=False, soft_wrap=False, width=width)
+        self.err = Console(stderr=True, highlight=False, soft_wrap=True)
 
     def json(self, data: Any) -> None:
         sys.stdout.write(json.dumps(data, default=_default, indent=2, sort_keys=False) + "\n")
