@@ -35,9 +35,15 @@ from fleet.drivers.registry import registry as default_registry
 from fleet.errors import ProfileError
 
 __all__ = [
+    "ENUM_VOCABULARY",
     "FALLBACK_PROFILES",
     "KINDS",
     "METRICS",
+    "NUT_ONLY_METRICS",
+    "OUTLET_ACTIONS",
+    "OUTLET_STATES",
+    "SENSOR_UNITS",
+    "UPS_ACTIONS",
     "IpmiSpec",
     "MatchRules",
     "NutSpec",
