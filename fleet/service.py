@@ -82,8 +82,12 @@ class Fleet:
     """The fleet: inventory queries and edits now; power, sweeps and imaging as they arrive."""
 
     def __init__(self, engine: Engine, *, profiles: ProfileSet | None = None, keyring: KeyRing | None = None,
-                 key_path: Path | None = None, actor: str | None = None) -> None:
+                 key_path: Path | None = None, actor: str | None = None, device_timeout: float = 5.0,
+                 drivers: dict[str, Any] | None = None) -> None:
         self.engine = engine
+        self._drivers: dict[str, Any] = dict(drivers or {})
+        #: The deadline of one device call (a BMC query, an SNMP get), in seconds.
+        self.device_timeout = device_timeout
         self.actor = actor or current_actor()
         self._profiles = profiles
         self._keyring = keyring
@@ -510,6 +514,121 @@ class Fleet:
         if cred is None:
             raise NotFound(f"no credential named {name!r}")
         return cred.username, self.keyring.open(cred.secret, name=f"credential {name}")
+
+    # -- power ----------------------------------------------------------------------------------------------
+
+    def bmc_targets(self, selector: str | Sequence[str] | Selector | None) -> tuple[list[Any], list[str]]:
+        """(hostname, Target, profile) for each selected server with a BMC, and the problems of the rest."""
+        from .drivers.base import Target
+
+        sel = parse_selector(selector)
+        stmt = sel.apply(select(Server.hostname, Server.bmc_host, Server.bmc_port, Server.profile,
+                                Credential.username, Credential.secret, Credential.name)
+                         .outerjoin(Credential, Credential.id == Server.bmc_credential_id)
+                         .order_by(Server.hostname))
+        with Session(self.engine) as s:
+            rows = s.execute(stmt).all()
+        targets: list[Any] = []
+        problems: list[str] = []
+        for host, bmc_host, bmc_port, profile_name, user, sealed, cred_name in rows:
+            if not bmc_host:
+                problems.append(f"{host}: no BMC address in the inventory")
+                continue
+            if sealed is None:
+                problems.append(f"{host}: no BMC credential assigned (fleet credentials assign NAME {host})")
+                continue
+            profile = self.profiles.get(profile_name) if profile_name in self.profiles else None
+            options: dict[str, Any] = {"profile": profile_name}
+            if profile is not None and profile.ipmi is not None:
+                options["cipher_suites"] = tuple(profile.ipmi.cipher_suites)
+            if profile is not None:
+                options["quirks"] = {q.id: q.value for q in profile.quirks}
+            targets.append((host, Target(name=host, host=bmc_host, port=bmc_port, username=user,
+                                         password=self.keyring.open(sealed, name=f"credential {cred_name}"),
+                                         timeout=self.device_timeout, options=options), profile))
+        return targets, problems
+
+    def driver(self, name: str) -> Any:
+        """The shared instance of driver ``name`` (created on first use; closed by ``aclose``)."""
+        if name not in self._drivers:
+            from .drivers.registry import registry
+
+            self._drivers[name] = registry.load(name)()
+        return self._drivers[name]
+
+    async def aclose(self) -> None:
+        """Stop the drivers' workers and sessions."""
+        drivers, self._drivers = self._drivers, {}
+        for drv in drivers.values():
+            close = getattr(drv, "aclose", None) or getattr(drv, "close", None)
+            if close is not None:
+                res = close()
+                if hasattr(res, "__await__"):
+                    await res
+
+    def rack_occupancy(self, hostnames: Sequence[str]) -> dict[str, tuple[int, int]]:
+        """For the racks of ``hostnames``: rack name → (how many of them are in it, how many servers it holds)."""
+        picked: dict[int, int] = defaultdict(int)
+        with Session(self.engine) as s:
+            for i in range(0, len(hostnames), _CHUNK):
+                for rid, n in s.execute(select(Server.rack_id, func.count()).where(
+                        Server.hostname.in_(hostnames[i:i + _CHUNK]), Server.rack_id.is_not(None))
+                        .group_by(Server.rack_id)):
+                    picked[rid] += n
+            if not picked:
+                return {}
+            totals = dict(s.execute(select(Server.rack_id, func.count()).where(Server.rack_id.in_(list(picked)))
+                                    .group_by(Server.rack_id)).all())
+            names = {rid: f"{site}/{name}" for rid, site, name in s.execute(
+                select(Rack.id, Site.code, Rack.name).join(Site, Site.id == Rack.site_id)
+                .where(Rack.id.in_(list(picked))))}
+        return {names[rid]: (n, totals.get(rid, n)) for rid, n in picked.items()}
+
+    async def power(self, action: str, selector: str | Sequence[str] | Selector | None, *, force: bool = False,
+                    concurrency: int = 64, wave_size: int = 0, stagger_s: float = 0.0,
+                    confirm_timeout_s: float = 60.0, poll_interval_s: float = 1.0,
+                    limits: Any = None, progress: Any = None) -> list[Any]:
+        """Query, act and confirm ``action`` on the selected servers (see :mod:`fleet.power`). Audited."""
+        from .power import ACTIONS, BlastRadius, PowerPlan, PowerResult, check_blast_radius, run_power, summarise
+
+        if action not in ACTIONS:
+            raise InputError(f"unknown power action {action!r}; actions: {', '.join(ACTIONS)}")
+        sel = parse_selector(selector)
+        if sel.is_empty and action != "status":
+            raise InputError("name the servers (a selector); an empty selector would mean the whole fleet")
+        targets, problems = self.bmc_targets(sel)
+        hostnames = [h for h, _, _ in targets]
+        if not targets and not problems:
+            raise NotFound(f"no servers match {str(sel)!r}")
+        try:
+            everyone = hostnames + [p.split(":")[0] for p in problems]
+            reasons = check_blast_radius(limits or BlastRadius(), action, everyone, self.rack_occupancy(everyone),
+                                         force=force)
+        except InputError as exc:
+            if action != "status":
+                self.audit_failure(f"power.{action}", hostnames, exc, refused=True)
+            raise
+        pairs = []
+        for _, target, profile in targets:
+            names = profile.drivers_for("power") if profile is not None else ("ipmi",)
+            pairs.append((target, self.driver(names[0] if names else "ipmi")))
+        plan = PowerPlan(action, pairs, concurrency=concurrency, wave_size=wave_size, stagger_s=stagger_s,
+                         confirm_timeout_s=confirm_timeout_s, poll_interval_s=poll_interval_s, progress=progress)
+        results = await run_power(plan)
+        for problem in problems:
+            host, _, why = problem.partition(": ")
+            results.append(PowerResult(host, action, ok=False, outcome="failed", error=why))
+        results.sort(key=lambda r: r.hostname)
+        if action != "status":
+            counts = summarise(results)
+            ok = sum(r.ok for r in results)
+            verdict = "ok" if ok == len(results) else ("failed" if ok == 0 else "partial")
+            with self._session() as s:
+                self._audit(s, f"power.{action}", [r.hostname for r in results], verdict, outcomes=counts,
+                            forced_past=reasons,
+                            failures={r.hostname: r.error for r in results if not r.ok and r.error}
+                            if len(results) <= 200 else {"count": len(results) - ok})
+        return results
 
     # -- import / export -----------------------------------------------------------------------------------
 
