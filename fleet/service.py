@@ -12,6 +12,7 @@ operations, which wait on the network, are ``async`` and arrive with the drivers
 
 from __future__ import annotations
 
+import asyncio
 import getpass
 import os
 from collections import defaultdict
@@ -46,9 +47,9 @@ from inventory.models import (
 )
 from inventory.secrets import CHECK_META_KEY, KeyRing, Secret, load_or_create_key
 from inventory.selectors import Selector, glob_to_like, parse_selector
-from inventory.validate import check_code
+from inventory.validate import check_code, check_hostname
 
-from .errors import ConflictError, FleetError, ImportFailed, InputError, NotFound, ValidationError
+from .errors import ConflictError, DriverError, FleetError, ImportFailed, InputError, NotFound, ValidationError
 from .views import (
     AuditRow,
     CredentialRow,
@@ -629,6 +630,94 @@ class Fleet:
                             failures={r.hostname: r.error for r in results if not r.ok and r.error}
                             if len(results) <= 200 else {"count": len(results) - ok})
         return results
+
+    async def _each(self, selector: str | Sequence[str] | Selector | None, capability: str, operation: str,
+                    call: Any, *, concurrency: int = 64) -> list[tuple[str, Any, str]]:
+        """Run ``call(driver, target)`` on each selected server's BMC: (hostname, value, error) each."""
+        targets, problems = self.bmc_targets(selector)
+        if not targets and not problems:
+            raise NotFound(f"no servers match {str(parse_selector(selector))!r}")
+        sem = asyncio.Semaphore(concurrency)
+
+        async def one(host: str, target: Any, profile: Any) -> tuple[str, Any, str]:
+            names = profile.drivers_for(capability) if profile is not None else ("ipmi",)
+            driver = self.driver(names[0] if names else "ipmi")
+            async with sem:
+                try:
+                    return host, await call(driver, target), ""
+                except DriverError as exc:
+                    return host, None, str(exc)
+
+        out = list(await asyncio.gather(*(one(*t) for t in targets)))
+        out += [(p.split(": ", 1)[0], None, p.split(": ", 1)[1]) for p in problems]
+        return sorted(out, key=lambda r: r[0])
+
+    async def set_boot(self, selector: str | Sequence[str] | Selector | None, device: str, *,
+                       persistent: bool = False, uefi: bool = False) -> list[tuple[str, Any, str]]:
+        """Set the next boot device, then read it back. Audited. (hostname, BootDevice read back, error)."""
+        if device not in ("pxe", "disk", "bios", "cdrom", "none"):
+            raise InputError(f"unknown boot device {device!r}: pxe, disk, bios, cdrom or none")
+        if parse_selector(selector).is_empty:
+            raise InputError("name the servers (a selector)")
+
+        async def call(driver: Any, target: Any) -> Any:
+            await driver.set_boot(target, device, persistent=persistent, uefi=uefi)
+            got = await driver.get_boot(target)
+            if got.device != device:
+                raise DriverError(f"BMC reports next boot {got.device!r} after setting {device!r}",
+                                  target=target.name, operation="set boot")
+            return got
+
+        results = await self._each(selector, "boot", "set boot", call)
+        ok = sum(1 for _, v, e in results if not e)
+        with self._session() as s:
+            self._audit(s, "bootdev", [h for h, _, _ in results],
+                        "ok" if ok == len(results) else ("failed" if not ok else "partial"),
+                        device=device, persistent=persistent, uefi=uefi,
+                        failures={h: e for h, _, e in results if e})
+        return results
+
+    async def _one_bmc(self, hostname: str, capability: str, call: Any) -> Any:
+        """``call(driver, target)`` on one server's BMC; driver errors propagate with their type."""
+        targets, problems = self.bmc_targets(f"host={check_hostname(hostname)}")
+        if problems:
+            raise InputError(problems[0])
+        if not targets:
+            raise NotFound(f"no server named {hostname!r}")
+        _, target, profile = targets[0]
+        names = profile.drivers_for(capability) if profile is not None else ("ipmi",)
+        return await call(self.driver(names[0] if names else "ipmi"), target)
+
+    async def sensors(self, hostname: str) -> list[Any]:
+        """The BMC's sensors with readings and states (thresholds from the BMC, else the profile)."""
+        return await self._one_bmc(hostname, "sensors", lambda d, t: d.sensors(t))
+
+    async def sel(self, hostname: str, *, clear: bool = False) -> list[Any]:
+        """The BMC's system event log; with ``clear``, read it, then clear it (audited)."""
+        entries = await self._one_bmc(hostname, "sel", lambda d, t: d.sel(t))
+        if clear:
+            try:
+                await self._one_bmc(hostname, "sel", lambda d, t: d.clear_sel(t))
+            except DriverError as exc:
+                self.audit_failure("sel.clear", [hostname], exc)
+                raise
+            with self._session() as s:
+                self._audit(s, "sel.clear", [hostname], entries=len(entries))
+        return entries
+
+    async def fru(self, hostname: str) -> Any:
+        """The BMC's FRU inventory (manufacturer, product, serial...)."""
+        return await self._one_bmc(hostname, "fru", lambda d, t: d.fru(t))
+
+    async def bmc_reset(self, hostname: str) -> None:
+        """Cold-reset the BMC itself (not the server). Audited."""
+        try:
+            await self._one_bmc(hostname, "power", lambda d, t: d.bmc_reset(t))
+        except DriverError as exc:
+            self.audit_failure("bmc.reset", [hostname], exc)
+            raise
+        with self._session() as s:
+            self._audit(s, "bmc.reset", [hostname])
 
     # -- import / export -----------------------------------------------------------------------------------
 
