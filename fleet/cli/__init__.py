@@ -69,6 +69,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return EXIT_OK
+    except Exception as exc:  # a bug: say so plainly, with the traceback on request
+        if os.environ.get("FLEET_DEBUG"):
+            raise
+        out.error(f"internal error: {exc.__class__.__name__}: {exc} (run again with FLEET_DEBUG=1 for the "
+                  "traceback, and please report it)")
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -403,12 +403,10 @@ def cmd_profiles_list(args: argparse.Namespace, out: Out) -> int:
 
 
 def cmd_profiles_show(args: argparse.Namespace, out: Out) -> int:
-    import dataclasses
-
     from fleet.profiles import load_profiles
 
     profile = load_profiles().get(args.name)
-    data = dataclasses.asdict(profile)
+    data = _plain(profile)
     if args.json:
         out.json(data)
     else:
@@ -419,7 +417,13 @@ def cmd_profiles_show(args: argparse.Namespace, out: Out) -> int:
 
 
 def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
+    """Dataclasses, mappings (including read-only ones) and sequences as plain JSON/YAML data."""
+    import dataclasses
+    from collections.abc import Mapping
+
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple | frozenset | set):
         return [_plain(v) for v in value]
