@@ -193,6 +193,14 @@ def _place(err: ValidationError, raw: object, loc: str | None, prefix: str = "")
     return err
 
 
+def _at(rec: Any, field: str) -> str | None:
+    """``file:line`` of ``field`` of a record: the key's own line when the record came from YAML."""
+    src = getattr(rec, "src", None)
+    if src is not None and field in src:
+        return src.where(field)
+    return rec.loc
+
+
 def _conflict(message: str, *, field: str, loc: str | None) -> ConflictError:
     """A ConflictError that, like ValidationError, names where and which field."""
     parts = [p for p in (f"{loc}:" if loc else None, f"{field}:", message) if p]
@@ -209,8 +217,9 @@ def _refused(message: str, *, field: str, loc: str | None, value: object = None)
 # -- records ------------------------------------------------------------------------------------------
 
 
-def _loc_field() -> Any:
-    return field(default=None, compare=False, repr=False)
+# Every record has ``loc`` ("file:line" of the record) and, when it was read from YAML, ``src``: the
+# mapping it came from, so that apply() can name the line of the very key it refuses (a reference
+# to an object the reader made anyway, so it costs nothing). Neither takes part in equality.
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,7 +230,7 @@ class NicRecord:
     switch: str = ""
     switch_port: str = ""
     pxe: bool = False
-    loc: str | None = _loc_field()
+    loc: str | None = field(default=None, compare=False, repr=False)
 
     def key(self) -> tuple:
         return (self.name, self.mac, self.ip, self.switch, self.switch_port, self.pxe)
@@ -234,7 +243,7 @@ class DiskRecord:
     model: str = ""
     serial: str = ""
     size_gb: int = 0
-    loc: str | None = _loc_field()
+    loc: str | None = field(default=None, compare=False, repr=False)
 
     def key(self) -> tuple:
         return (self.slot, self.disk_kind, self.model, self.serial, self.size_gb)
@@ -248,7 +257,7 @@ class OutletRecord:
     server: str | None = None
     psu: int = 1
     name: str = ""
-    loc: str | None = _loc_field()
+    loc: str | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,7 +266,8 @@ class SiteRecord:
     code: str
     name: str | None = None
     description: str | None = None
-    loc: str | None = _loc_field()
+    loc: str | None = field(default=None, compare=False, repr=False)
+    src: SourceMap | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,7 +277,8 @@ class PodRecord:
     code: str
     name: str | None = None
     pod_kind: str | None = None
-    loc: str | None = _loc_field()
+    loc: str | None = field(default=None, compare=False, repr=False)
+    src: SourceMap | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,7 +289,8 @@ class RackRecord:
     pod: str | None = None
     units: int | None = None
     description: str | None = None
-    loc: str | None = _loc_field()
+    loc: str | None = field(default=None, compare=False, repr=False)
+    src: SourceMap | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,7 +302,8 @@ class FeedRecord:
     capacity_w: int | None = None
     voltage: int | None = None
     phases: int | None = None
-    loc: str | None = _loc_field()
+    loc: str | None = field(default=None, compare=False, repr=False)
+    src: SourceMap | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,7 +316,8 @@ class CredentialRecord:
     username: str | None = None
     secret: str | None = field(default=None, repr=False)
     options: tuple[tuple[str, str], ...] | None = None
-    loc: str | None = _loc_field()
+    loc: str | None = field(default=None, compare=False, repr=False)
+    src: SourceMap | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -331,7 +345,8 @@ class ServerRecord:
     tags: tuple[str, ...] | None = None
     #: The name of a per-server UPS whose whole output (outlet 0) feeds this server's PSU 1.
     ups: str | None = None
-    loc: str | None = _loc_field()
+    loc: str | None = field(default=None, compare=False, repr=False)
+    src: SourceMap | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -352,7 +367,8 @@ class UpsRecord:
     battery_installed: date | None = None
     description: str | None = None
     outlets: tuple[OutletRecord, ...] | None = None
-    loc: str | None = _loc_field()
+    loc: str | None = field(default=None, compare=False, repr=False)
+    src: SourceMap | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -370,7 +386,8 @@ class PduRecord:
     capacity_w: int | None = None
     description: str | None = None
     outlets: tuple[OutletRecord, ...] | None = None
-    loc: str | None = _loc_field()
+    loc: str | None = field(default=None, compare=False, repr=False)
+    src: SourceMap | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -386,7 +403,8 @@ class PoolRecord:
     last: str | None = None
     dns: str | None = None
     vlan: int | None = None
-    loc: str | None = _loc_field()
+    loc: str | None = field(default=None, compare=False, repr=False)
+    src: SourceMap | None = field(default=None, compare=False, repr=False)
 
 
 Record = (SiteRecord | PodRecord | RackRecord | FeedRecord | CredentialRecord | ServerRecord | UpsRecord
@@ -615,6 +633,7 @@ class _Spec:
     fields: Mapping[str, tuple[str, Converter]]  # input key -> (record attribute, converter)
     required: tuple[str, ...] = ()
     finish: Callable[[dict[str, Any]], None] | None = None
+    top_level: bool = True
 
 
 def _finish_nic(v: dict[str, Any]) -> None:
@@ -680,15 +699,15 @@ _SPECS: dict[str, _Spec] = {
     "nic": _Spec(NicRecord, {
         "name": ("name", _as_nic_name), "mac": ("mac", _as_mac), "ip": ("ip", _as_ip),
         "switch": ("switch", _text(64)), "switch_port": ("switch_port", _text(64)), "pxe": ("pxe", _as_bool),
-    }, required=("mac",), finish=_finish_nic),
+    }, required=("mac",), finish=_finish_nic, top_level=False),
     "disk": _Spec(DiskRecord, {
         "slot": ("slot", _text(32)), "kind": ("disk_kind", _one_of(DISK_KINDS)), "model": ("model", _text(64)),
         "serial": ("serial", _text(64)), "size_gb": ("size_gb", _int(0, 10**7)),
-    }, required=("slot",)),
+    }, required=("slot",), top_level=False),
     "outlet": _Spec(OutletRecord, {
         "number": ("number", _int(0, 4096)), "server": ("server", _as_host), "psu": ("psu", _int(1, 16)),
         "name": ("name", _text(64)),
-    }, required=("number",)),
+    }, required=("number",), top_level=False),
     "site": _Spec(SiteRecord, {
         "code": ("code", _as_code), "name": ("name", _text(128)), "description": ("description", _text(256)),
     }, required=("code",)),
@@ -764,6 +783,8 @@ def _make(kind: str, raw: object, loc: str | None) -> Any:
             raise ValidationError(f"{key} is required", field=key)
     if spec.finish is not None:
         spec.finish(values)
+    if spec.top_level and isinstance(raw, SourceMap) and getattr(raw, "key_lines", None):
+        values["src"] = raw
     return spec.cls(**values)
 
 
@@ -926,7 +947,8 @@ class _Writer:
                 name = "/".join(k) if isinstance(k, tuple) else k
                 where = f" (first at {first.loc})" if first.loc else ""
                 fld = {"site": "code", "pod": "code", "server": "hostname"}.get(kind, "name")
-                raise _conflict(f"{kind} {name!r} appears twice in this import{where}", field=fld, loc=rec.loc)
+                raise _conflict(f"{kind} {name!r} appears twice in this import{where}", field=fld,
+                                loc=_at(rec, fld))
 
     # -- helpers -----------------------------------------------------------------------------------------
 
@@ -1014,25 +1036,25 @@ class _Writer:
         if name not in self.profile_names:
             close = difflib.get_close_matches(name, sorted(self.profile_names), n=3)
             hint = f"; did you mean {', '.join(close)}?" if close else ""
-            raise _refused(f"no hardware profile named {name!r}{hint}", field=fld, loc=rec.loc, value=name)
+            raise _refused(f"no hardware profile named {name!r}{hint}", field=fld, loc=_at(rec, fld), value=name)
 
     def _site_id(self, code: str, rec: Any, fld: str = "site") -> int:
         try:
             return self.sites[code]
         except KeyError:
-            raise _refused(f"unknown site {code!r}", field=fld, loc=rec.loc, value=code) from None
+            raise _refused(f"unknown site {code!r}", field=fld, loc=_at(rec, fld), value=code) from None
 
     def _rack_row(self, site_id: int, site: str, name: str, rec: Any, fld: str = "rack") -> Any:
         row = self.racks.get((site_id, name))
         if row is None:
-            raise _refused(f"unknown rack {name!r} in site {site!r}", field=fld, loc=rec.loc, value=name)
+            raise _refused(f"unknown rack {name!r} in site {site!r}", field=fld, loc=_at(rec, fld), value=name)
         return row
 
     def _feed_id(self, site_id: int, site: str, name: str, rec: Any) -> int:
         try:
             return self.feeds[(site_id, name)]
         except KeyError:
-            raise _refused(f"unknown power feed {name!r} in site {site!r}", field="feed", loc=rec.loc,
+            raise _refused(f"unknown power feed {name!r} in site {site!r}", field="feed", loc=_at(rec, "feed"),
                            value=name) from None
 
     def _cred_id(self, name: str, rec: Any, fld: str) -> int:
@@ -1040,7 +1062,7 @@ class _Writer:
             return self.creds[name]
         except KeyError:
             raise _refused(f"unknown credential {name!r} (credentials come from a secrets file or "
-                           "'fleet credential add')", field=fld, loc=rec.loc, value=name) from None
+                           "'fleet credential add')", field=fld, loc=_at(rec, fld), value=name) from None
 
     def _simple(self, kind: str, table: Table, recs: list, existing: dict[Any, Any],
                 key: Callable[[Any], Any], key_columns: Sequence[str], values: Callable[[Any], dict[str, Any]],
@@ -1060,7 +1082,7 @@ class _Writer:
                 continue
             if self.mode == "create":
                 raise _conflict(f"{kind} {'/'.join(map(str, k)) if isinstance(k, tuple) else k!r} already exists",
-                                field="name" if kind not in ("site", "pod") else "code", loc=rec.loc)
+                                field="name" if kind not in ("site", "pod") else "code", loc=_at(rec, "name"))
             ids[k] = row["id"]
             diff = {c: v for c, v in vals.items()
                     if v is not None and not (compare(row, c, v) if compare else row[c] == v)}
@@ -1103,7 +1125,8 @@ class _Writer:
         try:
             return self.pods[(site_id, code)]
         except KeyError:
-            raise _refused(f"unknown pod {code!r} in site {site!r}", field="pod", loc=rec.loc, value=code) from None
+            raise _refused(f"unknown pod {code!r} in site {site!r}", field="pod", loc=_at(rec, "pod"),
+                           value=code) from None
 
     def _racks(self, recs: list[RackRecord]) -> None:
         existing = {(r["site_id"], r["name"]): r for r in self.conn.execute(select(_T_RACK)).mappings()}
@@ -1156,7 +1179,7 @@ class _Writer:
                 if not same:
                     vals["secret"] = keyring.seal(rec.secret)
             elif row is None:
-                raise _refused("a new credential needs its secret", field="secret", loc=rec.loc)
+                raise _refused("a new credential needs its secret", field="secret", loc=_at(rec, "secret"))
             if row is not None and any(v is not None and row[c] != v for c, v in vals.items()):
                 vals["updated_at"] = self.now
             return vals
@@ -1177,7 +1200,7 @@ class _Writer:
             if any_servers else {}
         if existing and self.mode == "create":
             rec = next(r for r in recs if r.hostname in existing)
-            raise _conflict(f"server {rec.hostname!r} already exists", field="hostname", loc=rec.loc)
+            raise _conflict(f"server {rec.hostname!r} already exists", field="hostname", loc=_at(rec, "hostname"))
         ids_in_batch = {row["id"]: h for h, row in existing.items()}
         stored_nics: dict[int, set] = defaultdict(set)
         stored_disks: dict[int, set] = defaultdict(set)
@@ -1218,19 +1241,21 @@ class _Writer:
             if rec.rack is not None:
                 sid = site_ids.get(rec.site)  # type: ignore[arg-type]
                 if sid is None:
-                    raise _refused(f"unknown site {rec.site!r}", field="site", loc=rec.loc, value=rec.site)
+                    raise _refused(f"unknown site {rec.site!r}", field="site", loc=_at(rec, "site"),
+                                   value=rec.site)
                 rack_row = racks.get((sid, rec.rack))
                 if rack_row is None:
-                    raise _refused(f"unknown rack {rec.rack!r} in site {rec.site!r}", field="rack", loc=rec.loc,
-                                   value=rec.rack)
+                    raise _refused(f"unknown rack {rec.rack!r} in site {rec.site!r}", field="rack",
+                                   loc=_at(rec, "rack"), value=rec.rack)
                 vals["rack_id"] = rack_row["id"]
                 if rec.pod is not None:
                     pod_code = self.pod_codes.get(rack_row["pod_id"])
                     if pod_code != rec.pod:
                         raise _refused(f"rack {rec.rack!r} is in pod {pod_code!r}, not {rec.pod!r}", field="pod",
-                                       loc=rec.loc, value=rec.pod)
+                                       loc=_at(rec, "pod"), value=rec.pod)
             elif rec.site is not None and rec.site not in site_ids:
-                raise _refused(f"unknown site {rec.site!r}", field="site", loc=rec.loc, value=rec.site)
+                raise _refused(f"unknown site {rec.site!r}", field="site", loc=_at(rec, "site"),
+                               value=rec.site)
             if rec.profile is not None and rec.profile not in profiles_seen:
                 self._profile(rec.profile, rec)
                 profiles_seen.add(rec.profile)
@@ -1258,7 +1283,7 @@ class _Writer:
                     vals["position"] = None
             if rack_id is not None and pos is not None:
                 units = rack_row["units"] if rack_row is not None else None
-                placements.append((rack_id, pos, height, host, rec.loc, units or 0))
+                placements.append((rack_id, pos, height, host, _at(rec, "position"), units or 0))
 
             # Addresses: unique within the batch; checked against the database below.
             if rec.nics is not None:
@@ -1286,9 +1311,9 @@ class _Writer:
                 owner = ip_owner.setdefault(rec.primary_ip, host)
                 if owner != host:
                     raise _conflict(f"IP {rec.primary_ip} is already given to {owner} in this import",
-                                    field="primary_ip", loc=rec.loc)
+                                    field="primary_ip", loc=_at(rec, "primary_ip"))
             if rec.ups is not None:
-                self.ups_refs[rec.ups].append((host, 1, rec.loc))
+                self.ups_refs[rec.ups].append((host, 1, _at(rec, "ups")))
 
             if row is None:
                 state = rec.state or "new"
@@ -1584,7 +1609,7 @@ class _Writer:
             if rec.ups is not None:
                 ups_id = self.ups_ids.get(rec.ups)
                 if ups_id is None:
-                    raise _refused(f"unknown UPS {rec.ups!r}", field="ups", loc=rec.loc, value=rec.ups)
+                    raise _refused(f"unknown UPS {rec.ups!r}", field="ups", loc=_at(rec, "ups"), value=rec.ups)
             return {"name": rec.name, "site_id": sid, "rack_id": rack_id, "profile": rec.profile, "host": rec.host,
                     "port": rec.port,
                     "credential_id": None if rec.credential is None else self._cred_id(rec.credential, rec,
