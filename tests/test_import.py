@@ -32,7 +32,7 @@ def dump(engine: Engine) -> dict[str, list[tuple]]:
     with engine.connect() as conn:
         for table in SQLModel.metadata.sorted_tables:
             rows = conn.execute(select(table)).all()
-            out[table.name] = sorted((tuple(map(repr, r)) for r in rows))
+            out[table.name] = sorted(tuple(map(repr, r)) for r in rows)
     return out
 
 
