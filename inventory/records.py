@@ -1028,15 +1028,29 @@ class _Writer:
             stmt = update(table).where(table.c.id == bindparam("_id")).values(values)
             self.conn.execute(stmt, params)
 
-    def _profile(self, name: str | None, rec: Any, fld: str = "profile") -> None:
+    def _profile(self, name: str | None, rec: Any, kind: str, fld: str = "profile") -> None:
+        """Refuse a profile that does not exist (suggesting close names) or is for another kind of device."""
         if name is None:
             return
         if self.profile_names is None:
             self.profile_names = set(self.profiles.names())
         if name not in self.profile_names:
-            close = difflib.get_close_matches(name, sorted(self.profile_names), n=3)
+            same_kind = [n for n in sorted(self.profile_names) if self._profile_kind(n) in (kind, None)]
+            close = difflib.get_close_matches(name, same_kind, n=3)
             hint = f"; did you mean {', '.join(close)}?" if close else ""
             raise _refused(f"no hardware profile named {name!r}{hint}", field=fld, loc=_at(rec, fld), value=name)
+        actual = self._profile_kind(name)
+        if actual is not None and actual != kind:
+            raise _refused(f"profile {name!r} is for a {actual}, not a {kind}", field=fld, loc=_at(rec, fld),
+                           value=name)
+
+    def _profile_kind(self, name: str) -> str | None:
+        get = getattr(self.profiles, "get", None)
+        return getattr(get(name), "kind", None) if get is not None else None
+
+    def _nut_profiles(self) -> list[str]:
+        return sorted(p.name for p in getattr(self.profiles, "of_kind", lambda _k: [])("ups")
+                      if getattr(p, "nut", None) is not None)
 
     def _site_id(self, code: str, rec: Any, fld: str = "site") -> int:
         try:
@@ -1257,7 +1271,7 @@ class _Writer:
                 raise _refused(f"unknown site {rec.site!r}", field="site", loc=_at(rec, "site"),
                                value=rec.site)
             if rec.profile is not None and rec.profile not in profiles_seen:
-                self._profile(rec.profile, rec)
+                self._profile(rec.profile, rec, "server")
                 profiles_seen.add(rec.profile)
             if rec.bmc_credential is not None:
                 vals["bmc_credential_id"] = creds.get(rec.bmc_credential) or self._cred_id(
@@ -1575,11 +1589,18 @@ class _Writer:
     def _ups(self, recs: list[UpsRecord]) -> None:
         if not recs and not self.ups_refs:
             return
+        unprofiled_nut = [r.name for r in recs if r.protocol == "nut" and r.profile is None]
+        existing_names = {r["name"] for r in self._rows_by_keys(_T_UPS, _T_UPS.c.name, unprofiled_nut,
+                                                                  [_T_UPS.c.name])}
 
         def resolve(rec: UpsRecord) -> dict[str, Any]:
             sid, rack_id = self._located(rec, rec.site)
-            self._profile(rec.profile, rec)
+            self._profile(rec.profile, rec, "ups")
             protocol = rec.protocol
+            if protocol == "nut" and rec.profile is None and rec.name not in existing_names:
+                # the default (generic-ups-mib) speaks SNMP: a NUT unit must say what it is
+                raise _refused("a UPS read through NUT needs a profile; NUT profiles: "
+                               + ", ".join(self._nut_profiles()), field="profile", loc=_at(rec, "protocol"))
             return {"name": rec.name, "site_id": sid, "rack_id": rack_id, "kind": rec.ups_kind,
                     "profile": rec.profile, "protocol": protocol, "host": rec.host,
                     "port": rec.port if rec.port is not None or protocol is None else DEFAULT_PORTS[protocol],
@@ -1604,7 +1625,7 @@ class _Writer:
 
         def resolve(rec: PduRecord) -> dict[str, Any]:
             sid, rack_id = self._located(rec, rec.site)
-            self._profile(rec.profile, rec)
+            self._profile(rec.profile, rec, "pdu")
             ups_id = None
             if rec.ups is not None:
                 ups_id = self.ups_ids.get(rec.ups)

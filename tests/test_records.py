@@ -326,6 +326,19 @@ def test_unknown_ups_profile_is_refused(engine: Engine) -> None:
     assert exc.value.location == "u.yaml:4"
 
 
+@pytest.mark.parametrize(("rec", "message"), [
+    (lambda: build("ups", {"name": "u", "site": "s1", "host": "127.0.0.2", "profile": "dell-r640"}),
+     "'dell-r640' is for a server, not a ups"),
+    (lambda: build("ups", {"name": "u", "site": "s1", "host": "127.0.0.1", "protocol": "nut", "nut_name": "u"}),
+     "NUT profiles: .*apc-back-ups-nut"),
+    (lambda: _server("a1", 1, "02:00:5e:00:00:01", profile="apc-rpdu"), "is for a pdu, not a server"),
+])
+def test_a_profile_must_exist_and_fit_the_device(engine: Engine, rec: Any, message: str) -> None:
+    with pytest.raises(ValidationError, match=message) as exc:
+        _apply(engine, [*_base(), rec()])
+    assert exc.value.field == "profile"
+
+
 def test_credentials_are_sealed_and_reimport_is_unchanged(sqlite_engine: Engine, keyring: KeyRing) -> None:
     cred = build("credential", {"name": "ipmi-x", "kind": "ipmi", "username": "admin", "secret": "pw-1"})
     assert _apply(sqlite_engine, [cred], keyring=keyring).created == {"credential": 1}
