@@ -31,6 +31,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
 from functools import lru_cache
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from sqlalchemy import Connection, Table, bindparam, delete, func, insert, literal, literal_column, select, update
@@ -112,7 +113,6 @@ DEFAULT_SERVER_PROFILE = "generic-ipmi"
 DEFAULT_UPS_PROFILE = "generic-ups-mib"
 DEFAULT_PDU_PROFILE = "generic-pdu"
 
-_STATES = frozenset(STATES)
 _NIC_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,31}$")
 _PURPOSE = re.compile(r"^[a-z][a-z0-9-]{0,15}$")
 _TAG_SPLIT = re.compile(r"[\s;,]+")
@@ -563,10 +563,6 @@ def _as_tags(v: Any, f: str, _loc: str | None) -> tuple[str, ...]:
     return split_tags(v, f)
 
 
-def _as_is(v: Any, _f: str, _loc: str | None) -> Any:
-    return v  # checked by the kind's finish step, which needs other fields first
-
-
 def _as_nic_name(v: Any, f: str, _loc: str | None) -> str:
     if type(v) is not str or not _NIC_NAME.match(v):
         raise ValidationError(f"{v!r} is not an interface name (letters, digits, '.', '_', ':', '-')", field=f,
@@ -1005,15 +1001,20 @@ class _Writer:
         SQLAlchemy's per-row parameter processing costs about as much as SQLite's own work for a
         100,000-row insert; here the column types' bind processors run column by column instead.
         """
-        compiled = stmt.compile(dialect=self.conn.dialect, column_keys=list(rows[0]))
-        columns = []
-        for name in compiled.positiontup or ():
-            values = [r[name] for r in rows]
-            process = table.c[name].type._cached_bind_processor(self.conn.dialect)
-            if process is not None:
-                values = [None if v is None else process(v) for v in values]
-            columns.append(values)
-        params = list(zip(*columns, strict=True)) if columns else [()] * len(rows)
+        dialect = self.conn.dialect
+        compiled = stmt.compile(dialect=dialect, column_keys=list(rows[0]))
+        names = list(compiled.positiontup or ())
+        if len(names) > 1:
+            params: list = list(map(itemgetter(*names), rows))
+        else:
+            params = [(r[names[0]],) for r in rows] if names else [()] * len(rows)
+        processors = [(i, p) for i, name in enumerate(names)
+                      if (p := table.c[name].type._cached_bind_processor(dialect)) is not None]
+        if processors:
+            columns = [list(c) for c in zip(*params, strict=True)]
+            for i, process in processors:
+                columns[i] = [None if v is None else process(v) for v in columns[i]]
+            params = list(zip(*columns, strict=True))
         for chunk in _chunks(params, 50_000):
             self.conn.exec_driver_sql(compiled.string, list(chunk))
 
