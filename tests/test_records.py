@@ -306,6 +306,19 @@ def test_ups_outlets_and_per_server_ups_reference(engine: Engine) -> None:
     assert not _apply(engine, recs).updated
 
 
+def test_a_server_naming_a_stored_ups_takes_its_outlet_0_once(engine: Engine) -> None:
+    ups = build("ups", {"name": "ups-a1", "site": "s1", "host": "127.0.0.1", "protocol": "nut", "nut_name": "a1",
+                        "profile": "apc-back-ups-nut", "kind": "server"})
+    _apply(engine, [*_base(), ups, _server("a2", 2, "02:00:5e:00:00:02")])
+    assert _apply(engine, [_server("a1", 1, "02:00:5e:00:00:01", ups="ups-a1")]).updated == {"ups": 1}
+    assert not _apply(engine, [_server("a1", 1, "02:00:5e:00:00:01", ups="ups-a1")]).updated
+    with pytest.raises(ConflictError, match="already feeds another server"):
+        _apply(engine, [_server("a2", 2, "02:00:5e:00:00:02", ups="ups-a1")])
+    with Session(engine) as s:
+        assert s.execute(select(Outlet.number, Server.hostname).join(Server, Server.id == Outlet.server_id)
+                         ).all() == [(0, "a1")]
+
+
 @pytest.mark.parametrize(("outlets", "message"), [
     ([{"number": 1, "server": "a1"}, {"number": 1, "server": "a2"}], "outlet 1 of pdu1 is given twice"),
     ([{"number": 1, "server": "a1"}, {"number": 2, "server": "a1"}], "PSU 1 of a1 is fed by"),
