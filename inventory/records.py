@@ -31,7 +31,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
 from functools import lru_cache
-from operator import itemgetter
+from operator import attrgetter, itemgetter
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from sqlalchemy import Connection, Table, bindparam, delete, func, insert, literal, literal_column, select, update
@@ -871,6 +871,9 @@ _T_CRED, _T_SERVER, _T_TAG, _T_NIC = _table(Credential), _table(Server), _table(
 _T_DISK, _T_UPS, _T_PDU, _T_OUTLET = _table(Disk), _table(Ups), _table(Pdu), _table(Outlet)
 _T_POOL, _T_CHANGE = _table(IpPool), _table(StateChange)
 
+# Server columns whose record attribute has the column's name and value.
+_PLAIN_COLUMNS = ("position", "height", "profile", "serial", "asset_tag", "bmc_host", "bmc_port", "primary_ip",
+                  "priority", "description")
 # Server columns an import may set, and their values when a new server does not give them.
 _SERVER_DEFAULTS: dict[str, Any] = {
     "rack_id": None, "position": None, "height": 1, "profile": DEFAULT_SERVER_PROFILE, "serial": "",
@@ -887,6 +890,7 @@ class _Writer:
         self.conn = conn
         self.profiles = profiles
         self.profile_names: set[str] | None = None
+        self.profiles_ok: set[tuple[str, str]] = set()  # (profile, device kind) pairs already checked
         self.keyring = keyring
         self.actor = actor
         self.mode = mode
@@ -1031,7 +1035,7 @@ class _Writer:
 
     def _profile(self, name: str | None, rec: Any, kind: str, fld: str = "profile") -> None:
         """Refuse a profile that does not exist (suggesting close names) or is for another kind of device."""
-        if name is None:
+        if name is None or (name, kind) in self.profiles_ok:
             return
         if self.profile_names is None:
             self.profile_names = set(self.profiles.names())
@@ -1044,6 +1048,7 @@ class _Writer:
         if actual is not None and actual != kind:
             raise _refused(f"profile {name!r} is for a {actual}, not a {kind}", field=fld, loc=_at(rec, fld),
                            value=name)
+        self.profiles_ok.add((name, kind))
 
     def _profile_kind(self, name: str) -> str | None:
         get = getattr(self.profiles, "get", None)
@@ -1230,7 +1235,7 @@ class _Writer:
             for r in self._rows_by_keys(_T_TAG, _T_TAG.c.server_id, id_list):
                 stored_tags[r["server_id"]].add(r["tag"])
 
-        profiles_seen: set[str] = set()
+        plain = attrgetter(*_PLAIN_COLUMNS)
         site_ids = self.sites
         racks = self.racks
         creds = self.creds
@@ -1240,7 +1245,7 @@ class _Writer:
         rewrite_nics: list[ServerRecord] = []  # existing servers whose NICs are replaced
         rewrite_disks: list[ServerRecord] = []
         rewrite_tags: list[ServerRecord] = []
-        placements: list[tuple[int, int, int, str, str | None, int]] = []  # rack, pos, height, host, loc, units
+        placements: list[tuple] = []  # (rack, position, height, host, record, units)
         macs: dict[str, tuple[str, str | None]] = {}
         nic_ips: dict[str, tuple[str, str | None]] = {}
         ip_owner: dict[str, str] = {}
@@ -1271,18 +1276,15 @@ class _Writer:
             elif rec.site is not None and rec.site not in site_ids:
                 raise _refused(f"unknown site {rec.site!r}", field="site", loc=_at(rec, "site"),
                                value=rec.site)
-            if rec.profile is not None and rec.profile not in profiles_seen:
+            if rec.profile is not None:
                 self._profile(rec.profile, rec, "server")
-                profiles_seen.add(rec.profile)
             if rec.bmc_credential is not None:
                 vals["bmc_credential_id"] = creds.get(rec.bmc_credential) or self._cred_id(
                     rec.bmc_credential, rec, "bmc_credential")
             if rec.ssh_credential is not None:
                 vals["ssh_credential_id"] = creds.get(rec.ssh_credential) or self._cred_id(
                     rec.ssh_credential, rec, "ssh_credential")
-            for col in ("position", "height", "profile", "serial", "asset_tag", "bmc_host", "bmc_port",
-                        "primary_ip", "priority", "description"):
-                v = getattr(rec, col)
+            for col, v in zip(_PLAIN_COLUMNS, plain(rec), strict=True):
                 if v is not None:
                     vals[col] = v
 
@@ -1298,7 +1300,7 @@ class _Writer:
                     vals["position"] = None
             if rack_id is not None and pos is not None:
                 units = rack_row["units"] if rack_row is not None else None
-                placements.append((rack_id, pos, height, host, _at(rec, "position"), units or 0))
+                placements.append((rack_id, pos, height, host, rec, units or 0))
 
             # Addresses: unique within the batch; checked against the database below.
             if rec.nics is not None:
@@ -1328,7 +1330,7 @@ class _Writer:
                     raise _conflict(f"IP {rec.primary_ip} is already given to {owner} in this import",
                                     field="primary_ip", loc=_at(rec, "primary_ip"))
             if rec.ups is not None:
-                self.ups_refs[rec.ups].append((host, 1, _at(rec, "ups")))
+                self.ups_refs[rec.ups].append((host, 1, rec))
 
             if row is None:
                 state = rec.state or "new"
@@ -1418,7 +1420,7 @@ class _Writer:
         if not rack_ids:
             return
         units_of = {row["id"]: row["units"] for row in self.racks.values()}
-        occupied: dict[int, dict[int, tuple[str, str | None]]] = defaultdict(dict)
+        occupied: dict[int, dict[int, tuple[str, Any]]] = defaultdict(dict)
         todo = list(placements)
         if any_servers:
             stored = []
@@ -1428,25 +1430,27 @@ class _Writer:
                     .where(_T_SERVER.c.rack_id.in_(chunk), _T_SERVER.c.position.is_not(None))).all())
             # Servers already in place come first, so the message names the newcomer.
             todo = [(r, p, h, host, None, 0) for r, p, h, host in stored if host not in batch_hosts] + todo
-        for rack_id, pos, height, host, loc, _units in todo:
+
+        def rack_name(rack_id: int) -> str:
+            return next((name for (_s, name), row in self.racks.items() if row["id"] == rack_id), str(rack_id))
+
+        for rack_id, pos, height, host, rec, _units in todo:
             units = units_of.get(rack_id, 0)
             top = pos + height - 1
-            rack_name = next((name for (_s, name), row in self.racks.items() if row["id"] == rack_id), rack_id) \
-                if top > units else None
             if top > units:
-                msg = f"{host} at units {pos}-{top} does not fit in rack {rack_name} ({units} units)"
-                if loc is None:
+                msg = f"{host} at units {pos}-{top} does not fit in rack {rack_name(rack_id)} ({units} units)"
+                if rec is None:
                     msg += " after this import"
-                raise _conflict(msg, field="position", loc=loc)
+                raise _conflict(msg, field="position", loc=rec and _at(rec, "position"))
             slots = occupied[rack_id]
             for unit in range(pos, top + 1):
                 other = slots.get(unit)
                 if other is not None:
-                    rack_name = next(name for (_s, name), row in self.racks.items() if row["id"] == rack_id)
-                    where = f" (at {other[1]})" if other[1] else ""
+                    first = _at(other[1], "position") if other[1] is not None else None
+                    where = f" (at {first})" if first else ""
                     raise _conflict(f"{host} at units {pos}-{top} overlaps {other[0]}{where} at unit {unit} of "
-                                    f"rack {rack_name}", field="position", loc=loc)
-                slots[unit] = (host, loc)
+                                    f"rack {rack_name(rack_id)}", field="position", loc=rec and _at(rec, "position"))
+                slots[unit] = (host, rec)
 
     def _check_addresses_in_db(self, macs: dict, nic_ips: dict, ip_owner: dict, ids_in_batch: dict[int, str],
                                replaced_nic_ids: set[int], primary_restated: set[int], recs: list) -> None:
@@ -1534,7 +1538,8 @@ class _Writer:
                 full[rec.name] = self._outlet_set(rec.name, rec.outlets)
         partial: dict[str, dict[int, tuple]] = {}
         for name, servers in refs.items():
-            for host, psu, loc in servers:
+            for host, psu, server_rec in servers:
+                loc = _at(server_rec, "ups")
                 if name not in ids:
                     raise _refused(f"unknown UPS {name!r}", field="ups", loc=loc, value=name)
                 outlets = full.get(name)
