@@ -546,14 +546,14 @@ class Bmc:
         delay = self.spec.power_on_delay
         if action == "on":
             if not on:
-                self._schedule(now + delay, True)
+                self._schedule(now + delay, True, now)
         elif action in ("off", "soft"):
             self._pending = None
             self._set_power(False)
         elif action == "cycle":
             if on:  # ipmi_sim and most BMCs: a cycle of a server that is off leaves it off
                 self._set_power(False)
-                self._schedule(now + CYCLE_OFF_SECONDS + delay, True)
+                self._schedule(now + CYCLE_OFF_SECONDS + delay, True, now)
         elif action == "reset":
             if on:
                 self.reset_count += 1
@@ -562,8 +562,8 @@ class Bmc:
             raise ValueError(f"unknown power action {action!r}")
         self.restart_cause = 0x01  # chassis control command
 
-    def _schedule(self, when: float, state: bool) -> None:
-        if when <= time.monotonic():
+    def _schedule(self, when: float, state: bool, now: float) -> None:
+        if when <= now:
             self._pending = None
             self._set_power(state)
         else:

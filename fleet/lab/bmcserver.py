@@ -70,6 +70,9 @@ LOG_FILE = "bmcserver.log"
 MAX_SESSIONS = 16
 #: Seconds a half-open session (Open Session .. RAKP 3) may idle before it is dropped.
 PENDING_TIMEOUT = 10.0
+#: A full session table gives up its least recently used active session once that is idle this long
+#: (a console that vanished without Close Session); real BMCs vary between this and refusing.
+EVICT_IDLE_SECONDS = 10.0
 #: How often expired sessions are swept.
 SWEEP_SECONDS = 2.0
 #: A request repeated (same rqSeq, same bytes) within this many seconds and session sequence numbers
@@ -115,6 +118,9 @@ class Session:
         """Sliding-window check of an inbound session sequence number (spec 6.12.13)."""
         if seq == 0:
             return False
+        if self.in_seq == 0:  # the first packet of the session sets the window
+            self.in_seq, self.seen = seq, 1
+            return True
         ahead = (seq - self.in_seq) & 0xFFFFFFFF
         if 0 < ahead <= 64:
             self.seen = ((self.seen << ahead) | 1) & 0xFFFFFFFF
@@ -367,6 +373,8 @@ class LabServer:
                                            session.suite if session else None)
             return rmcp.build_v20(PayloadType.OPEN_SESSION_RESPONSE, msg.build())
 
+        if req.console_sid == 0:
+            return answer(RmcppStatus.INVALID_SESSION_ID)
         suite, status = _choose_suite(req)
         if suite is None:
             self.stats.login_failures += 1
@@ -378,14 +386,9 @@ class LabServer:
         if sessions is None:
             sessions = ep.sessions = {}
             self._live.add(ep)
-        if len(sessions) >= self.max_sessions:
-            self._expire(ep, now)
-            half_open = sorted((s for s in sessions.values() if s.state != _ACTIVE), key=lambda s: s.last_seen)
-            if len(sessions) >= self.max_sessions and half_open and now - half_open[0].last_seen > 1.0:
-                del sessions[half_open[0].bmc_sid]
-            if len(sessions) >= self.max_sessions:
-                self.stats.login_failures += 1
-                return answer(RmcppStatus.INSUFFICIENT_RESOURCES)
+        if len(sessions) >= self.max_sessions and not self._make_room(ep, now):
+            self.stats.login_failures += 1
+            return answer(RmcppStatus.INSUFFICIENT_RESOURCES)
         sid = random.getrandbits(32)
         while sid == 0 or sid in sessions:
             sid = random.getrandbits(32)
@@ -393,6 +396,21 @@ class LabServer:
         sessions[sid] = session
         self.stats.sessions_opened += 1
         return answer(RmcppStatus.OK, session)
+
+    def _make_room(self, ep: Endpoint, now: float) -> bool:
+        """Free a slot in a full session table: expired sessions first, then the least recently used
+        half-open one idle for a second, then an active one idle for :data:`EVICT_IDLE_SECONDS`."""
+        self._expire(ep, now)
+        sessions = ep.sessions or {}
+        if len(sessions) < self.max_sessions:
+            return True
+        oldest = min(sessions.values(), key=lambda s: (s.state == _ACTIVE, s.last_seen))
+        idle = now - oldest.last_seen
+        if idle > (EVICT_IDLE_SECONDS if oldest.state == _ACTIVE else 1.0):
+            del sessions[oldest.bmc_sid]
+            self.stats.sessions_expired += 1
+            return True
+        return False
 
     def _rakp1(self, ep: Endpoint, msg: rmcp.Rakp1, now: float) -> bytes:
         bmc = ep.bmc

@@ -445,7 +445,10 @@ def parse_ipmi_response(msg: bytes) -> IpmiResponse:
 # ---------------------------------------------------------------------------------------------
 
 
-def _algorithm_payload(kind: int, algorithm: int) -> bytes:
+def _algorithm_payload(kind: int, algorithm: int | None) -> bytes:
+    """One 8-byte algorithm payload; ``None`` gives a null payload (length 0: "let the BMC choose")."""
+    if algorithm is None:
+        return bytes([kind, 0, 0, 0, 0, 0, 0, 0])
     return bytes([kind, 0, 0, 8, algorithm, 0, 0, 0])
 
 
@@ -462,29 +465,23 @@ class OpenSessionRequest:
 
     @classmethod
     def parse(cls, data: bytes) -> OpenSessionRequest:
-        if len(data) < 8:
+        """The three algorithm payloads sit at offsets 8, 16 and 24, 8 bytes each."""
+        if len(data) < 32:
             raise ProtocolError("short Open Session Request")
         tag, priv = data[0], data[1] & 0x0F
         (console_sid,) = struct.unpack_from("<I", data, 4)
-        algos: dict[int, int | None] = {0: None, 1: None, 2: None}
-        pos = 8
-        while pos + 4 <= len(data):
-            kind, length = data[pos], data[pos + 3]
-            if kind not in algos:
-                raise ProtocolError(f"Open Session Request with payload kind {kind}")
-            if length == 0:  # a null payload: "any algorithm" (13.17)
-                pos += 4
-                continue
-            if length != 8 or pos + 8 > len(data):
-                raise ProtocolError("Open Session Request algorithm payload of a bad length")
-            algos[kind] = data[pos + 4] & 0x3F
-            pos += 8
+        algos: list[int | None] = []
+        for kind in range(3):
+            pos = 8 + 8 * kind
+            if data[pos] != kind or data[pos + 3] not in (0, 8):
+                raise ProtocolError(f"Open Session Request algorithm payload {kind} is malformed")
+            algos.append(data[pos + 4] & 0x3F if data[pos + 3] else None)
         return cls(tag, priv, console_sid, algos[0], algos[1], algos[2])
 
     def build(self) -> bytes:
         head = bytes([self.tag, self.max_privilege, 0, 0]) + struct.pack("<I", self.console_sid)
-        return (head + _algorithm_payload(0, self.auth or 0) + _algorithm_payload(1, self.integrity or 0)
-                + _algorithm_payload(2, self.confidentiality or 0))
+        return (head + _algorithm_payload(0, self.auth) + _algorithm_payload(1, self.integrity)
+                + _algorithm_payload(2, self.confidentiality))
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
