@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import random
 import re
@@ -515,6 +516,31 @@ def test_sessionless_commands_and_asf_ping(tlab: Any) -> None:
         assert resp.data[1] & 0x80 and resp.data[3] & 0x02  # IPMI 2.0 only
 
 
+def test_garbage_is_dropped_and_the_bmc_keeps_answering(tlab: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """Malformed datagrams are counted and dropped as protocol errors, never as crashes."""
+    server, call, pairs = tlab
+    console = Console(*pairs[7])
+    rng = random.Random(7)
+    try:
+        console.login()
+        good = console.packet(0x00, 0x01)
+        samples = [rng.randbytes(rng.randrange(0, 80)) for _ in range(300)]
+        samples += [good[:n] for n in range(len(good))]  # every truncation of a valid packet
+        samples += [bytes([6, 0, 0xFF, 7]) + rng.randbytes(rng.randrange(0, 60)) for _ in range(300)]
+        samples += [bytes([6, 0, 0xFF, 7, 6, p]) + rng.randbytes(40) for p in range(256)]
+        bad_before = call(lambda: server.stats.bad)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            for i in range(0, len(samples), 100):  # in bursts the socket's receive buffer can hold
+                for sample in samples[i:i + 100]:
+                    s.sendto(sample, pairs[7])
+                time.sleep(0.02)
+        assert console.command(0x00, 0x01).completion_code == 0
+        assert call(lambda: server.stats.bad) > bad_before
+        assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    finally:
+        console.close()
+
+
 def test_fd_limit_is_reported_clearly() -> None:
     with pytest.raises(LabStartError, match="file descriptors needed"):
         bmcserver.ensure_fd_limit(1 << 40)
@@ -745,6 +771,9 @@ def test_freeipmi(peers: LabProcess, tmp_path: Path) -> None:
     assert re.search(r"IPMI Version\s+: 2\.0", info)
     flags = freeipmi("ipmi-chassis", host, port, "--get-boot-flags").stdout
     assert re.search(r"Boot device selector\s+: No override", flags)
+    freeipmi("ipmi-chassis-config", host, port, "--commit", "--key-pair=Chassis_Boot_Flags:Boot_Device=PXE")
+    assert peers.control({"op": "get", "bmc": "free"})["bmc"]["boot"] == {
+        "device": "pxe", "valid": True, "persistent": False, "uefi": False}
 
 
 @pytest.mark.peer

@@ -181,6 +181,7 @@ class LabServer:
         self._live: set[Endpoint] = set()  # endpoints that hold sessions
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
+        self._stop_requested = False
         self._control: asyncio.AbstractServer | None = None
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -191,6 +192,8 @@ class LabServer:
         t0 = time.monotonic()
         self._loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
+        if self._stop_requested:
+            self._stopping.set()
         ensure_fd_limit(len(self.specs) + 64)
         try:
             for spec in self.specs:
@@ -200,6 +203,10 @@ class LabServer:
             raise
         if self.state_dir is not None:
             path = self.state_dir / CONTROL_SOCKET
+            if len(os.fsencode(path)) > 107:
+                self.close()
+                raise LabStartError(f"the control socket path {path} is too long for a Unix socket: "
+                                    "use a shorter state directory")
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
             self._control = await asyncio.start_unix_server(self._control_client, path=str(path))
@@ -236,6 +243,8 @@ class LabServer:
             await self.aclose()
 
     def request_stop(self) -> None:
+        """Make :meth:`run` return (also when asked before :meth:`start` finished)."""
+        self._stop_requested = True
         if self._stopping is not None:
             self._stopping.set()
 
@@ -864,9 +873,12 @@ def _pid_file(state_dir: Path) -> Iterator[None]:
 async def _serve(specs: list[BmcSpec], sets: dict[str, SensorSet], state_dir: Path, max_sessions: int) -> None:
     server = LabServer(specs, sets, state_dir, max_sessions=max_sessions)
     loop = asyncio.get_running_loop()
-    await server.start()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, server.request_stop)
+    await server.start()
+    if server._stop_requested:
+        await server.aclose()
+        return
     ready = {"pid": os.getpid(), "bmcs": len(specs), "startup_seconds": round(server.startup_seconds, 3),
              "rss_bytes": rss_bytes()}
     tmp = state_dir / (READY_FILE + ".tmp")
