@@ -595,6 +595,9 @@ def test_server_process_lifecycle_and_control() -> None:
         assert not bad["ok"] and "unknown fault" in bad["error"]
         assert not lab_control(lab.state, {"op": "get", "bmc": "nobody"})["ok"]
         assert lab.control({"op": "stats"})["bmcs"] == 2
+        with pytest.raises(LabStartError, match="already runs"):
+            bmcserver.start(lab.spec, lab.state, timeout=30)
+        assert (lab.state / bmcserver.READY_FILE).exists()
         os.kill(lab.pid, signal.SIGTERM)
         deadline = time.monotonic() + 10
         while (lab.state / bmcserver.PID_FILE).exists() and time.monotonic() < deadline:

@@ -800,6 +800,15 @@ def _ours(pid: int) -> bool:
         return False
 
 
+def _running_pid(state_dir: Path) -> int | None:
+    """The PID of a lab server that runs in ``state_dir``, if one does."""
+    try:
+        pid = int((state_dir / PID_FILE).read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pid if pid != os.getpid() and _pid_alive(pid) and _ours(pid) else None
+
+
 def start(spec_path: str | os.PathLike[str], state_dir: str | os.PathLike[str], *, timeout: float = 120.0,
           python: str | None = None, extra_args: Sequence[str] = ()) -> int:
     """Start the server in the background (its own session, output in ``DIR/bmcserver.log``).
@@ -809,6 +818,9 @@ def start(spec_path: str | os.PathLike[str], state_dir: str | os.PathLike[str], 
     """
     state = Path(state_dir)
     state.mkdir(parents=True, exist_ok=True)
+    running = _running_pid(state)
+    if running is not None:
+        raise LabStartError(f"a lab BMC server (pid {running}) already runs in {state}")
     (state / READY_FILE).unlink(missing_ok=True)
     logfile = state / LOG_FILE
     with open(logfile, "ab") as out:
@@ -833,9 +845,9 @@ def stop(state_dir: str | os.PathLike[str], *, timeout: float = 10.0, pid: int |
     """Stop the server of ``state_dir`` by its PID (SIGTERM, then SIGKILL); False if none was running."""
     state = Path(state_dir)
     if pid is None:
-        try:
-            pid = int((state / PID_FILE).read_text().split()[0])
-        except (OSError, ValueError, IndexError):
+        pid = _running_pid(state)
+        if pid is None:
+            (state / PID_FILE).unlink(missing_ok=True)
             return False
     if not _pid_alive(pid) or not _ours(pid):
         (state / PID_FILE).unlink(missing_ok=True)
@@ -903,6 +915,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     args.state_dir.mkdir(parents=True, exist_ok=True)
+    running = _running_pid(args.state_dir)
+    if running is not None:
+        print(f"error: a lab BMC server (pid {running}) already runs in {args.state_dir}", file=sys.stderr)
+        return 1
     with _pid_file(args.state_dir):
         try:
             asyncio.run(_serve(specs, sets, args.state_dir, args.max_sessions))
