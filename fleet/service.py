@@ -722,8 +722,12 @@ class Fleet:
     # -- import / export -----------------------------------------------------------------------------------
 
     def import_files(self, paths: Sequence[str | Path], *, netbox_devices: str | Path | None = None,
-                     netbox_interfaces: str | Path | None = None, dry_run: bool = False) -> ImportResult:
-        """Import YAML/CSV files (or a NetBox export) as one transaction: all of it, or nothing."""
+                     netbox_interfaces: str | Path | None = None, secrets: Sequence[str | Path] = (),
+                     dry_run: bool = False) -> ImportResult:
+        """Import YAML/CSV files (or a NetBox export) as one transaction: all of it, or nothing.
+
+        ``secrets`` are YAML files of credentials with their secrets, sealed before they are stored.
+        """
         from inventory import importer, records
 
         path_list = [Path(p) for p in paths]
@@ -731,7 +735,8 @@ class Fleet:
             recs, warnings = importer.read_files(
                 path_list, profiles=self.profiles,
                 netbox_devices=Path(netbox_devices) if netbox_devices else None,
-                netbox_interfaces=Path(netbox_interfaces) if netbox_interfaces else None)
+                netbox_interfaces=Path(netbox_interfaces) if netbox_interfaces else None,
+                secrets=[Path(p) for p in secrets])
             needs_key = any(getattr(r, "kind", None) == "credential" for r in recs)
             with Session(self.engine, expire_on_commit=False) as s:
                 try:
@@ -739,6 +744,7 @@ class Fleet:
                                            keyring=self.keyring if needs_key else None,
                                            actor=self.actor, mode="upsert")
                     sources = [str(p) for p in path_list] + [str(p) for p in (netbox_devices, netbox_interfaces) if p]
+                    sources += [f"secrets:{p}" for p in secrets]
                     result = ImportResult(dict(report.created), dict(report.updated), dict(report.unchanged),
                                           tuple(warnings) + tuple(report.warnings), dry_run)
                     if dry_run:

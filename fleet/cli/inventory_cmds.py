@@ -37,6 +37,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--netbox", type=Path, metavar="DEVICES.json", help="NetBox /api/dcim/devices/ response")
     p.add_argument("--interfaces", type=Path, metavar="INTERFACES.json",
                    help="NetBox /api/dcim/interfaces/ response (with --netbox)")
+    p.add_argument("--secrets", type=Path, action="append", default=[], metavar="SECRETS.yaml",
+                   help="a YAML file of credentials with their secrets (repeatable); sealed on the way in")
     p.add_argument("--dry-run", action="store_true", help="check everything, write nothing")
 
     p = cmd("export", cmd_export, "export the inventory (never secrets)")
@@ -220,13 +222,13 @@ def _env_key() -> bool:
 
 
 def cmd_import(args: argparse.Namespace, out: Out) -> int:
-    if not args.files and not args.netbox:
+    if not args.files and not args.netbox and not args.secrets:
         raise InputError("name files to import, or --netbox DEVICES.json")
     if args.interfaces and not args.netbox:
         raise InputError("--interfaces goes with --netbox")
     fleet = _open(args)
     result = fleet.import_files(args.files, netbox_devices=args.netbox, netbox_interfaces=args.interfaces,
-                                dry_run=args.dry_run)
+                                secrets=args.secrets, dry_run=args.dry_run)
     if args.json:
         out.json(result)
         return 0

@@ -1,0 +1,92 @@
+"""``fleet lab start|stop|status|fault``: the virtual datacenter."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from .output import Out
+
+_DEFAULT_DIR = os.environ.get("FLEET_LAB_DIR", ".lab")
+
+
+def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    lab = sub.add_parser("lab", parents=[common], help="the virtual datacenter (simulated BMCs on loopback)")
+    lab_sub = lab.add_subparsers(dest="lab_command", metavar="ACTION", required=True)
+
+    p = lab_sub.add_parser("start", parents=[common], help="start a lab in the background and write its inventory")
+    p.add_argument("--dir", type=Path, default=Path(_DEFAULT_DIR), help="lab folder (default: $FLEET_LAB_DIR or .lab)")
+    p.add_argument("--racks", type=int, default=2)
+    p.add_argument("--servers-per-rack", type=int, default=8)
+    p.add_argument("--sites", type=int, default=1)
+    p.add_argument("--port", type=int, help="BMC port (default 623 as root, else 6623)")
+    p.set_defaults(func=cmd_start)
+
+    p = lab_sub.add_parser("stop", parents=[common], help="stop everything the lab started")
+    p.add_argument("--dir", type=Path, default=Path(_DEFAULT_DIR))
+    p.set_defaults(func=cmd_stop)
+
+    p = lab_sub.add_parser("status", parents=[common], help="what the lab runs")
+    p.add_argument("--dir", type=Path, default=Path(_DEFAULT_DIR))
+    p.set_defaults(func=cmd_status)
+
+    p = lab_sub.add_parser("fault", parents=[common], help="inject or clear a fault on a lab device")
+    p.add_argument("host", help="the server (its BMC) by host name")
+    p.add_argument("kind", help="dead, slow, wrong-password, stuck-power, sensor-critical, ecc")
+    p.add_argument("--clear", action="store_true")
+    p.add_argument("--value", help="e.g. milliseconds for slow, a sensor name for sensor-critical")
+    p.add_argument("--dir", type=Path, default=Path(_DEFAULT_DIR))
+    p.set_defaults(func=cmd_fault)
+
+
+def cmd_start(args: argparse.Namespace, out: Out) -> int:
+    from fleet.lab.datacenter import start_lab
+
+    info = start_lab(args.dir, racks=args.racks, servers_per_rack=args.servers_per_rack, sites=args.sites,
+                     port=args.port)
+    if args.json:
+        out.json(info)
+    else:
+        out.info(f"lab: {info.servers} servers in {info.racks} racks, {info.sites} site(s); BMC server pid "
+                 f"{info.bmc_pid}, port {info.port}")
+        out.info(f"import it: fleet import {args.dir / 'inventory.yaml'} --secrets {args.dir / 'secrets.yaml'}")
+    return 0
+
+
+def cmd_stop(args: argparse.Namespace, out: Out) -> int:
+    from fleet.lab.datacenter import stop_lab
+
+    stopped = stop_lab(args.dir)
+    if args.json:
+        out.json({"stopped": stopped})
+    else:
+        out.info("lab stopped" if stopped else "the lab was not running")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace, out: Out) -> int:
+    from fleet.lab.datacenter import lab_status
+
+    info = lab_status(args.dir)
+    if args.json:
+        out.json(info)
+    else:
+        pairs = [(k, v) for k, v in info.items() if k != "bmc_server"]
+        pairs += [(f"bmc {k}", v) for k, v in info.get("bmc_server", {}).items()]
+        out.kv(pairs)
+    return 0
+
+
+def cmd_fault(args: argparse.Namespace, out: Out) -> int:
+    from fleet.lab.datacenter import lab_fault
+
+    value: object = args.value
+    if value is not None and str(value).isdigit():
+        value = int(str(value))
+    state = lab_fault(args.dir, args.host, args.kind, clear=args.clear, value=value)
+    if args.json:
+        out.json(state)
+    else:
+        out.info(f"{args.host}: faults now {state.get('faults') or 'none'}")
+    return 0

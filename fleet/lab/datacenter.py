@@ -1,0 +1,191 @@
+"""``fleet lab``: a virtual datacenter on loopback, for demos, tests and benches.
+
+``start_lab(DIR, racks=R, servers_per_rack=N)`` lays out sites, a container pod per site and racks,
+gives every server a lab BMC on its own loopback address, starts the lab BMC server in the
+background and writes what an operator would import:
+
+- ``DIR/inventory.yaml``: the sites, pods, racks and servers, importable with ``fleet import``;
+- ``DIR/secrets.yaml`` (mode 0600): the lab's credentials, imported with ``--secrets``;
+- ``DIR/lab.json``: what is running (PIDs, state folders), read by ``stop_lab`` and ``lab_fault``.
+
+Everything binds 127.0.0.0/8 only. Port 623 as root, else 6623 (each BMC has its own address, so
+one port number serves them all).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets as pysecrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fleet.errors import InputError, NotFound
+
+__all__ = ["LAB_FILE", "LabInfo", "lab_fault", "lab_status", "plan_lab", "start_lab", "stop_lab"]
+
+LAB_FILE = "lab.json"
+BMC_STATE = "bmc"
+FIRST_BMC_HOST = "127.10.0.1"
+SERVER_FAULTS = ("dead", "slow", "wrong-password", "stuck-power", "sensor-critical", "ecc")
+
+
+@dataclass(frozen=True)
+class LabInfo:
+    directory: Path
+    servers: int
+    racks: int
+    sites: int
+    bmc_pid: int
+    port: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"directory": str(self.directory), "servers": self.servers, "racks": self.racks,
+                "sites": self.sites, "bmc_pid": self.bmc_pid, "port": self.port}
+
+
+def _default_port() -> int:
+    return 623 if os.geteuid() == 0 else 6623
+
+
+def plan_lab(*, racks: int, servers_per_rack: int, sites: int = 1, port: int | None = None,
+             password: str | None = None) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """The BMC server spec, the inventory and the secrets of a lab (pure: nothing is started)."""
+    from .bmcserver import loopback_hosts
+
+    if racks < 1 or servers_per_rack < 1 or sites < 1:
+        raise InputError("a lab needs at least one site, one rack and one server per rack")
+    if sites > racks:
+        raise InputError(f"{sites} sites need at least {sites} racks")
+    if racks * servers_per_rack > 60000:
+        raise InputError("at most 60,000 lab servers")
+    port = port or _default_port()
+    password = password or pysecrets.token_urlsafe(12)[:16]
+    total = racks * servers_per_rack
+    hosts = loopback_hosts(total, first=FIRST_BMC_HOST)
+    units = max(42, servers_per_rack)
+    site_list: list[dict[str, Any]] = [
+        {"code": f"lab{s + 1}", "name": f"Lab site {s + 1}",
+         "pods": [{"code": f"c{s + 1:02d}", "name": f"Container {s + 1}", "kind": "container", "racks": []}]}
+        for s in range(sites)
+    ]
+    bmcs: list[dict[str, Any]] = []
+    index = 0
+    for r in range(racks):
+        site = site_list[r % sites]
+        rack_name = f"R{r + 1:02d}" if racks < 100 else f"R{r + 1:03d}"
+        servers = []
+        for n in range(servers_per_rack):
+            hostname = f"{site['code']}-{rack_name.lower()}-s{n + 1:02d}"
+            mac = "02:fb:{:02x}:{:02x}:{:02x}:{:02x}".format(*(index + 1).to_bytes(4, "big"))
+            servers.append({
+                "hostname": hostname, "position": n + 1, "profile": "rackfleet-lab",
+                "serial": f"LAB{index + 1:06d}", "state": "deployed", "bmc": f"{hosts[index]}:{port}",
+                "bmc_credential": "lab-bmc", "priority": 100 if n % 4 else 50,
+                "tags": ["lab"] + (["gpu"] if n % 10 == 0 else []),
+                "nics": [{"name": "eth0", "mac": mac, "pxe": True}],
+            })
+            bmcs.append({"name": hostname, "host": hosts[index], "port": port, "serial": f"LAB{index + 1:06d}"})
+            index += 1
+        site["pods"][0]["racks"].append({
+            "name": rack_name, "units": units,
+            "feeds": [{"name": f"{rack_name}-A", "capacity_w": 400 * servers_per_rack}],
+            "servers": servers,
+        })
+    spec = {"defaults": {"username": "admin", "password": password, "power_on_delay": 0.5}, "bmcs": bmcs}
+    inventory = {"version": 1, "sites": site_list}
+    secrets = {"credentials": [{"name": "lab-bmc", "kind": "ipmi", "username": "admin", "secret": password}]}
+    return spec, inventory, secrets
+
+
+def _write(path: Path, text: str, mode: int = 0o644) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.chmod(tmp, mode)
+    tmp.replace(path)
+
+
+def start_lab(directory: str | os.PathLike[str], *, racks: int = 2, servers_per_rack: int = 8, sites: int = 1,
+              port: int | None = None) -> LabInfo:
+    """Start the virtual datacenter in the background; write its inventory and secrets to ``directory``."""
+    from . import bmcserver
+
+    root = Path(directory)
+    root.mkdir(parents=True, exist_ok=True)
+    if (root / LAB_FILE).exists() and _running(root):
+        raise InputError(f"a lab is already running in {root}: 'fleet lab stop --dir {root}' first")
+    spec, inventory, secrets = plan_lab(racks=racks, servers_per_rack=servers_per_rack, sites=sites, port=port)
+    _write(root / "bmc-spec.json", json.dumps(spec), 0o600)  # it holds the lab password
+    header = ("# The virtual datacenter of `fleet lab start`. Import with:\n"
+              f"#   fleet import {root / 'inventory.yaml'} --secrets {root / 'secrets.yaml'}\n")
+    _write(root / "inventory.yaml", header + yaml.safe_dump(inventory, sort_keys=False, width=120))
+    _write(root / "secrets.yaml", "# Lab credentials: import with --secrets; never commit.\n"
+           + yaml.safe_dump(secrets, sort_keys=False), 0o600)
+    pid = bmcserver.start(root / "bmc-spec.json", root / BMC_STATE)
+    info = LabInfo(root, len(spec["bmcs"]), racks, sites, pid, spec["bmcs"][0]["port"])
+    _write(root / LAB_FILE, json.dumps(info.to_json(), indent=2))
+    return info
+
+
+def _running(root: Path) -> bool:
+    pid_file = root / BMC_STATE / "bmcserver.pid"
+    if not pid_file.exists():
+        return False
+    try:
+        os.kill(int(pid_file.read_text().strip()), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def stop_lab(directory: str | os.PathLike[str]) -> bool:
+    """Stop everything ``start_lab`` started in ``directory`` (by PID). True if something was running."""
+    from . import bmcserver
+
+    root = Path(directory)
+    if not (root / LAB_FILE).exists():
+        raise NotFound(f"no lab in {root} (no {LAB_FILE})")
+    stopped = bmcserver.stop(root / BMC_STATE)
+    (root / LAB_FILE).unlink(missing_ok=True)
+    return stopped
+
+
+def lab_fault(directory: str | os.PathLike[str], target: str, kind: str, *, clear: bool = False,
+              value: Any = None) -> dict[str, Any]:
+    """Flip a fault of a lab device (a server's BMC, by host name)."""
+    from .bmcserver import lab_control
+
+    root = Path(directory)
+    if kind not in SERVER_FAULTS:
+        raise InputError(f"unknown fault {kind!r}; server faults: {', '.join(SERVER_FAULTS)}")
+    if not (root / LAB_FILE).exists():
+        raise NotFound(f"no lab in {root} (start one with 'fleet lab start --dir {root}')")
+    request: dict[str, Any] = {"op": "fault", "bmc": target, "kind": kind, "clear": clear}
+    if value is not None:
+        request["value"] = value
+    answer = lab_control(root / BMC_STATE, request)
+    if not answer.get("ok"):
+        raise InputError(f"lab: {answer.get('error', 'refused')}")
+    return answer["bmc"]
+
+
+def lab_status(directory: str | os.PathLike[str]) -> dict[str, Any]:
+    """What runs in the lab: the info written at start and the BMC server's live counters."""
+    from .bmcserver import lab_control
+
+    root = Path(directory)
+    if not (root / LAB_FILE).exists():
+        raise NotFound(f"no lab in {root}")
+    info = json.loads((root / LAB_FILE).read_text())
+    info["running"] = _running(root)
+    if info["running"]:
+        stats = lab_control(root / BMC_STATE, {"op": "stats"})
+        info["bmc_server"] = {k: v for k, v in stats.items() if k != "ok"}
+    return info
