@@ -34,7 +34,19 @@ from functools import lru_cache
 from operator import attrgetter, itemgetter
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
-from sqlalchemy import Connection, Table, bindparam, delete, func, insert, literal, literal_column, select, update
+from sqlalchemy import (
+    Boolean,
+    Connection,
+    Table,
+    bindparam,
+    delete,
+    func,
+    insert,
+    literal,
+    literal_column,
+    select,
+    update,
+)
 
 from fleet.errors import ConflictError, ValidationError
 
@@ -971,21 +983,23 @@ class _Writer:
         """Bulk insert ``rows`` (all with the same keys); ``stamps`` are time columns set to now.
 
         With ``key`` (natural-key columns), returns natural key -> new id, read back in one query
-        as the rows above the largest id before the insert (filtered by the keys inserted, so
-        rows other writers commit meanwhile are never mistaken for ours).
+        as the rows above the largest id before the insert (filtered by the keys inserted, so rows
+        other writers commit meanwhile are never taken for ours).
         """
         if not rows:
             return {}
         width = len(rows[0])
         if any(len(r) != width for r in rows):
             raise AssertionError(f"rows for {table.name} must all have the same columns")
-        before = (self.conn.execute(select(func.max(table.c.id))).scalar() or 0) if key else 0
         stmt = insert(table)
         if stamps:
             stmt = stmt.values({name: self.now_sql for name in stamps})
+        before = (self.conn.execute(select(func.max(table.c.id))).scalar() or 0) if key else 0
         if self.conn.dialect.name == "sqlite":
             self._executemany_sqlite(stmt, table, rows)
-        else:
+        elif not self._copy_postgres(table, rows, stamps):
+            # psycopg pipelines a plain executemany (measured 5x faster than multi-row
+            # INSERT ... RETURNING batches); COPY, above, is faster still.
             for chunk in _chunks(rows, 20_000):
                 self.conn.execute(stmt, list(chunk))
         if not key:
@@ -998,6 +1012,33 @@ class _Writer:
             if k in wanted:
                 out[k] = row[0]
         return out
+
+    def _copy_postgres(self, table: Table, rows: list[dict], stamps: Sequence[str]) -> bool:
+        """``COPY ... FROM STDIN`` through psycopg: about 10x an executemany for 100,000 rows.
+
+        Used only when psycopg can adapt every value itself (no SQLAlchemy bind processor in
+        the way, e.g. JSON); returns False to let the caller insert another way.
+        """
+        dbapi = self.conn.connection.driver_connection
+        if len(rows) < 1000 or not hasattr(dbapi, "cursor") or self.conn.dialect.driver != "psycopg":
+            return False
+        names = list(rows[0])
+        if any(table.c[n].type._cached_bind_processor(self.conn.dialect) is not None
+               and not isinstance(table.c[n].type, Boolean) for n in names):  # ours are real bools
+            return False
+        quote = self.conn.dialect.identifier_preparer
+        columns = ", ".join(quote.quote(n) for n in (*names, *stamps))
+        getter = itemgetter(*names)
+        extra = (self.now,) * len(stamps)
+        with dbapi.cursor() as cursor, cursor.copy(
+                f"COPY {quote.format_table(table)} ({columns}) FROM STDIN") as copy:
+            if len(names) == 1:
+                for r in rows:
+                    copy.write_row((r[names[0]], *extra))
+            else:
+                for r in rows:
+                    copy.write_row(getter(r) + extra)
+        return True
 
     def _executemany_sqlite(self, stmt: Any, table: Table, rows: list[dict]) -> None:
         """The Core insert, compiled once and run by the driver's executemany on plain tuples.
