@@ -22,8 +22,24 @@ from .errors import (
     Unsupported,
     ValidationError,
 )
-from .service import Fleet, current_actor
-from .views import AuditRow, CredentialRow, ImportResult, NicRow, RackRow, ServerDetail, ServerRow, SiteRow
+
+# The service and its result types load SQLAlchemy; they are imported on first use, so that light
+# users of the package (the lab BMC server, the driver worker processes) do not pay for them.
+_LAZY = {
+    "Fleet": "service", "current_actor": "service", "AuditRow": "views", "CredentialRow": "views",
+    "ImportResult": "views", "NicRow": "views", "RackRow": "views", "ServerDetail": "views",
+    "ServerRow": "views", "SiteRow": "views",
+}
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __version__ = "0.1.0"
 
