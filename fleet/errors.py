@@ -100,8 +100,8 @@ class ProfileError(InputError):
     """A hardware profile is malformed, or a name refers to no profile."""
 
 
-class ConflictError(InputError):
-    """A name, address or rack position is already taken."""
+class ConflictError(ValidationError):
+    """A name, address or rack position is already taken (``field`` and ``location`` say which, where)."""
 
 
 class IllegalTransition(InputError):

@@ -763,6 +763,101 @@ class Fleet:
             raise
         return result
 
+    def _apply(self, records: list[Any], *, mode: str, action: str, targets: list[str], **detail: Any
+               ) -> ImportResult:
+        from inventory import records as recs
+
+        with Session(self.engine, expire_on_commit=False) as s:
+            try:
+                report = recs.apply(s, records, profiles=self.profiles, actor=self.actor, mode=mode)
+                self._audit(s, action, targets, **detail)
+                s.commit()
+            except BaseException:
+                s.rollback()
+                raise
+        return ImportResult(dict(report.created), dict(report.updated), dict(report.unchanged),
+                            tuple(report.warnings))
+
+    def add(self, kind: str, raw: dict[str, Any], *, feeds: str | Sequence[str] | None = None) -> ImportResult:
+        """Add one site, pod, rack, feed, server, UPS, PDU or pool, with the checks of an import.
+
+        Refuses a name that exists already. For a UPS, ``feeds`` selects the servers it powers (its
+        outlet 0 feeds each; one server means a per-server UPS).
+        """
+        from inventory import records as recs
+
+        raw = dict(raw)
+        if raw.get("rack") and not raw.get("site"):
+            raw["site"] = self._site_of_rack(str(raw["rack"]))
+        if feeds is not None:
+            hosts = self.hostnames(feeds)
+            if not hosts:
+                raise NotFound(f"--feeds {feeds!r} matches no server")
+            raw["outlets"] = [{"number": 0 if len(hosts) == 1 else i + 1, "server": h} for i, h in enumerate(hosts)]
+            if not raw.get("site"):  # a UPS stands where what it feeds stands
+                places = {(r.site, r.rack) for r in self.servers(f"host={','.join(hosts)}") if r.site}
+                if len({site for site, _ in places}) == 1:
+                    raw["site"] = next(iter(places))[0]
+                    if len(places) == 1 and not raw.get("rack"):
+                        raw["rack"] = next(iter(places))[1]
+        rack_feeds = raw.pop("feeds", []) if kind == "rack" else []
+        records = [recs.build(kind, raw, loc="command line")]
+        records += [recs.build("feed", {**f, "site": raw.get("site"), "rack": raw.get("name")}, loc="command line")
+                    for f in rack_feeds]
+        key = {"server": "hostname", "site": "code", "pod": "code"}.get(kind, "name")
+        return self._apply(records, mode="create", action=f"add.{kind}", targets=[str(raw.get(key))])
+
+    def _site_of_rack(self, rack: str) -> str:
+        """The site of the one rack named ``rack``; an error naming the sites when it is ambiguous."""
+        with Session(self.engine) as s:
+            sites = list(s.execute(select(Site.code).join(Rack, Rack.site_id == Site.id)
+                                   .where(func.lower(Rack.name) == rack.lower()).order_by(Site.code)).scalars())
+        if not sites:
+            raise NotFound(f"no rack named {rack!r}")
+        if len(sites) > 1:
+            raise InputError(f"rack {rack} exists in several sites ({', '.join(sites)}): give --site")
+        return sites[0]
+
+    def set(self, name: str, changes: dict[str, Any]) -> ImportResult:
+        """Change fields of one server, UPS or PDU (the same checks as an import; absent fields are kept)."""
+        from inventory import records as recs
+
+        if not changes:
+            raise InputError("nothing to change: give key=value pairs")
+        if "state" in changes:
+            raise InputError("a lifecycle state changes with 'fleet state HOST STATE --reason ...', not 'set'")
+        changes = dict(changes)
+        with Session(self.engine) as s:
+            row = s.execute(select(Server.rack_id, Server.position, Server.height)
+                            .where(Server.hostname == name.strip().lower())).first()
+            if row is not None:
+                kind, key = "server", {"hostname": name.strip().lower()}
+                if row.rack_id and {"position", "height"} & set(changes) and "rack" not in changes:
+                    # A position means nothing without its rack: restate where the server is.
+                    site, rack = s.execute(select(Site.code, Rack.name).join(Rack, Rack.site_id == Site.id)
+                                           .where(Rack.id == row.rack_id)).one()
+                    changes = {"site": site, "rack": rack, "position": row.position, "height": row.height,
+                               **changes}
+                elif "rack" in changes and "site" not in changes:
+                    changes["site"] = self._site_of_rack(str(changes["rack"]))
+            else:
+                for model, dev_kind in ((Ups, "ups"), (Pdu, "pdu")):
+                    dev = s.execute(select(Site.code, model.host).join(Site, Site.id == model.site_id)
+                                    .where(model.name == name)).first()
+                    if dev is not None:
+                        kind, key = dev_kind, {"name": name}
+                        # The fields that identify where the device is stand in every record.
+                        changes = {"site": dev.code, "host": dev.host, **changes}
+                        break
+                else:
+                    raise NotFound(f"no server, UPS or PDU named {name!r}")
+        for k in changes:
+            if k in key:
+                raise InputError(f"{k} cannot be changed with 'set' (it names the {kind})")
+        record = recs.build(kind, {**key, **changes}, loc="command line")
+        return self._apply([record], mode="upsert", action=f"set.{kind}", targets=[next(iter(key.values()))],
+                           changes={k: str(v) for k, v in changes.items()})
+
     def export(self, fmt: str = "yaml") -> str | dict[str, str]:
         """The inventory as YAML text, or as CSV texts by file name. Never includes a secret."""
         from inventory import exporter

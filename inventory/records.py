@@ -214,12 +214,8 @@ def _at(rec: Any, field: str) -> str | None:
 
 
 def _conflict(message: str, *, field: str, loc: str | None) -> ConflictError:
-    """A ConflictError that, like ValidationError, names where and which field."""
-    parts = [p for p in (f"{loc}:" if loc else None, f"{field}:", message) if p]
-    err = ConflictError(" ".join(parts))
-    err.field = field  # type: ignore[attr-defined]
-    err.location = loc  # type: ignore[attr-defined]
-    return err
+    """A ConflictError naming where and which field."""
+    return ConflictError(message, field=field, location=loc)
 
 
 def _refused(message: str, *, field: str, loc: str | None, value: object = None) -> ValidationError:

@@ -11,6 +11,7 @@ from typing import Any
 
 from fleet.errors import InputError, ValidationError
 from fleet.service import CREDENTIAL_KINDS, Fleet
+from inventory.validate import check_endpoint
 
 from .output import Out
 
@@ -490,12 +491,14 @@ def _add_raw(args: argparse.Namespace) -> dict[str, Any]:
                "rack": args.rack, "kind": args.ups_kind, "feed": args.upstream_feed,
                "battery_installed": args.battery_installed}
         if args.snmp:
-            raw.update(protocol="snmp", address=args.snmp)
+            host, port = check_endpoint(args.snmp, field="--snmp", default_port=161)
+            raw.update(protocol="snmp", host=host, port=port)
         else:
             ups_name, sep, address = args.nut.partition("@")
             if not sep:
                 raise ValidationError(f"{args.nut!r} is not UPS@ADDR[:PORT]", field="--nut")
-            raw.update(protocol="nut", nut_name=ups_name, address=address)
+            host, port = check_endpoint(address, field="--nut", default_port=3493)
+            raw.update(protocol="nut", nut_name=ups_name, host=host, port=port)
         return _drop_none(raw)
     if kind == "pdu":
         outlets = []
@@ -505,7 +508,8 @@ def _add_raw(args: argparse.Namespace) -> dict[str, Any]:
             if not sep or not host:
                 raise ValidationError(f"{spec!r} is not N=HOST[/PSU]", field="--outlet")
             outlets.append(_drop_none({"number": number, "server": host, "psu": psu or None}))
-        return _drop_none({"name": args.name, "address": args.snmp, "credential": args.credential,
+        host, port = check_endpoint(args.snmp, field="--snmp", default_port=161)
+        return _drop_none({"name": args.name, "host": host, "port": port, "credential": args.credential,
                            "profile": args.profile, "site": args.site, "rack": args.rack,
                            "feed": args.upstream_feed, "ups": args.ups, "outlets": outlets or None})
     if kind == "pool":
@@ -529,7 +533,7 @@ def cmd_add(args: argparse.Namespace, out: Out) -> int:
     else:
         for w in result.warnings:
             out.warn(w)
-        out.info(f"added {args.add_kind} {raw.get('hostname') or raw.get('name') or raw.get('code')}")
+        out.info(f"added {args.add_kind} {raw.get('hostname') or raw.get('code') or raw.get('name')}")
     return 0
 
 

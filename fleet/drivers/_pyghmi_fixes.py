@@ -57,6 +57,16 @@ would send upstream (https://opendev.org/x/pyghmi):
    abandons the in-flight command first. Upstream: ``_mark_broken`` should clear ``incommand`` and
    ``lastpayload`` before logging out.
 
+7. **The IO thread can block forever in recvfrom()**: ``_io_sendto`` (called from any thread) puts
+   the shared UDP socket in *blocking* mode for its send, while the IO thread's ``_io_recvfrom`` sets
+   non-blocking mode and then reads. If a send lands between those two steps, the IO thread's read
+   blocks until some datagram arrives; every waiter (all of ``ioqueue``) hangs meanwhile. At the end
+   of a sweep, with only dead BMCs left, nothing arrives and the process wedges. Fixed by
+   :func:`_io_sendto` (sockets stay non-blocking; a send that would block is dropped like a lost
+   packet and retransmitted) and by bounding the wait in :func:`_io_wait`. Upstream: never toggle
+   the blocking mode of a socket shared between threads; keep them non-blocking and send with
+   ``MSG_DONTWAIT``; and give ``_io_wait``'s ``evt.wait()`` its deadline as a timeout.
+
 Hooks (not defects): :func:`set_login_policy` chooses the cipher suite per session (pyghmi always
 proposes suite 17 and silently falls back to 3; Rackfleet follows the profile's order, and never
 falls back to a suite the profile does not list), and :func:`wake` interrupts the pump's wait when a
@@ -109,8 +119,9 @@ def apply() -> None:
 
         # 3: one lock for both session tables.
         ps.WAITING_SESSIONS = ps.KEEPALIVE_SESSIONS
-        # 2: no lost wake-ups.
+        # 2 and 7: no lost wake-ups, no unbounded waits; 7: sends never make a socket blocking.
         ps._io_wait = _io_wait
+        ps._io_sendto = _io_sendto
         # 5: asynchronous privilege request for onlogon sessions.
         ps.Session._rf_orig_req_priv_level = ps.Session._req_priv_level
         ps.Session._req_priv_level = _req_priv_level
@@ -154,8 +165,15 @@ def _io_wait(timeout: float, myaddr: Any = None, evq: Any = None) -> None:
         return
     if deadline < ps.selectdeadline:
         intsock = ps.iosockets[0]
-        intsock.sendto(b"\x01", (ps.myself, intsock.getsockname()[1]))
-    evt.wait()
+        _io_sendto(intsock, b"\x01", (ps.myself, intsock.getsockname()[1]))
+    # 7: bounded. Returning without the event is harmless: every caller loops and re-checks.
+    evt.wait(max(0.0, timeout) + 0.1)
+
+
+def _io_sendto(mysocket: socket.socket, packet: bytes, sockaddr: Any) -> None:
+    """pyghmi's ``_io_sendto`` without ``setblocking(1)``: a send that would block is a lost packet."""
+    with contextlib.suppress(OSError):
+        mysocket.sendto(packet, socket.MSG_DONTWAIT, sockaddr)
 
 
 # --- 5: asynchronous privilege request -------------------------------------------------------------

@@ -740,7 +740,7 @@ class IpmiDriver(PowerControl, BootControl, SensorReader, EventLog, HardwareInve
     ``IpmiDriver()`` starts nothing; the workers start on the first call. Close with
     ``await driver.aclose()`` (or ``driver.close()``, or ``async with IpmiDriver() as driver``).
     Settings: ``workers`` (default: CPU count, at most 4), ``max_inflight`` operations per worker
-    (default 64), ``session_idle_s`` before an unused session is closed (default 300),
+    (default 128), ``session_idle_s`` before an unused session is closed (default 300),
     ``watchdog_margin_s`` past a deadline after which a silent worker is killed and replaced.
     Each call's deadline is ``Target.timeout`` seconds from when its worker takes it.
     """
@@ -753,7 +753,7 @@ class IpmiDriver(PowerControl, BootControl, SensorReader, EventLog, HardwareInve
         Setting("timeout", float, 5.0, help="deadline of one operation, seconds"),
     )
 
-    def __init__(self, *, workers: int | None = None, max_inflight: int = 64, session_idle_s: float = 300.0,
+    def __init__(self, *, workers: int | None = None, max_inflight: int = 128, session_idle_s: float = 300.0,
                  watchdog_margin_s: float = 2.0, test_ops: bool = False) -> None:
         from .ipmi_pool import IpmiPool
 

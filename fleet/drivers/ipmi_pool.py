@@ -151,7 +151,7 @@ def _kill_all(procs: list[subprocess.Popen[bytes]]) -> None:
 class IpmiPool:
     """Worker processes for IPMI, each owning a shard of the BMCs. See the module docstring."""
 
-    def __init__(self, *, workers: int | None = None, max_inflight: int = 64, session_idle_s: float = 300.0,
+    def __init__(self, *, workers: int | None = None, max_inflight: int = 128, session_idle_s: float = 300.0,
                  watchdog_margin_s: float = 2.0, max_sessions: int = 8192, test_ops: bool = False) -> None:
         self.size = workers or default_workers()
         if self.size < 1 or max_inflight < 1:
