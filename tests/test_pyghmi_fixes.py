@@ -367,6 +367,50 @@ def test_6_discard_does_not_wait_for_the_command_in_flight(sims: list[IpmiSim]) 
 
 
 # ---------------------------------------------------------------------------------------------
+# 7. the IO thread blocks in recvfrom() after another thread's send
+# ---------------------------------------------------------------------------------------------
+
+BLOCKING_RECV = """
+import socket as so
+c1 = command.Command(bmc=HOST, userid=b"admin", password=b"password", port=PORT)
+ps.MAX_BMCS_PER_SOCKET = 1  # the next session gets a socket of its own
+c2 = command.Command(bmc=EXTRA[0], userid=b"admin", password=b"password", port=int(EXTRA[1]))
+c2.get_power()
+sess = c2.ipmi_session
+assert sess.socket is not ps.iosockets[0]  # pyghmi's wake-up poke goes to iosockets[0], not here
+def wide(mysocket, size):  # pyghmi's _io_recvfrom, its race window widened to 100 ms
+    mysocket.setblocking(0)
+    time.sleep(0.1)
+    try:
+        return mysocket.recvfrom(size)
+    except so.error:
+        return None
+ps._io_recvfrom = wide
+sess.raw_command(netfn=0, command=1, callback=lambda r: None)  # its answer sets the IO thread reading
+time.sleep(0.25)
+# A send from this thread while the IO thread is between setblocking(0) and recvfrom() on that socket:
+ps._io_sendto(sess.socket, bytes(20), sess.sockaddr)
+result = {}
+def waiter():
+    t = time.monotonic()
+    ps._io_wait(0.3)
+    result["took"] = time.monotonic() - t
+th = threading.Thread(target=waiter, daemon=True)
+th.start()
+th.join(2)
+out(stuck=th.is_alive(), took=result.get("took"))
+"""
+
+
+def test_7_a_send_from_another_thread_does_not_block_the_io_thread(sims: list[IpmiSim]) -> None:
+    s, other = sims[0], sims[1]
+    broken = scenario(BLOCKING_RECV, s.host, s.port, False, other.host, str(other.port))
+    assert broken["stuck"] is True  # the IO thread sleeps in a blocking recvfrom(); so does every waiter
+    fixed = scenario(BLOCKING_RECV, s.host, s.port, True, other.host, str(other.port))
+    assert fixed["stuck"] is False and fixed["took"] < 1.0
+
+
+# ---------------------------------------------------------------------------------------------
 # The hooks
 # ---------------------------------------------------------------------------------------------
 
