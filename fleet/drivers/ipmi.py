@@ -739,7 +739,7 @@ class IpmiDriver(PowerControl, BootControl, SensorReader, EventLog, HardwareInve
 
     ``IpmiDriver()`` starts nothing; the workers start on the first call. Close with
     ``await driver.aclose()`` (or ``driver.close()``, or ``async with IpmiDriver() as driver``).
-    Settings: ``workers`` (default: CPU count, at most 4), ``max_inflight`` operations per worker
+    Settings: ``workers`` (default: two per CPU, 2 to 8), ``max_inflight`` operations per worker
     (default 128), ``session_idle_s`` before an unused session is closed (default 300),
     ``watchdog_margin_s`` past a deadline after which a silent worker is killed and replaced.
     Each call's deadline is ``Target.timeout`` seconds from when its worker takes it.
