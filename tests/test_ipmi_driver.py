@@ -515,6 +515,30 @@ def test_close_stops_the_workers_and_refuses_new_calls(sims: list[IpmiSim], sim_
         run(drv.power_status(t))
 
 
+def test_idle_sessions_are_kept_alive_then_closed(sims: list[IpmiSim], sim_options: dict[str, Any]) -> None:
+    t = target(sims[SIM["status"]], sim_options)
+    spec = {"host": t.host, "port": t.port, "username": b"", "password": b"", "cipher_suites": (3,),
+            "timeout": 2, "options": {}}
+
+    async def scenario() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], dict[str, Any]]:
+        async with IpmiDriver(workers=1, test_ops=True, keepalive_s=0.2, session_idle_s=2.5) as drv:
+            await drv.power_status(t)
+            first = await drv.pool.call("_stats", (), **spec)
+            await asyncio.sleep(1.6)  # housekeeping runs once a second: at least one keepalive
+            kept = await drv.pool.call("_stats", (), **spec)
+            await drv.power_status(t)  # on the same session: no new login
+            reused = await drv.pool.call("_stats", (), **spec)
+            await asyncio.sleep(3.6)
+            closed = await drv.pool.call("_stats", (), **spec)
+            return first, kept, reused, closed
+
+    first, kept, reused, closed = run(scenario())
+    assert first["sessions"] == 1 and first["logins"] == 1
+    assert kept["keepalives"] >= 1 and kept["sessions"] == 1
+    assert reused["logins"] == 1
+    assert closed["sessions"] == 0  # closed after session_idle_s unused
+
+
 def test_errors_name_target_and_operation_and_never_the_password(driver: IpmiDriver, sims: list[IpmiSim],
                                                                  sim_options: dict[str, Any]) -> None:
     t = target(sims[SIM["status"]], sim_options, password="s3cret-pw")

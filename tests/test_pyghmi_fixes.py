@@ -411,6 +411,64 @@ def test_7_a_send_from_another_thread_does_not_block_the_io_thread(sims: list[Ip
 
 
 # ---------------------------------------------------------------------------------------------
+# 8. the clock: a system call with 10 ms resolution
+# ---------------------------------------------------------------------------------------------
+
+CLOCK = """
+readings = []
+end = time.monotonic() + 0.05
+while time.monotonic() < end:
+    readings.append(ps._monotonic_time())
+steps = sorted({round(b - a, 6) for a, b in zip(readings, readings[1:]) if b != a})
+out(distinct=len(set(readings)), smallest_step=steps[0] if steps else None)
+"""
+
+
+def test_8_the_session_clock_resolves_below_ten_milliseconds(sims: list[IpmiSim]) -> None:
+    s = sims[0]
+    broken = scenario(CLOCK, s.host, s.port, patched=False)
+    assert broken["distinct"] <= 7 and broken["smallest_step"] >= 0.01  # os.times(): 100 ticks a second
+    fixed = scenario(CLOCK, s.host, s.port, patched=True)
+    assert fixed["distinct"] > 1000 and fixed["smallest_step"] < 0.001
+
+
+# ---------------------------------------------------------------------------------------------
+# 9. wait_for_rsp() scans every logged-in session on every turn
+# ---------------------------------------------------------------------------------------------
+
+SCAN = """
+c = command.Command(bmc=HOST, userid=b"admin", password=b"password", port=PORT)
+c.get_power()
+class Idle:  # stands for a logged-in session with nothing to do
+    def _isincommand(self):
+        return 0
+idle = [Idle() for _ in range(50000)]
+for s in idle:
+    ps.Session.keepalive_sessions[s] = {"ipmisession": s, "timeout": ps._monotonic_time() + 3600}
+def turn_ms():
+    t = time.perf_counter()
+    for _ in range(20):
+        ps.Session.wait_for_rsp(0)
+    return (time.perf_counter() - t) / 20 * 1000
+crowded = turn_ms()
+if PATCHED:
+    for s in idle:
+        fixes.detach_keepalive(s)  # their owner keeps them alive instead
+out(crowded_ms=crowded, after_ms=turn_ms())
+"""
+
+
+def test_9_detached_sessions_cost_the_event_loop_nothing(sims: list[IpmiSim]) -> None:
+    s = sims[0]
+    broken = scenario(SCAN, s.host, s.port, patched=False)
+    fixed = scenario(SCAN, s.host, s.port, patched=True)
+    # 50,000 idle sessions make every turn of pyghmi's loop several milliseconds...
+    assert broken["crowded_ms"] > 5 * fixed["after_ms"], (broken, fixed)
+    assert broken["after_ms"] > 5 * fixed["after_ms"], (broken, fixed)
+    # ...and detaching them gives the turn back.
+
+
+# ---------------------------------------------------------------------------------------------
 # The hooks
 # ---------------------------------------------------------------------------------------------
 

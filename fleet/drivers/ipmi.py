@@ -741,7 +741,9 @@ class IpmiDriver(PowerControl, BootControl, SensorReader, EventLog, HardwareInve
     ``await driver.aclose()`` (or ``driver.close()``, or ``async with IpmiDriver() as driver``).
     Settings: ``workers`` (default: two per CPU, 2 to 8), ``max_inflight`` operations per worker
     (default 128), ``session_idle_s`` before an unused session is closed (default 300),
-    ``watchdog_margin_s`` past a deadline after which a silent worker is killed and replaced.
+    ``keepalive_s`` of silence before an idle session gets a keepalive (default 20),
+    ``watchdog_margin_s`` past a deadline after which a silent worker is killed and replaced
+    (default 2); ``test_ops`` enables the test-only operations (``_wedge``, ``_exit``, ``_stats``).
     Each call's deadline is ``Target.timeout`` seconds from when its worker takes it.
     """
 
@@ -754,11 +756,11 @@ class IpmiDriver(PowerControl, BootControl, SensorReader, EventLog, HardwareInve
     )
 
     def __init__(self, *, workers: int | None = None, max_inflight: int = 128, session_idle_s: float = 300.0,
-                 watchdog_margin_s: float = 2.0, test_ops: bool = False) -> None:
+                 keepalive_s: float = 20.0, watchdog_margin_s: float = 2.0, test_ops: bool = False) -> None:
         from .ipmi_pool import IpmiPool
 
         self._pool = IpmiPool(workers=workers, max_inflight=max_inflight, session_idle_s=session_idle_s,
-                              watchdog_margin_s=watchdog_margin_s, test_ops=test_ops)
+                              keepalive_s=keepalive_s, watchdog_margin_s=watchdog_margin_s, test_ops=test_ops)
 
     # -- plumbing ------------------------------------------------------------------------------
 

@@ -62,6 +62,9 @@ __all__ = ["IpmiPool", "Pump", "default_workers"]
 log = logging.getLogger(__name__)
 
 _HEADER = struct.Struct(">I")
+#: Seconds of silence after which the pump sends a keepalive on an idle session (BMCs commonly end
+#: sessions after 60 s; pyghmi uses 24-29 s).
+KEEPALIVE_S = 20.0
 _MAX_FRAME = 256 * 1024 * 1024
 
 
@@ -152,14 +155,16 @@ class IpmiPool:
     """Worker processes for IPMI, each owning a shard of the BMCs. See the module docstring."""
 
     def __init__(self, *, workers: int | None = None, max_inflight: int = 128, session_idle_s: float = 300.0,
-                 watchdog_margin_s: float = 2.0, max_sessions: int = 8192, test_ops: bool = False) -> None:
+                 keepalive_s: float = KEEPALIVE_S, watchdog_margin_s: float = 2.0, max_sessions: int = 8192,
+                 test_ops: bool = False) -> None:
         self.size = workers or default_workers()
         if self.size < 1 or max_inflight < 1:
             raise ValueError("workers and max_inflight must be at least 1")
         self.max_inflight = max_inflight
         self.watchdog_margin_s = watchdog_margin_s
         self.start_timeout_s = 30.0
-        self._config = {"session_idle_s": session_idle_s, "max_sessions": max_sessions, "test_ops": test_ops}
+        self._config = {"session_idle_s": session_idle_s, "keepalive_s": keepalive_s, "max_sessions": max_sessions,
+                        "test_ops": test_ops}
         self._workers = [_Worker(i) for i in range(self.size)]
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ids = itertools.count(1)
@@ -511,7 +516,9 @@ class _Bmc:
     logged_in: bool = False
     queue: deque[_Job] = field(default_factory=deque)
     job: _Job | None = None
-    last_used: float = 0.0
+    last_used: float = 0.0       # last operation finished (idle sessions are closed after session_idle_s)
+    last_io: float = 0.0         # last answer from the BMC (keepalive after KEEPALIVE_S of silence)
+    keepalive: bool = False      # a keepalive is in flight
 
 
 class Pump:
@@ -530,11 +537,14 @@ class Pump:
         self._pause_cls = Pause
         self.sock = sock
         self.idle_s = float(config.get("session_idle_s", 300.0))
+        self.keepalive_s = float(config.get("keepalive_s", KEEPALIVE_S))
+        self.counts = {"logins": 0, "keepalives": 0, "timeouts": 0}
         self.max_sessions = int(config.get("max_sessions", 8192))
         self.test_ops = bool(config.get("test_ops", False))
         self.inbox: deque[tuple] = deque()
         self.inbox_event = threading.Event()
         self.bmcs: dict[tuple[str, int], _Bmc] = {}
+        self.live: set[_Bmc] = set()  # BMCs with a session (logged in or logging in)
         self.ready: deque[_Bmc] = deque()
         #: (when, seq, kind, job, bmc): "deadline" ends the job, "reply" stops waiting for an answer,
         #: "resume" ends a Pause
@@ -726,10 +736,12 @@ class Pump:
         if "error" in response or response.get("code") == 0xFFFF:
             # pyghmi's retries ran out before our deadline; pyghmi marks the session broken.
             bmc.session, bmc.logged_in = None, False
+            self.live.discard(bmc)
             self._finish(bmc, job, error=OpError("timeout", f"no answer from {bmc.host}:{bmc.port} "
                                                             f"after retransmits ({response.get('error')})"))
             return
         job.response = Response(response["code"], bytes(response.get("data", b"")))
+        bmc.last_io = time.monotonic()
         job.answered = True
         job.reply_deadline = None
         self.ready.append(bmc)
@@ -757,17 +769,24 @@ class Pump:
             return
         holder.append(session)
         bmc.session, bmc.logged_in = session, False
+        self.live.add(bmc)
+        self.counts["logins"] += 1
         if session.logged and not session.logging and not session.broken:
-            bmc.logged_in = True  # pyghmi handed back a live session with these credentials
-            self.ready.append(bmc)
+            self._logged_in(bmc, session)  # pyghmi handed back a live session with these credentials
+
+    def _logged_in(self, bmc: _Bmc, session: Any) -> None:
+        bmc.logged_in = True
+        bmc.last_io = time.monotonic()
+        self._fixes.detach_keepalive(session)  # we keep it alive: see _housekeeping
+        self.ready.append(bmc)
 
     def _on_login(self, bmc: _Bmc, session: Any, response: dict[str, Any]) -> None:
         if "error" not in response:
-            bmc.logged_in = True
-            self.ready.append(bmc)
+            self._logged_in(bmc, session)
             return
         err = str(response["error"])
         bmc.session, bmc.logged_in = None, False  # pyghmi marks the session broken after this callback
+        self.live.discard(bmc)
         error = _login_error(err, bmc)
         if bmc.job is not None:
             self._finish(bmc, bmc.job, error=error)
@@ -777,15 +796,16 @@ class Pump:
 
     def _drop_session(self, bmc: _Bmc) -> None:
         session, bmc.session, bmc.logged_in = bmc.session, None, False
+        bmc.keepalive = False
+        self.live.discard(bmc)
         if session is not None:  # forgotten first: discarding calls our login callback with an error
             self._fixes.discard(session)
 
     def _make_room(self) -> None:
-        live = [b for b in self.bmcs.values() if b.session is not None]
-        if len(live) < self.max_sessions:
+        if len(self.live) < self.max_sessions:
             return
-        idle = sorted((b for b in live if b.job is None and not b.queue), key=lambda b: b.last_used)
-        for b in idle[: len(live) - self.max_sessions + 1]:
+        idle = sorted((b for b in self.live if b.job is None and not b.queue), key=lambda b: b.last_used)
+        for b in idle[: len(self.live) - self.max_sessions + 1]:
             self._drop_session(b)
 
     def _close_all(self) -> None:
@@ -837,6 +857,7 @@ class Pump:
                         bmc.session.lastpayload = None
                     self.ready.append(bmc)
                 continue
+            self.counts["timeouts"] += 1
             if bmc.job is job:
                 what = "the login" if not bmc.logged_in else f"{job.op.replace('_', ' ')}"
                 self._drop_session(bmc)  # stop pyghmi's retransmits; the next request logs in afresh
@@ -849,14 +870,41 @@ class Pump:
                                                                 "other operations on the same BMC"), active=False)
 
     def _housekeeping(self) -> None:
+        """Once a second: close sessions unused for ``session_idle_s``, keep the others alive."""
         now = time.monotonic()
         if now < self._next_housekeeping:
             return
         self._next_housekeeping = now + 1.0
-        for bmc in self.bmcs.values():
-            if (bmc.job is None and not bmc.queue and bmc.session is not None
-                    and (bmc.session.broken or now - bmc.last_used > self.idle_s)):
+        for bmc in list(self.live):
+            if bmc.job is not None or bmc.queue or not bmc.logged_in or bmc.keepalive:
+                continue
+            if bmc.session.broken or now - bmc.last_used > self.idle_s:
                 self._drop_session(bmc)
+            elif now - bmc.last_io > self.keepalive_s and not bmc.session._isincommand():
+                self._keepalive(bmc)
+
+    def _keepalive(self, bmc: _Bmc) -> None:
+        """Get Device ID on an idle session, so that the BMC does not time it out."""
+        session = bmc.session
+
+        def answered(response: dict[str, Any]) -> None:
+            session.incommand = False
+            while session.evq:
+                session.evq.popleft().set()
+            if bmc.session is not session:
+                return
+            bmc.keepalive = False
+            if "error" in response or response.get("code") == 0xFFFF:
+                self._drop_session(bmc)
+            else:
+                bmc.last_io = time.monotonic()
+
+        bmc.keepalive = True
+        self.counts["keepalives"] += 1
+        try:
+            session.raw_command(netfn=6, command=1, callback=answered)
+        except Exception:
+            self._drop_session(bmc)
 
     def _flush(self) -> None:
         if not self.outbox:
@@ -885,6 +933,7 @@ class Pump:
                 "iosockets": len(ps.iosockets),
                 "nofile": resource.getrlimit(resource.RLIMIT_NOFILE),
                 "sdr_reads": {f"{h}:{p}": b.state.sdr_reads for (h, p), b in self.bmcs.items()},
+                **self.counts,
             }))
         else:
             self._fail(req_id, OpError("unsupported", f"unknown test operation {op!r}"))
