@@ -115,6 +115,7 @@ def main() -> int:
     ap.add_argument("--ups", choices=("per-rack", "per-server"), default="per-rack")
     ap.add_argument("--postgres", action="store_true", help="the PostgreSQL on 127.0.0.1:5432 instead of SQLite")
     ap.add_argument("--queries", type=int, default=200)
+    ap.add_argument("--keep", action="store_true", help="keep the database and data (the path is printed)")
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="fleet-bench-"))
@@ -200,7 +201,10 @@ def main() -> int:
             admin.dispose()
         import shutil
 
-        shutil.rmtree(tmp, ignore_errors=True)
+        if args.keep:
+            print(f"kept: {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 

@@ -183,8 +183,9 @@ class Server(SQLModel, table=True):
     state_changed_at: datetime = Field(default_factory=utcnow)
     bmc_host: str | None = Field(default=None, max_length=253)
     bmc_port: int = Field(default=623)
-    bmc_credential_id: int | None = Field(default=None, foreign_key="credentials.id", index=True)
-    ssh_credential_id: int | None = Field(default=None, foreign_key="credentials.id", index=True)
+    # Not indexed: no selector uses them, and every index costs the 100k-server import time.
+    bmc_credential_id: int | None = Field(default=None, foreign_key="credentials.id")
+    ssh_credential_id: int | None = Field(default=None, foreign_key="credentials.id")
     primary_ip: str | None = Field(default=None, max_length=45, unique=True)
     priority: int = Field(default=100)
     description: str = Field(default="", max_length=256)
@@ -203,7 +204,7 @@ class Nic(SQLModel, table=True):
     __tablename__ = "nics"
     __table_args__ = (UniqueConstraint("server_id", "name"),)
     id: int | None = Field(default=None, primary_key=True)
-    server_id: int = Field(foreign_key="servers.id", index=True, ondelete="CASCADE")
+    server_id: int = Field(foreign_key="servers.id", ondelete="CASCADE")  # indexed by (server_id, name)
     name: str = Field(default="eth0", max_length=32)
     mac: str = Field(max_length=17, unique=True)
     ip: str | None = Field(default=None, max_length=45, unique=True)
@@ -216,7 +217,7 @@ class Disk(SQLModel, table=True):
     __tablename__ = "disks"
     __table_args__ = (UniqueConstraint("server_id", "slot"),)
     id: int | None = Field(default=None, primary_key=True)
-    server_id: int = Field(foreign_key="servers.id", index=True, ondelete="CASCADE")
+    server_id: int = Field(foreign_key="servers.id", ondelete="CASCADE")  # indexed by (server_id, slot)
     slot: str = Field(max_length=32)
     kind: str = Field(default="ssd", max_length=8)
     model: str = Field(default="", max_length=64)

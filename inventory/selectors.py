@@ -21,7 +21,7 @@ import shlex
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from sqlalchemy import ColumnElement, Select, and_, func, not_, or_, select
+from sqlalchemy import ColumnElement, Select, and_, exists, func, not_, or_, select
 
 from fleet.errors import SelectorError, ValidationError
 
@@ -60,7 +60,10 @@ class Selector:
 
     def where(self) -> ColumnElement[bool] | None:
         """The SQL condition on ``servers`` this selector stands for (None: every server)."""
-        clauses = [_clause(k, vs) for k, vs in self.include]
+        # With a narrow term to drive the query (a rack, a host name...), tags are checked per
+        # candidate server (EXISTS on the tag table's key); alone, they are looked up by tag.
+        narrow = any(k in _NARROW for k, _ in self.include)
+        clauses = [_tag_exists(vs) if k == "tag" and narrow else _clause(k, vs) for k, vs in self.include]
         clauses += [not_(_clause(k, vs)) for k, vs in self.exclude]
         if not clauses:
             return None
@@ -171,6 +174,13 @@ def _match(column, values: Iterable[str], *, fold_case: bool = False) -> ColumnE
             cond = and_(col >= prefix, col < prefix[:-1] + chr(ord(prefix[-1]) + 1), cond)
         parts.append(cond)
     return parts[0] if len(parts) == 1 else or_(*parts)
+
+
+_NARROW = frozenset({"host", "rack", "mac", "ip", "serial", "asset"})
+
+
+def _tag_exists(values: tuple[str, ...]) -> ColumnElement[bool]:
+    return exists().where(ServerTag.server_id == Server.id, _match(ServerTag.tag, values))
 
 
 def _clause(key: str, values: tuple[str, ...]) -> ColumnElement[bool]:

@@ -7,8 +7,9 @@ Create Date: 2026-11-28
 from collections.abc import Sequence
 
 import sqlalchemy as sa
-import sqlmodel
+import sqlmodel  # noqa: F401
 from alembic import op
+
 
 revision: str = '0001'
 down_revision: str | None = None
@@ -217,11 +218,9 @@ def upgrade() -> None:
     sa.UniqueConstraint('primary_ip', name=op.f('uq_servers_primary_ip'))
     )
     with op.batch_alter_table('servers', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_servers_bmc_credential_id'), ['bmc_credential_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_servers_profile'), ['profile'], unique=False)
         batch_op.create_index('ix_servers_rack_position', ['rack_id', 'position'], unique=False)
         batch_op.create_index(batch_op.f('ix_servers_serial'), ['serial'], unique=False)
-        batch_op.create_index(batch_op.f('ix_servers_ssh_credential_id'), ['ssh_credential_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_servers_state'), ['state'], unique=False)
 
     op.create_table('disks',
@@ -238,7 +237,6 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('disks', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_disks_serial'), ['serial'], unique=False)
-        batch_op.create_index(batch_op.f('ix_disks_server_id'), ['server_id'], unique=False)
 
     op.create_table('nics',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -255,9 +253,6 @@ def upgrade() -> None:
     sa.UniqueConstraint('mac', name=op.f('uq_nics_mac')),
     sa.UniqueConstraint('server_id', 'name', name=op.f('uq_nics_server_id_name'))
     )
-    with op.batch_alter_table('nics', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_nics_server_id'), ['server_id'], unique=False)
-
     op.create_table('server_state',
     sa.Column('server_id', sa.Integer(), nullable=False),
     sa.Column('updated_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
@@ -435,22 +430,16 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_server_state_health'))
 
     op.drop_table('server_state')
-    with op.batch_alter_table('nics', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_nics_server_id'))
-
     op.drop_table('nics')
     with op.batch_alter_table('disks', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_disks_server_id'))
         batch_op.drop_index(batch_op.f('ix_disks_serial'))
 
     op.drop_table('disks')
     with op.batch_alter_table('servers', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_servers_state'))
-        batch_op.drop_index(batch_op.f('ix_servers_ssh_credential_id'))
         batch_op.drop_index(batch_op.f('ix_servers_serial'))
         batch_op.drop_index('ix_servers_rack_position')
         batch_op.drop_index(batch_op.f('ix_servers_profile'))
-        batch_op.drop_index(batch_op.f('ix_servers_bmc_credential_id'))
 
     op.drop_table('servers')
     with op.batch_alter_table('power_feeds', schema=None) as batch_op:
