@@ -775,7 +775,7 @@ class Fleet:
         except IntegrityError as exc:  # a constraint the checks did not foresee: still nothing written
             raise ImportFailed(f"the database refused the import: {exc.orig}") from None
         except ValidationError as exc:
-            if not isinstance(exc, ImportFailed):
+            if type(exc) is ValidationError:  # say that the whole import was refused; keep subclasses as they are
                 raise ImportFailed(exc.message, field=exc.field, value=exc.value, location=exc.location) from exc
             raise
         return result
