@@ -11,7 +11,6 @@ import io
 import os
 import shlex
 import sys
-from contextlib import redirect_stdin
 from pathlib import Path
 
 from fleet.cli import main as fleet_main
@@ -20,19 +19,22 @@ REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples" / "example-fleet.yaml"
 # The example fleet's BMCs and UPSes are simulated on loopback; these are their lab credentials.
 DEMO_CREDENTIALS = [
-    ("lab-bmc", "ipmi", "admin", "password"),
-    ("lab-snmp", "snmp-v2c", "", "public"),
-    ("lab-nut", "nut", "monuser", "secret"),
+    ("ipmi-default", "ipmi", "admin", "password"),
+    ("ssh-deploy", "ssh", "deploy", "deploy-password"),
+    ("snmp-ro", "snmp-v2c", "", "public"),
+    ("nut-monitor", "nut", "monitor", "secret"),
 ]
 
 
 def _run(*argv: str, stdin: str | None = None) -> None:
     print(f"\n$ fleet {' '.join(shlex.quote(a) for a in argv)}", flush=True)
+    saved = sys.stdin
     if stdin is not None:
-        with redirect_stdin(io.StringIO(stdin + "\n")):
-            code = fleet_main(list(argv))
-    else:
+        sys.stdin = io.StringIO(stdin + "\n")
+    try:
         code = fleet_main(list(argv))
+    finally:
+        sys.stdin = saved
     if code != 0:
         raise SystemExit(f"demo step failed (exit {code}): fleet {' '.join(argv)}")
 
@@ -51,12 +53,12 @@ def main() -> int:
     _run("sites")
     _run("racks")
     _run("list")
-    _run("list", "rack=R12", "state=deployed")
+    _run("list", "site=par1", "state=deployed", "tag=db")
     _run("credentials", "list")
     db = os.environ["FLEET_DB"]
     print(f"\nThe demo inventory is {db}. Try, for example:\n"
           f"  export FLEET_DB={db} FLEET_KEY_FILE={os.environ.get('FLEET_KEY_FILE', '')}\n"
-          "  .venv/bin/fleet list tag=gpu --json\n"
+          "  .venv/bin/fleet list tag=web --json\n"
           "  .venv/bin/fleet show <host>\n"
           "  .venv/bin/fleet audit")
     return 0
