@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import atexit
 import contextlib
 import hashlib
 import heapq
@@ -174,8 +173,7 @@ class IpmiPool:
         self.wedged = 0
         # If nobody closes the pool, still stop its workers at interpreter exit (by PID).
         self._procs: list[subprocess.Popen[bytes]] = []
-        self._finalizer = weakref.finalize(self, _kill_all, self._procs)
-        atexit.register(self._finalizer)
+        self._finalizer = weakref.finalize(self, _kill_all, self._procs)  # also runs at interpreter exit
 
     # -- sharding ---------------------------------------------------------------------------------
 
