@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import ipaddress
 import os
 import random
 import shutil
@@ -655,7 +654,3 @@ def ipmi_sim_fixture(count: int = 1, *, scope: str = "function", **options: Any)
             yield sims
 
     return _fixture
-
-
-def is_loopback(host: str) -> bool:
-    return ipaddress.ip_address(host).is_loopback

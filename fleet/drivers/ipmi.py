@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import struct
 import time
-from collections.abc import Callable, Generator, Iterable, Sequence
+from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -862,11 +862,3 @@ class IpmiDriver(PowerControl, BootControl, SensorReader, EventLog, HardwareInve
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
-
-
-def targets_by_worker(driver: IpmiDriver, targets: Sequence[Target]) -> dict[int, list[Target]]:
-    """Which worker owns which targets (diagnostics)."""
-    out: dict[int, list[Target]] = {}
-    for t in targets:
-        out.setdefault(driver.pool.shard_of(t.host, t.port), []).append(t)
-    return out
