@@ -385,6 +385,20 @@ def test_wrong_password_fails_fast_with_auth_failed(driver: IpmiDriver, sims: li
     assert run(driver.power_status(target(sim, sim_options))) in ("on", "off")  # the right one still works
 
 
+def test_wrong_and_right_password_queued_on_one_bmc(driver: IpmiDriver, sims: list[IpmiSim],
+                                                    sim_options: dict[str, Any]) -> None:
+    sim = sims[SIM["status"]]
+    wrong, right = target(sim, sim_options, password="wrong-password"), target(sim, sim_options)
+
+    async def both() -> list[Any]:
+        return list(await asyncio.gather(driver.power_status(wrong), driver.power_status(right),
+                                         driver.power_status(wrong), return_exceptions=True))
+
+    first, second, third = run(both())
+    assert isinstance(first, AuthFailed) and isinstance(third, AuthFailed)
+    assert second == ipmitool_power(sim)  # its own session, with its own credentials
+
+
 def test_cipher_suites_follow_the_options(driver: IpmiDriver, sims: list[IpmiSim]) -> None:
     sim = sims[SIM["status"]]
     # ipmi_sim has no suite 17: [17, 3] falls back to 3; [17] alone is refused, quickly.

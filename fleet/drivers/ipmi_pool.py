@@ -495,6 +495,7 @@ class _Job:
     options: dict[str, Any]
     deadline: float
     timeout: float
+    creds: tuple[bytes, bytes, tuple[int, ...]]
     gen: Any = None
     request: Any = None          # the Request awaiting its answer
     response: Any = None         # the answer to hand to the operation on its next step
@@ -623,15 +624,11 @@ class Pump:
             if op not in self._ops:
                 self._fail(req_id, OpError("unsupported", f"unknown IPMI operation {op!r}"))
                 continue
+            creds = (user, password, tuple(suites))
             bmc = self.bmcs.get((host, port))
             if bmc is None:
-                bmc = self.bmcs[(host, port)] = _Bmc(host, port, (user, password, suites),
-                                                     self._state_cls(model_sdrs=self.model_sdrs))
-            elif bmc.creds != (user, password, suites):
-                bmc.creds = (user, password, suites)
-                if bmc.job is None:
-                    self._drop_session(bmc)
-            job = _Job(req_id, op, tuple(args), dict(options), float(deadline), float(timeout))
+                bmc = self.bmcs[(host, port)] = _Bmc(host, port, creds, self._state_cls(model_sdrs=self.model_sdrs))
+            job = _Job(req_id, op, tuple(args), dict(options), float(deadline), float(timeout), creds)
             heapq.heappush(self.deadlines, (job.deadline, next(self._seq), "deadline", job, bmc))
             bmc.queue.append(job)
             if bmc.job is None:
@@ -654,6 +651,9 @@ class Pump:
                 bmc.last_used = now
                 return
             job = bmc.job = bmc.queue.popleft()
+            if job.creds != bmc.creds:  # other credentials or cipher suites: a session of their own
+                self._drop_session(bmc)
+                bmc.creds = job.creds
             bmc.state.options = job.options
             try:
                 job.gen = self._ops[job.op](bmc.state, *job.args)
@@ -788,9 +788,10 @@ class Pump:
         error = _login_error(err, bmc)
         if bmc.job is not None:
             self._finish(bmc, bmc.job, error=error)
-        if error.kind == "auth":  # the queued requests carry the same credentials: spare the BMC
-            while bmc.queue:
-                self._finish(bmc, bmc.queue.popleft(), error=error, active=False)
+        if error.kind == "auth":  # queued requests with the same credentials: spare the BMC more logins
+            for job in [j for j in bmc.queue if j.creds == bmc.creds]:
+                bmc.queue.remove(job)
+                self._finish(bmc, job, error=error, active=False)
 
     def _drop_session(self, bmc: _Bmc) -> None:
         session, bmc.session, bmc.logged_in = bmc.session, None, False
