@@ -423,6 +423,27 @@ def test_bmc_cold_reset_unsupported_by_ipmi_sim_is_reported_as_such(driver: Ipmi
     assert run(driver.power_status(t)) == ipmitool_power(sim)
 
 
+def test_operations_also_run_over_a_plain_pyghmi_command(sims: list[IpmiSim], sim_options: dict[str, Any]) -> None:
+    """The operations do no I/O: run_sync drives them over pyghmi's synchronous Command too."""
+    from pyghmi.ipmi.command import Command
+
+    from fleet.drivers import _pyghmi_fixes
+    from fleet.drivers.ipmi import BmcState, op_fru_with_device, op_power_status, run_sync
+
+    _pyghmi_fixes.apply()  # this process's pyghmi, as the workers use it
+    sim = sims[SIM["status"]]
+    cmd = Command(bmc=sim.host, userid=b"admin", password=b"password", port=sim.port)
+    try:
+        assert run_sync(op_power_status(BmcState()), cmd) == ipmitool_power(sim)
+        with_quirk, without = BmcState(options=sim_options), BmcState()
+        assert run_sync(op_fru_with_device(with_quirk), cmd).serial == sim.fru_fields()["serial"]
+        assert run_sync(op_fru_with_device(without), cmd).serial == sim.fru_fields()["serial"]
+        assert with_quirk.fru_chunk == 34  # the profile's fru-read-max-bytes
+        assert without.fru_chunk == 28  # 224 -> 112 -> 56 -> 28, backing off on 0xC8
+    finally:
+        cmd.ipmi_session.logout()
+
+
 # ---------------------------------------------------------------------------------------------
 # Many BMCs at once
 # ---------------------------------------------------------------------------------------------
