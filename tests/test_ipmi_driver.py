@@ -24,7 +24,15 @@ from fleet.errors import AuthFailed, DeviceTimeout, DriverError, FatalError, Ret
 from fleet.profiles import load_profiles
 from inventory.secrets import Secret
 
-from .ipmisim import MANUFACTURER_ID, SEL_EVENTS, SENSORS, IpmiSim, ipmi_sim_fixture, ipmitool_available
+from .ipmisim import (
+    MANUFACTURER_ID,
+    SEL_EVENTS,
+    SENSORS,
+    IpmiSim,
+    freeipmi_available,
+    ipmi_sim_fixture,
+    ipmitool_available,
+)
 
 pytestmark = [pytest.mark.peer, pytest.mark.timeout(120)]
 
@@ -102,6 +110,22 @@ def test_harness_chassis_script_follows_ipmitool(sims: list[IpmiSim]) -> None:
     sim.set_chassis(power=True)
     mc = sim.ipmitool("mc", "info").stdout
     assert f"Manufacturer ID           : {MANUFACTURER_ID}" in mc
+
+
+def test_harness_freeipmi_sees_the_same_bmc(sims: list[IpmiSim]) -> None:
+    if not freeipmi_available():
+        from .peers import missing_peer
+
+        missing_peer("FreeIPMI is not installed (Debian package freeipmi-tools)")
+    sim = sims[SIM["status"]]
+    sim.set_chassis(power=True)
+    assert sim.freeipmi("ipmi-power", "--stat").stdout.strip().endswith(": on")
+    rows = {}
+    for line in sim.freeipmi("ipmi-sensors", "--no-header-output", "--comma-separated-output").stdout.splitlines():
+        cols = line.split(",")
+        rows[cols[1]] = cols[3]
+    for spec in SENSORS:
+        assert float(rows[spec.name]) == pytest.approx(spec.value)
 
 
 # ---------------------------------------------------------------------------------------------
