@@ -60,6 +60,9 @@ class Load:
 @dataclass
 class PowerOnPlan:
     window_s: float
+    baseline: list[Load] = field(default_factory=list)
+    #: Servers in the baseline because their state could not be read, with the reason.
+    unknown: dict[str, str] = field(default_factory=dict)
     waves: list[list[Load]] = field(default_factory=list)
     unplannable: list[tuple[Load, str]] = field(default_factory=list)
 
@@ -67,6 +70,9 @@ class PowerOnPlan:
         """The highest draw each element sees during the plan (recomputed from the waves)."""
         steady: dict[Element, float] = defaultdict(float)
         peak: dict[Element, float] = defaultdict(float)
+        for load in self.baseline:
+            for el in set(load.elements):
+                steady[el] += load.peak_w
         for wave in self.waves:
             during = dict(steady)
             for load in wave:
@@ -84,6 +90,7 @@ class PowerOnPlan:
     def to_json(self) -> dict[str, Any]:
         return {
             "window_s": self.window_s,
+            "already_on": [ld.hostname for ld in self.baseline],
             "waves": [{"start_s": round(i * self.window_s, 3), "servers": [ld.hostname for ld in wave]}
                       for i, wave in enumerate(self.waves)],
             "unplannable": [{"hostname": ld.hostname, "reason": why} for ld, why in self.unplannable],
@@ -92,13 +99,19 @@ class PowerOnPlan:
         }
 
 
-def plan_power_on(loads: Iterable[Load], *, window_s: float = 2.0, max_wave: int = 0) -> PowerOnPlan:
+def plan_power_on(loads: Iterable[Load], *, window_s: float = 2.0, max_wave: int = 0,
+                  already_on: Iterable[Load] = ()) -> PowerOnPlan:
     """Waves that keep every element within capacity; servers that can never fit are set apart.
 
     ``max_wave`` (0: no limit) caps how many servers one wave switches on, for BMC request load.
+    ``already_on`` are servers drawing their steady load before the first wave (those that are on,
+    and those whose state is unknown: the safe assumption is that they draw).
     """
-    plan = PowerOnPlan(window_s=window_s)
+    plan = PowerOnPlan(window_s=window_s, baseline=list(already_on))
     steady: dict[Element, float] = defaultdict(float)
+    for load in plan.baseline:
+        for el in set(load.elements):
+            steady[el] += load.peak_w
     pending = sorted(loads, key=lambda ld: (ld.priority, ld.hostname))
     for load in pending:
         if load.peak_w < 0 or load.inrush_factor <= 0:

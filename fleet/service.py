@@ -600,11 +600,45 @@ class Fleet:
                 .where(Rack.id.in_(list(picked))))}
         return {names[rid]: (n, totals.get(rid, n)) for rid, n in picked.items()}
 
+    async def power_on_plan(self, selector: str | Sequence[str] | Selector | None, *, max_wave: int = 0
+                            ) -> tuple[Any, list[str]]:
+        """Plan a budgeted power-on of the selected servers (see :mod:`fleet.budget`); nothing is switched.
+
+        Servers already on, and those whose state cannot be read, count as drawing their steady load.
+        Returns the plan and warnings.
+        """
+        from .budget import plan_power_on
+
+        targets, problems = self.bmc_targets(selector)
+        hostnames = [h for h, _, _ in targets]
+        if not targets:
+            raise NotFound(f"no servers with a BMC match {str(parse_selector(selector))!r}")
+        statuses = await self._each(f"host={','.join(hostnames)}", "power", "power status",
+                                    lambda d, t: d.power_status(t))
+        loads, warnings = self.power_loads(hostnames)
+        off = [loads[h] for h, state, err in statuses if not err and state == "off"]
+        running = [loads[h] for h, state, err in statuses if err or state != "off"]
+        warnings += [f"{h}: state unknown ({err}); counted as drawing power, not switched" for h, _, err in statuses
+                     if err]
+        warnings += problems
+        plan = plan_power_on(off, window_s=self.inrush_window(hostnames), max_wave=max_wave, already_on=running)
+        plan.unknown = {h: err for h, _, err in statuses if err}
+        return plan, warnings
+
     async def power(self, action: str, selector: str | Sequence[str] | Selector | None, *, force: bool = False,
                     concurrency: int = 64, wave_size: int = 0, stagger_s: float = 0.0,
                     confirm_timeout_s: float = 60.0, poll_interval_s: float = 1.0,
-                    limits: Any = None, progress: Any = None) -> list[Any]:
-        """Query, act and confirm ``action`` on the selected servers (see :mod:`fleet.power`). Audited."""
+                    limits: Any = None, progress: Any = None, budget: bool = False) -> list[Any]:
+        """Query, act and confirm ``action`` on the selected servers (see :mod:`fleet.power`). Audited.
+
+        With ``budget`` (``on`` only), servers are switched on in the waves of :meth:`power_on_plan`,
+        an inrush window apart; servers that would put a feed, UPS or PDU over capacity are not switched.
+        """
+        if budget:
+            if action != "on":
+                raise InputError("--budget plans a power-on: use it with 'on'")
+            return await self._budgeted_on(selector, concurrency=concurrency, confirm_timeout_s=confirm_timeout_s,
+                                           poll_interval_s=poll_interval_s, progress=progress, max_wave=wave_size)
         from .power import ACTIONS, BlastRadius, PowerPlan, PowerResult, check_blast_radius, run_power, summarise
 
         if action not in ACTIONS:
@@ -644,6 +678,127 @@ class Fleet:
                             forced_past=reasons,
                             failures={r.hostname: r.error for r in results if not r.ok and r.error}
                             if len(results) <= 200 else {"count": len(results) - ok})
+        return results
+
+    def power_loads(self, hostnames: Sequence[str]) -> tuple[dict[str, Any], list[str]]:
+        """Each server's draw (from its profile) and the feeds, UPSes and PDUs on its power path.
+
+        A server's path is its outlets (UPS or PDU, then what feeds that UPS/PDU: a PDU's UPS and
+        feed, a UPS's feed); a server with no outlet on record hangs on its rack's feeds. Elements
+        with no known capacity are left out, with a warning.
+        """
+        from .budget import Element, Load
+
+        warnings: list[str] = []
+        loads: dict[str, Any] = {}
+        with Session(self.engine) as s:
+            feeds = {f.id: f for f in s.execute(select(PowerFeed)).scalars()}
+            upses = {u.id: u for u in s.execute(select(Ups)).scalars()}
+            pdus = {p.id: p for p in s.execute(select(Pdu)).scalars()}
+            servers: list[Any] = []
+            for i in range(0, len(hostnames), _CHUNK):
+                servers += s.execute(select(Server.id, Server.hostname, Server.profile, Server.priority,
+                                            Server.rack_id).where(Server.hostname.in_(hostnames[i:i + _CHUNK]))).all()
+            ids = [r.id for r in servers]
+            outlets: dict[int, list[Any]] = defaultdict(list)
+            for i in range(0, len(ids), _CHUNK):
+                for o in s.execute(select(Outlet).where(Outlet.server_id.in_(ids[i:i + _CHUNK]))).scalars():
+                    outlets[o.server_id].append(o)
+        rack_feeds: dict[int, list[Any]] = defaultdict(list)
+        for f in feeds.values():
+            if f.rack_id is not None:
+                rack_feeds[f.rack_id].append(f)
+        cache: dict[tuple[str, int], Any] = {}
+
+        def element(kind: str, obj: Any) -> Any:
+            key = (kind, obj.id)
+            if key not in cache:
+                capacity = obj.capacity_w
+                if not capacity and kind != "feed" and obj.profile in self.profiles:
+                    power = self.profiles.get(obj.profile).power
+                    capacity = getattr(power, "capacity_w", None) if power else None
+                if not capacity:
+                    warnings.append(f"{kind} {obj.name} has no capacity on record: not budgeted")
+                cache[key] = Element(kind, obj.name, float(capacity)) if capacity else None
+            return cache[key]
+
+        def path(o: Any) -> list[Any]:
+            out: list[Any] = []
+            if o.pdu_id is not None:
+                pdu = pdus[o.pdu_id]
+                out.append(element("pdu", pdu))
+                if pdu.ups_id is not None:
+                    out.append(element("ups", upses[pdu.ups_id]))
+                    if upses[pdu.ups_id].feed_id is not None:
+                        out.append(element("feed", feeds[upses[pdu.ups_id].feed_id]))
+                if pdu.feed_id is not None:
+                    out.append(element("feed", feeds[pdu.feed_id]))
+            if o.ups_id is not None:
+                ups = upses[o.ups_id]
+                out.append(element("ups", ups))
+                if ups.feed_id is not None:
+                    out.append(element("feed", feeds[ups.feed_id]))
+            return out
+
+        for row in servers:
+            profile = self.profiles.get(row.profile) if row.profile in self.profiles else None
+            power = profile.power if profile is not None else None
+            peak = getattr(power, "peak_w", None) if power else None
+            if not peak:
+                warnings.append(f"{row.hostname}: profile {row.profile} gives no peak watts; 500 W assumed")
+                peak = 500.0
+            factor = getattr(power, "inrush_factor", None) or 1.5
+            elements = [el for o in outlets.get(row.id, []) for el in path(o)]
+            if not outlets.get(row.id) and row.rack_id is not None:
+                elements = [element("feed", f) for f in rack_feeds.get(row.rack_id, [])]
+            loads[row.hostname] = Load(row.hostname, float(peak), float(factor), row.priority,
+                                       tuple(el for el in elements if el is not None))
+        return loads, sorted(set(warnings))
+
+    def inrush_window(self, hostnames: Sequence[str]) -> float:
+        """The longest inrush window among these servers' profiles (2 s when none says)."""
+        windows = [2.0]
+        for name in {r.profile for r in self.servers(f"host={','.join(hostnames)}")} if hostnames else ():
+            power = self.profiles.get(name).power if name in self.profiles else None
+            if power is not None and getattr(power, "inrush_window_s", None):
+                windows.append(float(power.inrush_window_s))
+        return max(windows)
+
+    async def _budgeted_on(self, selector: Any, *, concurrency: int, confirm_timeout_s: float,
+                           poll_interval_s: float, progress: Any, max_wave: int) -> list[Any]:
+        from .power import PowerPlan, PowerResult, run_power, summarise
+
+        plan, warnings = await self.power_on_plan(selector, max_wave=max_wave)
+        targets = {h: (t, p) for h, t, p in self.bmc_targets(selector)[0]}
+        results: list[Any] = []
+        for number, wave in enumerate(plan.waves):
+            if number:
+                await asyncio.sleep(plan.window_s)  # the previous wave's inrush is over
+            pairs = []
+            for load in wave:
+                target, profile = targets[load.hostname]
+                names = profile.drivers_for("power") if profile is not None else ("ipmi",)
+                pairs.append((target, self.driver(names[0] if names else "ipmi")))
+            wave_results = await run_power(PowerPlan("on", pairs, concurrency=concurrency,
+                                                     confirm_timeout_s=confirm_timeout_s,
+                                                     poll_interval_s=poll_interval_s, progress=progress))
+            for r in wave_results:
+                r.wave = number
+            results += wave_results
+        results += [PowerResult(ld.hostname, "on", ok=False, outcome="over-budget", error=why)
+                    for ld, why in plan.unplannable]
+        results += [PowerResult(ld.hostname, "on", ok=False, outcome="unknown-state",
+                                error=f"state unknown, not acted on: {plan.unknown[ld.hostname]}")
+                    if ld.hostname in plan.unknown else
+                    PowerResult(ld.hostname, "on", ok=True, before="on", after="on", outcome="already")
+                    for ld in plan.baseline]
+        results.sort(key=lambda r: r.hostname)
+        ok = sum(r.ok for r in results)
+        with self._session() as s:
+            self._audit(s, "power.on", [r.hostname for r in results],
+                        "ok" if ok == len(results) else ("failed" if not ok else "partial"),
+                        budget=plan.to_json()["peak_loads"], waves=len(plan.waves), outcomes=summarise(results),
+                        warnings=warnings[:50])
         return results
 
     async def _each(self, selector: str | Sequence[str] | Selector | None, capability: str, operation: str,

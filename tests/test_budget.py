@@ -37,6 +37,13 @@ def test_redundant_psus_count_against_both_feeds_and_priority_goes_first() -> No
     assert [ld.hostname for ld, _ in plan.unplannable] == ["batch"]  # A would carry 4200 W
 
 
+def test_servers_already_on_leave_less_room() -> None:
+    running = [Load("old", 2500, elements=(FEED_A,))]
+    plan = plan_power_on([Load("new", 400, 1.5, elements=(FEED_A,))], already_on=running)
+    assert [ld.hostname for ld, _ in plan.unplannable] == ["new"]  # 2500 + 600 > 3000
+    assert plan.peak_loads()[FEED_A] == 2500
+
+
 def test_max_wave_caps_servers_per_wave() -> None:
     loads = [Load(f"n{i}", 10, elements=(FEED_A,)) for i in range(7)]
     assert [len(w) for w in plan_power_on(loads, max_wave=3).waves] == [3, 3, 1]

@@ -125,3 +125,23 @@ def test_lab_datacenter_power_cycle_faults_and_audit(env, tmp_path) -> None:
         assert audit[:2] == ["power.off", "power.cycle"]
     finally:
         assert fleet(env, "lab", "stop", "--dir", str(lab)).returncode == 0
+
+
+def test_budgeted_power_on_switches_a_rack_on_in_waves_within_its_feed(env, tmp_path) -> None:
+    lab = tmp_path / "lab"
+    assert fleet(env, "lab", "start", "--dir", str(lab), "--racks", "1", "--servers-per-rack", "3",
+                 "--port", "16624" if os.geteuid() else "623").returncode == 0
+    try:
+        assert fleet(env, "import", str(lab / "inventory.yaml"), "--secrets", str(lab / "secrets.yaml")
+                     ).returncode == 0
+        assert fleet(env, "power", "off", "rack=R01", "--yes", "--force").returncode == 0
+        # Feed R01-A: 1800 W; each server peaks at 450 W with 1.5x inrush (675 W) for 2 s.
+        plan = json.loads(fleet(env, "power", "on", "rack=R01", "--budget", "--plan", "--json").stdout)
+        assert [len(w["servers"]) for w in plan["waves"]] == [2, 1]
+        assert all(p["peak_w"] <= p["capacity_w"] for p in plan["peak_loads"])
+        done = json.loads(fleet(env, "power", "on", "rack=R01", "--budget", "--json").stdout)
+        assert [(r["outcome"], r["wave"]) for r in done] == [("done", 0), ("done", 0), ("done", 1)]
+        entry = json.loads(fleet(env, "audit", "--action", "power.on", "--json").stdout)[0]
+        assert entry["detail"]["waves"] == 2 and entry["result"] == "ok"
+    finally:
+        fleet(env, "lab", "stop", "--dir", str(lab))

@@ -27,6 +27,9 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--concurrency", type=int, default=64, metavar="N", help="BMC requests in flight")
     p.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS",
                    help="how long to wait for each server to reach its state")
+    p.add_argument("--budget", action="store_true",
+                   help="on: switch on in waves that keep every feed, UPS and PDU under its capacity")
+    p.add_argument("--plan", action="store_true", help="with --budget: print the plan, switch nothing")
     p.add_argument("--max-servers", type=int, default=BlastRadius.max_servers,
                    help="blast radius: at most this many servers without --force")
     p.add_argument("--max-rack-fraction", type=float, default=BlastRadius.max_rack_fraction,
@@ -86,7 +89,7 @@ async def _power(fleet: Fleet, args: argparse.Namespace, out: Out) -> list[Any]:
     try:
         return await fleet.power(args.action, args.selector, force=args.force, concurrency=args.concurrency,
                                  wave_size=args.wave, stagger_s=args.stagger, confirm_timeout_s=args.timeout,
-                                 limits=limits, progress=progress)
+                                 limits=limits, progress=progress, budget=args.budget)
     finally:
         if bar is not None:
             bar.stop()
@@ -95,6 +98,10 @@ async def _power(fleet: Fleet, args: argparse.Namespace, out: Out) -> list[Any]:
 
 def cmd_power(args: argparse.Namespace, out: Out) -> int:
     fleet = Fleet.open(args.db)
+    if args.plan and not args.budget:
+        raise InputError("--plan goes with --budget")
+    if args.budget and args.plan:
+        return _show_plan(fleet, args, out)
     if args.action in DISRUPTIVE:
         hosts = fleet.hostnames(args.selector)
         if not hosts:
@@ -111,6 +118,30 @@ def cmd_power(args: argparse.Namespace, out: Out) -> int:
     if failed and not args.json:
         out.error(f"{len(failed)} of {len(results)} server(s) did not reach the goal")
     return 1 if failed else 0
+
+
+def _show_plan(fleet: Fleet, args: argparse.Namespace, out: Out) -> int:
+    async def go() -> Any:
+        try:
+            return await fleet.power_on_plan(args.selector, max_wave=args.wave)
+        finally:
+            await fleet.aclose()
+
+    plan, warnings = asyncio.run(go())
+    data = plan.to_json()
+    if args.json:
+        out.json({**data, "warnings": warnings})
+        return 0
+    for w in warnings:
+        out.warn(w)
+    out.table(["WAVE", "START", "SERVERS"],
+              [(i + 1, f"+{w['start_s']:.0f}s", " ".join(w["servers"])) for i, w in enumerate(data["waves"])])
+    out.table(["ELEMENT", "PEAK W", "CAPACITY W", "USE"],
+              [(p["element"], p["peak_w"], p["capacity_w"], f"{p['peak_w'] / p['capacity_w']:.0%}")
+               for p in data["peak_loads"]])
+    for u in data["unplannable"]:
+        out.error(f"{u['hostname']}: not switched on: {u['reason']}")
+    return 0
 
 
 def cmd_bootdev(args: argparse.Namespace, out: Out) -> int:

@@ -92,7 +92,7 @@ def plan_lab(*, racks: int, servers_per_rack: int, sites: int = 1, port: int | N
             index += 1
         site["pods"][0]["racks"].append({
             "name": rack_name, "units": units,
-            "feeds": [{"name": f"{rack_name}-A", "capacity_w": 400 * servers_per_rack}],
+            "feeds": [{"name": f"{rack_name}-A", "capacity_w": 600 * servers_per_rack}],
             "servers": servers,
         })
     spec = {"defaults": {"username": "admin", "password": password, "power_on_delay": 0.5}, "bmcs": bmcs}
