@@ -452,6 +452,15 @@ class Fleet:
             raise ValidationError("the secret is empty", field="secret")
         if "\n" in secret or "\r" in secret:
             raise ValidationError("the secret contains a line break", field="secret")
+        if kind == "snmp-v3":
+            import json
+
+            try:
+                parts = json.loads(secret)
+                assert isinstance(parts, dict) and {"auth", "priv"} <= set(parts)
+            except (ValueError, AssertionError):
+                raise ValidationError("an snmp-v3 secret holds the auth and priv passphrases "
+                                      "(fleet credentials set reads them as two lines)", field="secret") from None
         if kind in ("ipmi", "ssh", "snmp-v3", "nut") and not username:
             raise ValidationError(f"a {kind} credential needs --user", field="username")
         if kind == "ipmi" and len(secret.encode()) > 20:

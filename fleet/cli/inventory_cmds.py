@@ -68,7 +68,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--kind", required=True, choices=CREDENTIAL_KINDS)
     p.add_argument("--user", default="", help="user name (not for snmp-v2c, whose secret is the community)")
     p.add_argument("--password-stdin", action="store_true",
-                   help="read the secret from the first line of standard input")
+                   help="read the secret from the first line of standard input (snmp-v3: the auth passphrase, "
+                   "then the priv passphrase on a second line)")
     p.add_argument("--auth-proto", choices=("SHA", "SHA256", "MD5"), help="snmp-v3 authentication protocol")
     p.add_argument("--priv-proto", choices=("AES", "AES256", "DES"), help="snmp-v3 privacy protocol")
     p.set_defaults(func=cmd_cred_set)
@@ -328,12 +329,21 @@ def cmd_state(args: argparse.Namespace, out: Out) -> int:
 
 
 def _read_secret(args: argparse.Namespace) -> str:
+    """The secret from standard input (first line) or a prompt. SNMPv3: auth, then priv (a second line)."""
+    v3 = args.kind == "snmp-v3"
     if args.password_stdin:
-        line = sys.stdin.readline()
-        return line.rstrip("\r\n")
-    if not sys.stdin.isatty():
+        first = sys.stdin.readline().rstrip("\r\n")
+        second = sys.stdin.readline().rstrip("\r\n") if v3 else ""
+    elif not sys.stdin.isatty():
         raise InputError("give the secret with --password-stdin (it is never taken as an argument)")
-    return getpass.getpass(f"secret for {args.name}: ")
+    else:
+        first = getpass.getpass(f"{'auth passphrase' if v3 else 'secret'} for {args.name}: ")
+        second = getpass.getpass(f"priv passphrase for {args.name} (empty: the same): ") if v3 else ""
+    if v3:
+        from fleet.ups import credential_json
+
+        return credential_json(first, second or None)
+    return first
 
 
 def cmd_cred_set(args: argparse.Namespace, out: Out) -> int:
@@ -526,6 +536,8 @@ def _drop_none(raw: dict[str, Any]) -> dict[str, Any]:
 def cmd_add(args: argparse.Namespace, out: Out) -> int:
     fleet = _open(args)
     raw = _add_raw(args)
+    if args.add_kind in ("ups", "pdu") and not args.profile:
+        raw["profile"] = _detect(fleet, raw, out)
     feeds_selector = getattr(args, "feeds", None) if args.add_kind == "ups" else None
     result = fleet.add(args.add_kind, raw, feeds=feeds_selector)
     if args.json:
@@ -535,6 +547,25 @@ def cmd_add(args: argparse.Namespace, out: Out) -> int:
             out.warn(w)
         out.info(f"added {args.add_kind} {raw.get('hostname') or raw.get('code') or raw.get('name')}")
     return 0
+
+
+def _detect(fleet: Fleet, raw: dict[str, Any], out: Out) -> str:
+    """Recognise a UPS/PDU model from the device itself (sysObjectID, the MIBs it answers, NUT's driver)."""
+    import asyncio
+
+    from fleet.ups import detect_profile
+
+    async def go() -> tuple[str, str]:
+        try:
+            return await detect_profile(fleet, host=raw["host"], port=raw["port"],
+                                        protocol=raw.get("protocol", "snmp"), credential=raw["credential"],
+                                        nut_name=raw.get("nut_name", ""))
+        finally:
+            await fleet.aclose()
+
+    name, why = asyncio.run(go())
+    out.info(f"recognised {raw['name']} as profile {name} ({why})")
+    return name
 
 
 def cmd_set(args: argparse.Namespace, out: Out) -> int:
