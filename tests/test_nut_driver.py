@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -25,10 +27,19 @@ from fleet.drivers.nut import (
     parse_status,
     quote,
 )
-from fleet.errors import AuthFailed, DeviceTimeout, DeviceUnreachable, FatalError, RetryableError, Unsupported
+from fleet.errors import (
+    AuthFailed,
+    DeviceTimeout,
+    DeviceUnreachable,
+    FatalError,
+    InputError,
+    RetryableError,
+    Unsupported,
+)
 from inventory.secrets import Secret
 
-from .nutpeer import ADMIN, MONITOR, NutPeer, free_port, nut_peer, nut_peer_fixture
+from .nutpeer import ADMIN, MONITOR, NutPeer, free_port, nut_available, nut_peer, nut_peer_fixture
+from .peers import missing_peer
 
 peer = nut_peer_fixture(count=50, clone=True, scope="module")
 
@@ -314,3 +325,69 @@ def test_not_confirmed_when_the_ups_does_not_change(peer: NutPeer, monkeypatch: 
                 await drv.set_var(t, "battery.charge", "55")
 
     asyncio.run(main())
+
+
+# ---------------------------------------------------------------------------------------------
+# The lab's per-server UPSes (fleet.lab.nutlab)
+# ---------------------------------------------------------------------------------------------
+
+
+def test_nut_lab_faults_read_alike_by_the_driver_and_upsc(tmp_path: Path) -> None:
+    from fleet.lab import nutlab
+
+    if not nut_available():
+        missing_peer("NUT upsd/dummy-ups/upsc not installed (Debian nut-server nut-client)")
+    lab = nutlab.start_nut_lab(tmp_path, ["web01.lab1", "web02.lab1", "db01.lab1", "db02.lab1"])
+    try:
+        assert nutlab.nut_lab_running(tmp_path)
+        entry = lab.inventory_ups("web01.lab1")
+        assert entry == {"name": "ups-web01", "profile": "nut-dummy", "protocol": "nut", "host": "127.0.0.1",
+                         "port": lab.port, "nut_name": "web01", "credential": "lab-nut", "kind": "server"}
+        assert lab.credentials()[0]["username"] == lab.user
+        faults = {"web01": "normal", "web02": "on-battery", "db01": "low-battery", "db02": "replace-battery"}
+        for ups, fault in faults.items():
+            nutlab.nut_fault(tmp_path, ups, fault)
+        expected = {"normal": "online", "on-battery": "on-battery", "low-battery": "on-battery low-battery",
+                    "replace-battery": "online replace-battery"}
+
+        def upsc(name: str) -> dict[str, str]:
+            out = subprocess.run(["upsc", f"{name}@{lab.host}:{lab.port}"], capture_output=True, text=True,
+                                 timeout=10).stdout
+            return dict(line.split(": ", 1) for line in out.splitlines() if ": " in line)
+
+        async def read(name: str, drv: NutDriver) -> BatteryStatus:
+            u = lab.find(name)
+            return await drv.battery(Target(u.name, u.host, u.port, timeout=3.0,
+                                            options={"nut_name": u.nut_name, "profile": u.profile}))
+
+        async def main() -> None:
+            async with NutDriver() as drv:
+                deadline = time.monotonic() + 10
+                while True:  # dummy-ups re-reads a rewritten file within its poll interval
+                    seen = {n: (await read(n, drv)).status for n in faults}
+                    if seen == {n: expected[f] for n, f in faults.items()}:
+                        break
+                    assert time.monotonic() < deadline, seen
+                    await asyncio.sleep(0.3)
+                first = (await read("web02", drv)).runtime_s
+                for name in faults:
+                    reference = upsc(name)
+                    status = await read(name, drv)
+                    if name != "web02":  # web02's runtime is falling between the two reads
+                        assert_matches_upsc(status, reference, expected[faults[name]])
+                await asyncio.sleep(nutlab.STEP_S * 2 + 0.5)
+                later = await read("web02", drv)
+                assert later.status == "on-battery" and later.runtime_s < first
+                assert later.extra["battery.mfr.date"] == "2023/11/02"
+
+        asyncio.run(main())
+        memory = nutlab.nut_memory(tmp_path)
+        assert memory["drivers"] == 4 and 0 < memory["driver_pss_avg"] < memory["driver_rss_avg"]
+        with pytest.raises(InputError):
+            nutlab.nut_fault(tmp_path, "web01", "on-fire")
+    finally:
+        pids = [lab.upsd_pid, *lab.driver_pids.values()]
+        assert nutlab.stop_nut_lab(tmp_path)
+    assert not nutlab.nut_lab_running(tmp_path)
+    for pid in pids:
+        assert not Path(f"/proc/{pid}").exists(), f"pid {pid} still there after stop_nut_lab"
