@@ -526,24 +526,19 @@ class NutDriver(BatteryMonitor, OutletControl, PowerControl):
             raise DeviceUnreachable(f"{where}: {exc.strerror or exc}", target=target.name,
                                     operation=operation) from None
 
-    async def _ask(self, ups: _Ups, line: str, *, auth: bool = False) -> list[str]:
-        """One request for ``ups``, on a pooled connection. Reads are retried once on a fresh connection when
-        a reused one turns out to be closed; commands never are."""
+    async def _ask(self, ups: _Ups, line: str) -> list[str]:
+        """One read request for ``ups`` on a pooled anonymous connection (reads need no login). Retried once on a
+        fresh connection when a reused one turns out to be closed (upsd restarted since)."""
         pool = self._get_pool()
-        login = ups.login if auth else None
-        if auth and login is None:
-            raise AuthFailed(f"{line.split()[0]} needs a upsd user; the target has no credential")
         for attempt in (1, 2):
-            conn = await pool.get(ups.target.host, ups.target.port, login)
+            conn = await pool.get(ups.target.host, ups.target.port, None)
             reused = conn.reused
             try:
                 return await conn.ask(line)
             except _Lost:
-                if auth or not reused or attempt == 2:
+                if not reused or attempt == 2:
                     raise
             except _Err as err:
-                if err.code in _AUTH_ERRORS:
-                    pool.discard(conn)  # credentials may be fixed in upsd.users; do not keep a refused login
                 await self._raise(ups, err, conn)
         raise AssertionError("unreachable")
 
