@@ -21,6 +21,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--servers-per-rack", type=int, default=8)
     p.add_argument("--sites", type=int, default=1)
     p.add_argument("--port", type=int, help="BMC port (default 623 as root, else 6623)")
+    p.add_argument("--no-ups", action="store_true", help="no per-server UPSes (NUT upsd + one dummy-ups each)")
     p.set_defaults(func=cmd_start)
 
     p = lab_sub.add_parser("stop", parents=[common], help="stop everything the lab started")
@@ -32,8 +33,9 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.set_defaults(func=cmd_status)
 
     p = lab_sub.add_parser("fault", parents=[common], help="inject or clear a fault on a lab device")
-    p.add_argument("host", help="the server (its BMC) by host name")
-    p.add_argument("kind", help="dead, slow, wrong-password, stuck-power, sensor-critical, ecc")
+    p.add_argument("host", help="the server (its BMC) or UPS, by name")
+    p.add_argument("kind", help="BMC: dead, slow, wrong-password, stuck-power, sensor-critical, ecc; "
+                   "UPS: on-battery, low-battery, replace-battery")
     p.add_argument("--clear", action="store_true")
     p.add_argument("--value", help="e.g. milliseconds for slow, a sensor name for sensor-critical")
     p.add_argument("--dir", type=Path, default=Path(_DEFAULT_DIR))
@@ -44,12 +46,12 @@ def cmd_start(args: argparse.Namespace, out: Out) -> int:
     from fleet.lab.datacenter import start_lab
 
     info = start_lab(args.dir, racks=args.racks, servers_per_rack=args.servers_per_rack, sites=args.sites,
-                     port=args.port)
+                     port=args.port, server_ups=not args.no_ups)
     if args.json:
         out.json(info)
     else:
-        out.info(f"lab: {info.servers} servers in {info.racks} racks, {info.sites} site(s); BMC server pid "
-                 f"{info.bmc_pid}, port {info.port}")
+        out.info(f"lab: {info.servers} servers in {info.racks} racks, {info.sites} site(s), {info.ups} UPS(es); "
+                 f"BMC server pid {info.bmc_pid}, port {info.port}")
         out.info(f"import it: fleet import {args.dir / 'inventory.yaml'} --secrets {args.dir / 'secrets.yaml'}")
     return 0
 

@@ -18,6 +18,7 @@ import json
 import os
 import secrets as pysecrets
 from dataclasses import dataclass
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,8 @@ LAB_FILE = "lab.json"
 BMC_STATE = "bmc"
 FIRST_BMC_HOST = "127.10.0.1"
 SERVER_FAULTS = ("dead", "slow", "wrong-password", "stuck-power", "sensor-critical", "ecc")
+UPS_FAULTS = ("on-battery", "low-battery", "replace-battery", "normal")
+NUT_STATE = "nut"
 
 
 @dataclass(frozen=True)
@@ -41,10 +44,11 @@ class LabInfo:
     sites: int
     bmc_pid: int
     port: int
+    ups: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {"directory": str(self.directory), "servers": self.servers, "racks": self.racks,
-                "sites": self.sites, "bmc_pid": self.bmc_pid, "port": self.port}
+                "sites": self.sites, "bmc_pid": self.bmc_pid, "port": self.port, "ups": self.ups}
 
 
 def _default_port() -> int:
@@ -111,8 +115,11 @@ def _write(path: Path, text: str, mode: int = 0o644) -> None:
 
 
 def start_lab(directory: str | os.PathLike[str], *, racks: int = 2, servers_per_rack: int = 8, sites: int = 1,
-              port: int | None = None) -> LabInfo:
-    """Start the virtual datacenter in the background; write its inventory and secrets to ``directory``."""
+              port: int | None = None, server_ups: bool = True) -> LabInfo:
+    """Start the virtual datacenter in the background; write its inventory and secrets to ``directory``.
+
+    ``server_ups``: every server gets its own small UPS, served by NUT's upsd with one dummy-ups each.
+    """
     from . import bmcserver
 
     root = Path(directory)
@@ -120,14 +127,38 @@ def start_lab(directory: str | os.PathLike[str], *, racks: int = 2, servers_per_
     if (root / LAB_FILE).exists() and _running(root):
         raise InputError(f"a lab is already running in {root}: 'fleet lab stop --dir {root}' first")
     spec, inventory, secrets = plan_lab(racks=racks, servers_per_rack=servers_per_rack, sites=sites, port=port)
+    nut = None
+    if server_ups:
+        from .nutlab import start_nut_lab
+
+        hostnames = [b["name"] for b in spec["bmcs"]]
+        nut = start_nut_lab(root / NUT_STATE, hostnames)
+        today = date.today()
+        index = 0
+        for site in inventory["sites"]:
+            for rack in site["pods"][0]["racks"]:
+                for server in rack["servers"]:
+                    # Batteries of every age, so the replacement forecast has something to say.
+                    installed = today - timedelta(days=(index * 211) % 1900)
+                    server["ups"] = {**nut.inventory_ups(server["hostname"]), "battery_installed": installed}
+                    index += 1
+        secrets["credentials"] += nut.credentials()
     _write(root / "bmc-spec.json", json.dumps(spec), 0o600)  # it holds the lab password
     header = ("# The virtual datacenter of `fleet lab start`. Import with:\n"
               f"#   fleet import {root / 'inventory.yaml'} --secrets {root / 'secrets.yaml'}\n")
     _write(root / "inventory.yaml", header + yaml.safe_dump(inventory, sort_keys=False, width=120))
     _write(root / "secrets.yaml", "# Lab credentials: import with --secrets; never commit.\n"
            + yaml.safe_dump(secrets, sort_keys=False), 0o600)
-    pid = bmcserver.start(root / "bmc-spec.json", root / BMC_STATE)
-    info = LabInfo(root, len(spec["bmcs"]), racks, sites, pid, spec["bmcs"][0]["port"])
+    try:
+        pid = bmcserver.start(root / "bmc-spec.json", root / BMC_STATE)
+    except BaseException:
+        if nut is not None:
+            from .nutlab import stop_nut_lab
+
+            stop_nut_lab(root / NUT_STATE)
+        raise
+    info = LabInfo(root, len(spec["bmcs"]), racks, sites, pid, spec["bmcs"][0]["port"],
+                   len(nut.ups) if nut is not None else 0)
     _write(root / LAB_FILE, json.dumps(info.to_json(), indent=2))
     return info
 
@@ -152,21 +183,36 @@ def stop_lab(directory: str | os.PathLike[str]) -> bool:
     root = Path(directory)
     if not (root / LAB_FILE).exists():
         raise NotFound(f"no lab in {root} (no {LAB_FILE})")
+    from .nutlab import stop_nut_lab
+
     stopped = bmcserver.stop(root / BMC_STATE)
+    if (root / NUT_STATE).exists():
+        stopped = stop_nut_lab(root / NUT_STATE) or stopped
     (root / LAB_FILE).unlink(missing_ok=True)
     return stopped
 
 
 def lab_fault(directory: str | os.PathLike[str], target: str, kind: str, *, clear: bool = False,
               value: Any = None) -> dict[str, Any]:
-    """Flip a fault of a lab device (a server's BMC, by host name)."""
+    """Flip a fault of a lab device: a server's BMC (by host name), or a UPS (by its name or its server's).
+
+    UPS faults: on-battery, low-battery, replace-battery; ``--clear`` (or ``normal``) puts it back on line.
+    """
     from .bmcserver import lab_control
 
     root = Path(directory)
-    if kind not in SERVER_FAULTS:
-        raise InputError(f"unknown fault {kind!r}; server faults: {', '.join(SERVER_FAULTS)}")
+    if kind not in SERVER_FAULTS + UPS_FAULTS:
+        raise InputError(f"unknown fault {kind!r}; server faults: {', '.join(SERVER_FAULTS)}; "
+                         f"UPS faults: {', '.join(UPS_FAULTS)}")
     if not (root / LAB_FILE).exists():
         raise NotFound(f"no lab in {root} (start one with 'fleet lab start --dir {root}')")
+    if kind in UPS_FAULTS:
+        from .nutlab import nut_fault
+
+        if not (root / NUT_STATE).exists():
+            raise NotFound(f"the lab in {root} has no UPSes (started with --no-ups)")
+        steps = nut_fault(root / NUT_STATE, target, "normal" if clear else kind)
+        return {"name": target, "ups": steps[-1] if steps else {}, "faults": {} if clear else {kind: True}}
     request: dict[str, Any] = {"op": "fault", "bmc": target, "kind": kind, "clear": clear}
     if value is not None:
         request["value"] = value
