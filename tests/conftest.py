@@ -93,3 +93,11 @@ def fleet(any_engine: Engine, keyring: KeyRing) -> Fleet:
 @pytest.fixture
 def sqlite_fleet(sqlite_engine: Engine, keyring: KeyRing) -> Fleet:
     return Fleet(sqlite_engine, keyring=keyring, actor="tester")
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    """An environment for the `fleet` command with its own empty inventory and key (see tests/clihelp.py)."""
+    from .clihelp import fresh_env
+
+    return fresh_env(tmp_path)

@@ -4,30 +4,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-import pytest
+from .clihelp import fleet
 
 REPO = Path(__file__).resolve().parent.parent
-FLEET = str(Path(sys.executable).with_name("fleet"))
 CREDS = [("ipmi-default", "ipmi", "admin"), ("ssh-deploy", "ssh", "deploy"), ("snmp-ro", "snmp-v2c", ""),
          ("nut-monitor", "nut", "monitor")]
 
 
-@pytest.fixture
-def env(tmp_path: Path) -> dict[str, str]:
-    e = dict(os.environ, FLEET_DB=str(tmp_path / "fleet.db"), FLEET_KEY_FILE=str(tmp_path / "key"),
-             FLEET_ACTOR="tech")
-    assert fleet(e, "init").returncode == 0
-    return e
 
 
-def fleet(env: dict[str, str], *argv: str, stdin: str | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([FLEET, *argv], env=env, input=stdin, capture_output=True, text=True, timeout=60,
-                          check=False)
 
 
 def _dump(env: dict[str, str]) -> str:

@@ -10,30 +10,12 @@ from __future__ import annotations
 import json
 import os
 import socket
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
+from .clihelp import fleet
 from .ipmisim import ipmi_sim
-
-FLEET = str(Path(sys.executable).with_name("fleet"))
-
-
-def fleet(env: dict[str, str], *argv: str, stdin: str | None = None, timeout: float = 120
-          ) -> subprocess.CompletedProcess:
-    return subprocess.run([FLEET, *argv], env=env, input=stdin, capture_output=True, text=True, timeout=timeout,
-                          check=False)
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> dict[str, str]:
-    e = dict(os.environ, FLEET_DB=str(tmp_path / "fleet.db"), FLEET_KEY_FILE=str(tmp_path / "key"),
-             FLEET_ACTOR="tech")
-    assert fleet(e, "init").returncode == 0
-    return e
 
 
 def _rack_with(env: dict[str, str], servers: list[tuple[str, str, int]], profile: str) -> None:

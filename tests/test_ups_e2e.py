@@ -6,10 +6,10 @@ import json
 import os
 import time
 
-from .test_power_e2e import env, fleet  # noqa: F401 - the fixture and the runner
+from .clihelp import fleet
 
 
-def test_ups_status_follows_lab_faults_and_the_forecast_flags_worn_batteries(env, tmp_path) -> None:  # noqa: F811
+def test_ups_status_follows_lab_faults_and_the_forecast_flags_worn_batteries(env, tmp_path) -> None:
     lab = tmp_path / "lab"
     started = fleet(env, "lab", "start", "--dir", str(lab), "--racks", "1", "--servers-per-rack", "3",
                     "--port", "16625" if os.geteuid() else "623")

@@ -140,7 +140,8 @@ def start_lab(directory: str | os.PathLike[str], *, racks: int = 2, servers_per_
                 for server in rack["servers"]:
                     # Batteries of every age, so the replacement forecast has something to say.
                     installed = today - timedelta(days=(index * 211) % 1900)
-                    server["ups"] = {**nut.inventory_ups(server["hostname"]), "battery_installed": installed}
+                    server["ups"] = {**nut.inventory_ups(server["hostname"]), "battery_installed": installed,
+                                     "feed": rack["feeds"][0]["name"]}  # plugged into the rack's feed
                     index += 1
         secrets["credentials"] += nut.credentials()
     _write(root / "bmc-spec.json", json.dumps(spec), 0o600)  # it holds the lab password
