@@ -551,19 +551,13 @@ def cmd_add(args: argparse.Namespace, out: Out) -> int:
 
 def _detect(fleet: Fleet, raw: dict[str, Any], out: Out) -> str:
     """Recognise a UPS/PDU model from the device itself (sysObjectID, the MIBs it answers, NUT's driver)."""
-    import asyncio
-
     from fleet.ups import detect_profile
 
-    async def go() -> tuple[str, str]:
-        try:
-            return await detect_profile(fleet, host=raw["host"], port=raw["port"],
-                                        protocol=raw.get("protocol", "snmp"), credential=raw["credential"],
-                                        nut_name=raw.get("nut_name", ""))
-        finally:
-            await fleet.aclose()
+    from .output import run_async
 
-    name, why = asyncio.run(go())
+    name, why = run_async(fleet, lambda: detect_profile(
+        fleet, host=raw["host"], port=raw["port"], protocol=raw.get("protocol", "snmp"),
+        credential=raw["credential"], nut_name=raw.get("nut_name", "")))
     out.info(f"recognised {raw['name']} as profile {name} ({why})")
     return name
 

@@ -15,7 +15,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-__all__ = ["Out"]
+__all__ = ["Out", "run_async"]
 
 
 def _default(value: Any) -> Any:
@@ -63,3 +63,16 @@ class Out:
 
     def error(self, message: str) -> None:
         self.err.print(f"error: {message}", style="red", markup=False)
+
+
+def run_async(fleet: Any, coro_fn: Any) -> Any:
+    """Run ``coro_fn()`` to completion, then close the fleet's drivers (their workers and sessions)."""
+    import asyncio
+
+    async def go() -> Any:
+        try:
+            return await coro_fn()
+        finally:
+            await fleet.aclose()
+
+    return asyncio.run(go())

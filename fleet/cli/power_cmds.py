@@ -11,7 +11,7 @@ from fleet.errors import InputError
 from fleet.power import DISRUPTIVE, BlastRadius
 from fleet.service import Fleet
 
-from .output import Out
+from .output import Out, run_async
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -121,13 +121,7 @@ def cmd_power(args: argparse.Namespace, out: Out) -> int:
 
 
 def _show_plan(fleet: Fleet, args: argparse.Namespace, out: Out) -> int:
-    async def go() -> Any:
-        try:
-            return await fleet.power_on_plan(args.selector, max_wave=args.wave)
-        finally:
-            await fleet.aclose()
-
-    plan, warnings = asyncio.run(go())
+    plan, warnings = run_async(fleet, lambda: fleet.power_on_plan(args.selector, max_wave=args.wave))
     data = plan.to_json()
     if args.json:
         out.json({**data, "warnings": warnings})
@@ -146,14 +140,8 @@ def _show_plan(fleet: Fleet, args: argparse.Namespace, out: Out) -> int:
 
 def cmd_bootdev(args: argparse.Namespace, out: Out) -> int:
     fleet = Fleet.open(args.db)
-
-    async def go() -> list[Any]:
-        try:
-            return await fleet.set_boot(args.selector, args.device, persistent=args.persistent, uefi=args.uefi)
-        finally:
-            await fleet.aclose()
-
-    results = asyncio.run(go())
+    results = run_async(fleet, lambda: fleet.set_boot(args.selector, args.device, persistent=args.persistent,
+                                                      uefi=args.uefi))
     if args.json:
         out.json([{"hostname": h, "ok": not e, "device": v.device if v else None,
                    "persistent": v.persistent if v else None, "uefi": v.uefi if v else None, "error": e}
@@ -165,19 +153,9 @@ def cmd_bootdev(args: argparse.Namespace, out: Out) -> int:
     return 1 if any(e for _, _, e in results) else 0
 
 
-def _one(fleet: Fleet, coro_fn: Any) -> Any:
-    async def go() -> Any:
-        try:
-            return await coro_fn()
-        finally:
-            await fleet.aclose()
-
-    return asyncio.run(go())
-
-
 def cmd_sensors(args: argparse.Namespace, out: Out) -> int:
     fleet = Fleet.open(args.db)
-    readings = _one(fleet, lambda: fleet.sensors(args.host))
+    readings = run_async(fleet, lambda: fleet.sensors(args.host))
     if args.json:
         out.json([{"name": r.name, "kind": r.kind, "value": r.value, "unit": r.unit, "state": r.state,
                    "thresholds": r.thresholds} for r in readings])
@@ -190,7 +168,7 @@ def cmd_sensors(args: argparse.Namespace, out: Out) -> int:
 
 def cmd_sel(args: argparse.Namespace, out: Out) -> int:
     fleet = Fleet.open(args.db)
-    entries = _one(fleet, lambda: fleet.sel(args.host, clear=args.clear))
+    entries = run_async(fleet, lambda: fleet.sel(args.host, clear=args.clear))
     if args.json:
         out.json([{"id": e.record_id, "ts": e.ts.isoformat() if e.ts else None, "sensor": e.sensor,
                    "event": e.event, "severity": e.severity} for e in entries])
@@ -207,7 +185,7 @@ def cmd_fru(args: argparse.Namespace, out: Out) -> int:
     import dataclasses
 
     fleet = Fleet.open(args.db)
-    fru = _one(fleet, lambda: fleet.fru(args.host))
+    fru = run_async(fleet, lambda: fleet.fru(args.host))
     data = dataclasses.asdict(fru)
     if args.json:
         out.json(data)
@@ -220,7 +198,7 @@ def cmd_fru(args: argparse.Namespace, out: Out) -> int:
 def cmd_bmc_reset(args: argparse.Namespace, out: Out) -> int:
     fleet = Fleet.open(args.db)
     _confirm(out, f"cold-reset the BMC of {args.host}?", args.yes)
-    _one(fleet, lambda: fleet.bmc_reset(args.host))
+    run_async(fleet, lambda: fleet.bmc_reset(args.host))
     if args.json:
         out.json({"hostname": args.host, "bmc_reset": True})
     else:

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-from typing import Any
 
 from fleet.service import Fleet
 
-from .output import Out
+from .output import Out, run_async
 from .power_cmds import _confirm
 
 
@@ -35,16 +33,6 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.set_defaults(func=cmd_outlet)
 
 
-def _run(fleet: Fleet, coro_fn: Any) -> Any:
-    async def go() -> Any:
-        try:
-            return await coro_fn()
-        finally:
-            await fleet.aclose()
-
-    return asyncio.run(go())
-
-
 def _fmt(value: float | None, spec: str) -> str:
     return "" if value is None else format(value, spec)
 
@@ -53,7 +41,7 @@ def cmd_status(args: argparse.Namespace, out: Out) -> int:
     from fleet.ups import ups_status
 
     fleet = Fleet.open(args.db)
-    readings = _run(fleet, lambda: ups_status(fleet, args.selector))
+    readings = run_async(fleet, lambda: ups_status(fleet, args.selector))
     if args.json:
         out.json([r.to_json() for r in readings])
     else:
@@ -89,7 +77,7 @@ def cmd_outlet(args: argparse.Namespace, out: Out) -> int:
     fleet = Fleet.open(args.db)
     if args.action in ("off", "cycle"):
         _confirm(out, f"outlet {args.action} {args.target}?", args.yes)
-    results = _run(fleet, lambda: outlet_action(fleet, args.target, args.action))
+    results = run_async(fleet, lambda: outlet_action(fleet, args.target, args.action))
     if args.json:
         out.json([r.to_json() for r in results])
     else:
