@@ -268,9 +268,8 @@ def snmpd_agent(*, community: str | None = "public", users: Sequence[V3User] = (
         while True:
             if proc.poll() is not None:
                 raise RuntimeError(f"snmpd exited with {proc.returncode}: {log.read_text(errors='replace')[-2000:]}")
-            if community and snmplab.snmp_ping(hosts[-1], port, community, timeout=0.2) is not None:
-                break
-            if not community and log.exists() and "NET-SNMP version" in log.read_text(errors="replace"):
+            if log.exists() and "NET-SNMP version" in log.read_text(errors="replace") and proc.poll() is None and (
+                    not community or snmplab.snmp_ping(hosts[-1], port, community, timeout=0.2) is not None):
                 break
             if time.monotonic() > deadline:
                 raise RuntimeError(f"snmpd did not start: {log.read_text(errors='replace')[-2000:]}")

@@ -912,15 +912,14 @@ def start_snmpd_fleet(directory: str | os.PathLike[str], *, count: int, first_ho
     with open(root / "snmpd.out", "ab") as out:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                 start_new_session=True, env=snmpd_env(), preexec_fn=raise_limit)
-    probe_community = community or None
     deadline = time.monotonic() + timeout
     while True:
         if proc.poll() is not None:
             raise SnmpLabError(f"snmpd exited with status {proc.returncode}:\n{_tail(log)}")
-        if probe_community is None:
-            if log.exists() and "NET-SNMP version" in _tail(log):
-                break
-        elif snmp_ping(hosts[-1], port, probe_community, timeout=0.3) is not None:
+        # snmpd logs its version once every endpoint is open (it exits if one cannot be bound);
+        # only then does an answer come from this snmpd and not from another on the same address
+        if log.exists() and "NET-SNMP version" in _tail(log) and proc.poll() is None and (
+                not community or snmp_ping(hosts[-1], port, community, timeout=0.3) is not None):
             break
         if time.monotonic() > deadline:
             stop_pid(proc.pid, b"snmpd")
