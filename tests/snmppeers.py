@@ -32,7 +32,6 @@ import dataclasses
 import json
 import os
 import shutil
-import signal
 import socket
 import stat
 import subprocess
@@ -179,8 +178,8 @@ def _spawn_plain(data: Path, work: Path, host: str, port: int, stock: Path, comm
             f"--logging-method=file:{logfile}", f"--variation-modules-dir={stock}",
             "--v3-engine-id=auto", f"--data-dir={data}", f"--agent-udpv4-endpoint={host}:{port}"]
     with open(logfile, "ab") as out:
-        proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True, env=dict(os.environ, SNMPSIM_ALLOW_ROOT="true"))
+        proc = snmplab.track(subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                              start_new_session=True, env=dict(os.environ, SNMPSIM_ALLOW_ROOT="true")))
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -261,8 +260,8 @@ def snmpd_agent(*, community: str | None = "public", users: Sequence[V3User] = (
         cmd = snmplab.snmpd_command(conf, log, tmp / "persist", [f"udp:{h}:{port}" for h in hosts])
         cmd[0] = binary
         with open(tmp / "snmpd.out", "wb") as out:
-            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                    start_new_session=True, env=snmplab.snmpd_env())
+            proc = snmplab.track(subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                                  start_new_session=True, env=snmplab.snmpd_env()))
         pid = proc.pid
         deadline = time.monotonic() + 20
         while True:
@@ -333,7 +332,7 @@ def nut_snmp_ups(upses: Sequence[NutUps], *, port: int | None = None) -> Iterato
     _require(NUT_UPSD, "NUT upsd (Debian package nut-server)")
     _require("upsc", "NUT upsc (Debian package nut-client)")
     tmp = Path(tempfile.mkdtemp(prefix="fleet-nut-"))
-    pids: list[int] = []
+    procs: list[subprocess.Popen[bytes]] = []
     try:
         conf, state = tmp / "conf", tmp / "state"
         conf.mkdir()
@@ -353,9 +352,9 @@ def nut_snmp_ups(upses: Sequence[NutUps], *, port: int | None = None) -> Iterato
         env = dict(os.environ, NUT_CONFPATH=str(conf), NUT_STATEPATH=str(state))
         for u in upses:
             with open(tmp / f"{u.name}.log", "wb") as out:
-                pids.append(subprocess.Popen([NUT_DRIVER, "-a", u.name, "-u", "root", "-F"], stdin=subprocess.DEVNULL,
+                procs.append(subprocess.Popen([NUT_DRIVER, "-a", u.name, "-u", "root", "-F"], stdin=subprocess.DEVNULL,
                                              stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                                             env=env).pid)
+                                             env=env))
         deadline = time.monotonic() + 30
         while any(not (state / f"snmp-ups-{u.name}").exists() for u in upses):
             if time.monotonic() > deadline:
@@ -363,32 +362,27 @@ def nut_snmp_ups(upses: Sequence[NutUps], *, port: int | None = None) -> Iterato
                 raise RuntimeError(f"snmp-ups did not create its socket: {logs}")
             time.sleep(0.1)
         with open(tmp / "upsd.log", "wb") as out:
-            pids.append(subprocess.Popen([NUT_UPSD, "-F", "-u", "root"], stdin=subprocess.DEVNULL, stdout=out,
-                                         stderr=subprocess.STDOUT, start_new_session=True, env=env).pid)
+            procs.append(subprocess.Popen([NUT_UPSD, "-F", "-u", "root"], stdin=subprocess.DEVNULL, stdout=out,
+                                         stderr=subprocess.STDOUT, start_new_session=True, env=env))
         server = NutServer("127.0.0.1", port, env)
         for u in upses:
             server.wait(u.name, lambda v: "ups.status" in v, timeout=30)
         yield server
     finally:
-        for pid in reversed(pids):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
-        for pid in pids:
-            _reap(pid)
+        for proc in reversed(procs):   # by PID: Popen.terminate() signals proc.pid
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in procs:
+            _reap(proc)
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _reap(pid: int, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(ChildProcessError):
-            if os.waitpid(pid, os.WNOHANG)[0] == pid:
-                return
-        time.sleep(0.05)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, 0)
+def _reap(proc: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def _free_tcp_port() -> int:

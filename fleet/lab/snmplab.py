@@ -103,6 +103,7 @@ __all__ = [
     "stop_pid",
     "stop_snmpd_fleet",
     "stop_snmpsim",
+    "track",
     "ups_state",
     "variation_dir",
 ]
@@ -450,24 +451,40 @@ def _cmdline_has(pid: int, marker: bytes) -> bool:
         return False
 
 
+#: Children started here, by PID, so that stopping one also settles its Popen (no "still running"
+#: ResourceWarning when the object is collected).
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+
+
+def track(proc: subprocess.Popen[bytes]) -> subprocess.Popen[bytes]:
+    """Remember a background child so that :func:`stop_pid` can settle its Popen; returns it."""
+    _CHILDREN[proc.pid] = proc
+    return proc
+
+
 def stop_pid(pid: int, marker: bytes, timeout: float = 10.0) -> bool:
     """SIGTERM ``pid`` (then SIGKILL) if it is alive and its command line holds ``marker``."""
-    if not _pid_alive(pid) or not _cmdline_has(pid, marker):
-        return False
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(ChildProcessError):
-            if os.waitpid(pid, os.WNOHANG)[0] == pid:
+    proc = _CHILDREN.pop(pid, None)
+    try:
+        if not _pid_alive(pid) or not _cmdline_has(pid, marker):
+            return False
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(ChildProcessError):
+                if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                    return True
+            if not _pid_alive(pid):
                 return True
-        if not _pid_alive(pid):
-            return True
-        time.sleep(0.05)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, 0)
-    return True
+            time.sleep(0.05)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+        return True
+    finally:
+        if proc is not None:
+            proc.poll()  # reaped above: Popen learns it (ECHILD) and stops worrying
 
 
 def snmp_ping(host: str, port: int, community: str, *, oid: str = "1.3.6.1.2.1.1.2.0",
@@ -632,8 +649,8 @@ def spawn_snmpsim(data_dir: str | os.PathLike[str], *, workdir: str | os.PathLik
     args += ["--v3-engine-id=auto", f"--data-dir={data_dir}", f"--agent-udpv4-endpoint={host}:{port}"]
     env = dict(os.environ, SNMPSIM_ALLOW_ROOT="true")
     with open(logfile, "ab") as out:
-        proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True, env=env)
+        proc = track(subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                      start_new_session=True, env=env))
     deadline = time.monotonic() + timeout
     while True:
         if proc.poll() is not None:
@@ -910,8 +927,8 @@ def start_snmpd_fleet(directory: str | os.PathLike[str], *, count: int, first_ho
 
     t0 = time.monotonic()
     with open(root / "snmpd.out", "ab") as out:
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True, env=snmpd_env(), preexec_fn=raise_limit)
+        proc = track(subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                      start_new_session=True, env=snmpd_env(), preexec_fn=raise_limit))
     deadline = time.monotonic() + timeout
     while True:
         if proc.poll() is not None:
