@@ -288,15 +288,18 @@ class Fleet:
     @staticmethod
     def _power_path(s: Session, server_id: int) -> Iterable[dict[str, Any]]:
         """The outlets feeding a server and what is upstream of each (UPS/PDU, feed)."""
-        stmt = (select(Outlet.number, Outlet.psu, Pdu.name, Ups.name, Ups.kind, PowerFeed.name,
-                       Outlet.pdu_id, Outlet.ups_id)
+        from sqlalchemy.orm import aliased
+
+        upstream = aliased(Ups)  # the UPS a PDU hangs on
+        stmt = (select(Outlet.number, Outlet.psu, Pdu.name, func.coalesce(Ups.name, upstream.name),
+                       func.coalesce(Ups.kind, upstream.kind), PowerFeed.name)
                 .outerjoin(Pdu, Pdu.id == Outlet.pdu_id)
                 .outerjoin(Ups, Ups.id == Outlet.ups_id)
-                .outerjoin(PowerFeed, PowerFeed.id == func.coalesce(Pdu.feed_id, Ups.feed_id))
+                .outerjoin(upstream, upstream.id == Pdu.ups_id)
+                .outerjoin(PowerFeed, PowerFeed.id == func.coalesce(Pdu.feed_id, Ups.feed_id, upstream.feed_id))
                 .where(Outlet.server_id == server_id).order_by(Outlet.psu, Outlet.number))
-        for number, psu, pdu, ups, ups_kind, feed, _pdu_id, _ups_id in s.execute(stmt):
-            yield {"psu": psu, "outlet": number, "pdu": pdu, "ups": ups,
-                   "ups_kind": ups_kind, "feed": feed}
+        for number, psu, pdu, ups, ups_kind, feed in s.execute(stmt):
+            yield {"psu": psu, "outlet": number, "pdu": pdu, "ups": ups, "ups_kind": ups_kind, "feed": feed}
 
     def latest_state(self, selector: str | Sequence[str] | Selector | None = None) -> list[StateRow]:
         """The latest state of every selected server in one query (never-swept servers: unknown).

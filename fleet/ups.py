@@ -107,8 +107,10 @@ def device_target(fleet: Fleet, *, name: str, host: str, port: int, protocol: st
                        priv_proto=credential.options.get("priv_proto", "AES"))
     else:
         raise InputError(f"{name}: an SNMP device needs an snmp-v2c or snmp-v3 credential, not {credential.kind}")
+    # SNMP's timeout is per attempt (the driver retries once): 1 s keeps a dead agent at about 2 s.
+    timeout = fleet.device_timeout if protocol == "nut" else min(fleet.device_timeout, 1.0)
     return Target(name=name, host=host, port=port, username=credential.username, password=secret,
-                  timeout=fleet.device_timeout, options=options)
+                  timeout=timeout, options=options)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ def test_ups_status_follows_lab_faults_and_the_forecast_flags_worn_batteries(env
     try:
         assert fleet(env, "import", str(lab / "inventory.yaml"), "--secrets", str(lab / "secrets.yaml")
                      ).returncode == 0
-        before = json.loads(fleet(env, "ups", "status", "--json").stdout)
+        before = json.loads(fleet(env, "ups", "status", "kind=server", "--json").stdout)
         assert [(u["name"], u["status"], u["charge_pct"]) for u in before] == [
             (f"ups-lab1-r01-s0{i}", "online", 100.0) for i in (1, 2, 3)]
         assert fleet(env, "lab", "fault", "lab1-r01-s02", "low-battery", "--dir", str(lab)).returncode == 0
@@ -25,7 +25,9 @@ def test_ups_status_follows_lab_faults_and_the_forecast_flags_worn_batteries(env
         deadline = time.monotonic() + 10
         while True:  # dummy-ups notices its rewritten file within its poll interval
             now = {u["name"]: u for u in json.loads(fleet(env, "ups", "status", "server=lab1-r01-*", "--json").stdout)}
-            if "low-battery" in now["ups-lab1-r01-s02"]["status"] or time.monotonic() > deadline:
+            seen = ("low-battery" in now["ups-lab1-r01-s02"]["status"]
+                    and "replace-battery" in now["ups-lab1-r01-s03"]["status"])
+            if seen or time.monotonic() > deadline:
                 break
             time.sleep(0.5)
         assert now["ups-lab1-r01-s02"]["status"] == "on-battery low-battery"
@@ -36,5 +38,33 @@ def test_ups_status_follows_lab_faults_and_the_forecast_flags_worn_batteries(env
         assert due["ups-lab1-r01-s03"]["replace_now"] is True
         assert due["ups-lab1-r01-s01"]["installed"] is not None
         assert fleet(env, "lab", "fault", "lab1-r01-s02", "low-battery", "--clear", "--dir", str(lab)).returncode == 0
+    finally:
+        assert fleet(env, "lab", "stop", "--dir", str(lab)).returncode == 0
+
+
+def test_rack_ups_and_pdu_on_snmp_switch_and_report_as_the_lab_sets_them(env, tmp_path) -> None:
+    lab = tmp_path / "lab"
+    started = fleet(env, "lab", "start", "--dir", str(lab), "--racks", "1", "--servers-per-rack", "2", "--no-ups",
+                    "--port", "16626" if os.geteuid() else "623")
+    assert started.returncode == 0, started.stderr
+    try:
+        assert fleet(env, "import", str(lab / "inventory.yaml"), "--secrets", str(lab / "secrets.yaml")
+                     ).returncode == 0
+        path = json.loads(fleet(env, "show", "lab1-r01-s02", "--json").stdout)["power_feeds"]
+        assert path == [{"psu": 2, "outlet": 2, "pdu": "lab-pdu-001", "ups": "lab-ups-001", "ups_kind": "rack",
+                         "feed": "R01-A"}]
+        off = json.loads(fleet(env, "outlet", "off", "lab1-r01-s02", "--yes", "--json").stdout)
+        assert [(o["device"], o["outlet"], o["before"], o["after"], o["ok"]) for o in off] == [
+            ("lab-pdu-001", 2, "on", "off", True)]
+        from fleet.lab.snmplab import outlet_states
+
+        states = outlet_states(lab / "snmp", "lab-pdu-001")
+        assert states[2] == "off" and states[1] == "on"  # exactly that outlet, as the device holds it
+        assert fleet(env, "outlet", "on", "lab-pdu-001:2", "--yes").returncode == 0
+        assert fleet(env, "lab", "fault", "lab-ups-001", "on-battery", "--dir", str(lab)).returncode == 0
+        ups = json.loads(fleet(env, "ups", "status", "kind=rack", "--json").stdout)[0]
+        assert ups["status"] == "on-battery" and ups["charge_pct"] < 100
+        assert [a["action"] for a in json.loads(fleet(env, "audit", "--json").stdout)][:2] == ["outlet.on",
+                                                                                              "outlet.off"]
     finally:
         assert fleet(env, "lab", "stop", "--dir", str(lab)).returncode == 0

@@ -22,6 +22,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--sites", type=int, default=1)
     p.add_argument("--port", type=int, help="BMC port (default 623 as root, else 6623)")
     p.add_argument("--no-ups", action="store_true", help="no per-server UPSes (NUT upsd + one dummy-ups each)")
+    p.add_argument("--no-rack-power", action="store_true",
+                   help="no rack UPS and switched PDU per rack (snmpsim serving real APC recordings)")
     p.set_defaults(func=cmd_start)
 
     p = lab_sub.add_parser("stop", parents=[common], help="stop everything the lab started")
@@ -46,11 +48,12 @@ def cmd_start(args: argparse.Namespace, out: Out) -> int:
     from fleet.lab.datacenter import start_lab
 
     info = start_lab(args.dir, racks=args.racks, servers_per_rack=args.servers_per_rack, sites=args.sites,
-                     port=args.port, server_ups=not args.no_ups)
+                     port=args.port, server_ups=not args.no_ups, rack_power=not args.no_rack_power)
     if args.json:
         out.json(info)
     else:
-        out.info(f"lab: {info.servers} servers in {info.racks} racks, {info.sites} site(s), {info.ups} UPS(es); "
+        out.info(f"lab: {info.servers} servers in {info.racks} racks, {info.sites} site(s), {info.ups} UPS(es), "
+                 f"{info.pdus} PDU(s); "
                  f"BMC server pid {info.bmc_pid}, port {info.port}")
         out.info(f"import it: fleet import {args.dir / 'inventory.yaml'} --secrets {args.dir / 'secrets.yaml'}")
     return 0

@@ -34,6 +34,8 @@ FIRST_BMC_HOST = "127.10.0.1"
 SERVER_FAULTS = ("dead", "slow", "wrong-password", "stuck-power", "sensor-critical", "ecc")
 UPS_FAULTS = ("on-battery", "low-battery", "replace-battery", "normal")
 NUT_STATE = "nut"
+SNMP_STATE = "snmp"
+RACK_UPS_MODEL, PDU_MODEL, PDU_OUTLETS = "apc-smart-ups", "apc-8641", 24
 
 
 @dataclass(frozen=True)
@@ -45,10 +47,12 @@ class LabInfo:
     bmc_pid: int
     port: int
     ups: int = 0
+    pdus: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {"directory": str(self.directory), "servers": self.servers, "racks": self.racks,
-                "sites": self.sites, "bmc_pid": self.bmc_pid, "port": self.port, "ups": self.ups}
+                "sites": self.sites, "bmc_pid": self.bmc_pid, "port": self.port, "ups": self.ups,
+                "pdus": self.pdus}
 
 
 def _default_port() -> int:
@@ -115,10 +119,13 @@ def _write(path: Path, text: str, mode: int = 0o644) -> None:
 
 
 def start_lab(directory: str | os.PathLike[str], *, racks: int = 2, servers_per_rack: int = 8, sites: int = 1,
-              port: int | None = None, server_ups: bool = True) -> LabInfo:
+              port: int | None = None, server_ups: bool = True, rack_power: bool = True) -> LabInfo:
     """Start the virtual datacenter in the background; write its inventory and secrets to ``directory``.
 
     ``server_ups``: every server gets its own small UPS, served by NUT's upsd with one dummy-ups each.
+    ``rack_power``: every rack gets an APC Smart-UPS on its feed and an APC switched PDU behind it whose
+    outlets feed the servers, simulated by snmpsim from real recordings (v2c; each device's community is
+    its name, so each has its own credential). Servers then have two PSUs: 1 on their own UPS, 2 on the PDU.
     """
     from . import bmcserver
 
@@ -144,24 +151,58 @@ def start_lab(directory: str | os.PathLike[str], *, racks: int = 2, servers_per_
                                      "feed": rack["feeds"][0]["name"]}  # plugged into the rack's feed
                     index += 1
         secrets["credentials"] += nut.credentials()
-    _write(root / "bmc-spec.json", json.dumps(spec), 0o600)  # it holds the lab password
-    header = ("# The virtual datacenter of `fleet lab start`. Import with:\n"
-              f"#   fleet import {root / 'inventory.yaml'} --secrets {root / 'secrets.yaml'}\n")
-    _write(root / "inventory.yaml", header + yaml.safe_dump(inventory, sort_keys=False, width=120))
-    _write(root / "secrets.yaml", "# Lab credentials: import with --secrets; never commit.\n"
-           + yaml.safe_dump(secrets, sort_keys=False), 0o600)
+    snmp_devices = 0
     try:
+        if rack_power:
+            snmp_devices = _add_rack_power(root, inventory, secrets, racks)
+        _write(root / "bmc-spec.json", json.dumps(spec), 0o600)  # it holds the lab password
+        header = ("# The virtual datacenter of `fleet lab start`. Import with:\n"
+                  f"#   fleet import {root / 'inventory.yaml'} --secrets {root / 'secrets.yaml'}\n")
+        _write(root / "inventory.yaml", header + yaml.safe_dump(inventory, sort_keys=False, width=120))
+        _write(root / "secrets.yaml", "# Lab credentials: import with --secrets; never commit.\n"
+               + yaml.safe_dump(secrets, sort_keys=False), 0o600)
         pid = bmcserver.start(root / "bmc-spec.json", root / BMC_STATE)
     except BaseException:
-        if nut is not None:
-            from .nutlab import stop_nut_lab
+        from .nutlab import stop_nut_lab
+        from .snmplab import stop_snmpsim
 
+        if nut is not None:
             stop_nut_lab(root / NUT_STATE)
+        if snmp_devices:
+            stop_snmpsim(root / SNMP_STATE)
         raise
     info = LabInfo(root, len(spec["bmcs"]), racks, sites, pid, spec["bmcs"][0]["port"],
-                   len(nut.ups) if nut is not None else 0)
+                   (len(nut.ups) if nut is not None else 0) + snmp_devices // 2, snmp_devices // 2)
     _write(root / LAB_FILE, json.dumps(info.to_json(), indent=2))
     return info
+
+
+def _add_rack_power(root: Path, inventory: dict[str, Any], secrets: dict[str, Any], racks: int) -> int:
+    """Start snmpsim with a Smart-UPS and a switched PDU per rack; put them in the inventory. Devices started."""
+    from .snmplab import start_snmpsim
+
+    lab = start_snmpsim(root / SNMP_STATE, ups=racks, pdu=racks, ups_models=[RACK_UPS_MODEL],
+                        pdu_models=[PDU_MODEL])
+    upses = [d for d in lab.devices if d.kind == "ups"]
+    pdus = [d for d in lab.devices if d.kind == "pdu"]
+    index = 0
+    for site in inventory["sites"]:
+        for rack in site["pods"][0]["racks"]:
+            ups, pdu = upses[index], pdus[index]
+            index += 1
+            for dev in (ups, pdu):
+                secrets["credentials"].append({"name": f"snmp-{dev.name}", "kind": "snmp-v2c",
+                                               "secret": dev.community})
+            feed = rack["feeds"][0]["name"]
+            rack["ups"] = [{"name": ups.name, "kind": "rack", "profile": ups.profile, "protocol": "snmp",
+                            "host": ups.host, "port": ups.port, "credential": f"snmp-{ups.name}", "feed": feed,
+                            "capacity_w": 600 * len(rack["servers"]) + 300}]
+            rack["pdus"] = [{"name": pdu.name, "profile": pdu.profile, "host": pdu.host, "port": pdu.port,
+                             "credential": f"snmp-{pdu.name}", "ups": ups.name,
+                             "capacity_w": 600 * len(rack["servers"]) + 300,
+                             "outlets": [{"number": n + 1, "server": srv["hostname"], "psu": 2}
+                                         for n, srv in enumerate(rack["servers"][:PDU_OUTLETS])]}]
+    return len(lab.devices)
 
 
 def _running(root: Path) -> bool:
@@ -185,10 +226,13 @@ def stop_lab(directory: str | os.PathLike[str]) -> bool:
     if not (root / LAB_FILE).exists():
         raise NotFound(f"no lab in {root} (no {LAB_FILE})")
     from .nutlab import stop_nut_lab
+    from .snmplab import stop_snmpsim
 
     stopped = bmcserver.stop(root / BMC_STATE)
     if (root / NUT_STATE).exists():
         stopped = stop_nut_lab(root / NUT_STATE) or stopped
+    if (root / SNMP_STATE).exists():
+        stopped = stop_snmpsim(root / SNMP_STATE) or stopped
     (root / LAB_FILE).unlink(missing_ok=True)
     return stopped
 
@@ -208,11 +252,17 @@ def lab_fault(directory: str | os.PathLike[str], target: str, kind: str, *, clea
     if not (root / LAB_FILE).exists():
         raise NotFound(f"no lab in {root} (start one with 'fleet lab start --dir {root}')")
     if kind in UPS_FAULTS:
+        fault = "normal" if clear else kind
+        if (root / SNMP_STATE).exists() and target.startswith("lab-ups-"):  # a rack UPS on SNMP
+            from .snmplab import set_ups_fault
+
+            return {"name": target, "ups": set_ups_fault(root / SNMP_STATE, target, fault),
+                    "faults": {} if clear else {kind: True}}
         from .nutlab import nut_fault
 
         if not (root / NUT_STATE).exists():
-            raise NotFound(f"the lab in {root} has no UPSes (started with --no-ups)")
-        steps = nut_fault(root / NUT_STATE, target, "normal" if clear else kind)
+            raise NotFound(f"the lab in {root} has no per-server UPSes (started with --no-ups)")
+        steps = nut_fault(root / NUT_STATE, target, fault)
         return {"name": target, "ups": steps[-1] if steps else {}, "faults": {} if clear else {kind: True}}
     request: dict[str, Any] = {"op": "fault", "bmc": target, "kind": kind, "clear": clear}
     if value is not None:
