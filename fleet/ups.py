@@ -416,8 +416,12 @@ def _trend(samples: list[tuple[datetime, float, float]], min_runtime_s: float
 
 
 async def detect_profile(fleet: Fleet, *, host: str, port: int, protocol: str, credential: str,
-                         nut_name: str = "") -> tuple[str, str]:
-    """Recognise a UPS or PDU: (profile name, how it was chosen)."""
+                         nut_name: str = "", kind: str | None = None) -> tuple[str, str]:
+    """Recognise a UPS or PDU (``kind``): (profile name, how it was chosen).
+
+    SNMP: the profile whose sysObjectID matches and whose MIBs the agent answers, else the one
+    profile (or the preferred one) whose MIB families the agent answers. NUT: by the driver upsd runs.
+    """
     with Session(fleet.engine) as s:
         cred = s.execute(select(Credential).where(Credential.name == credential)).scalar_one_or_none()
     if cred is None:
@@ -431,20 +435,16 @@ async def detect_profile(fleet: Fleet, *, host: str, port: int, protocol: str, c
             if p.nut is not None and driver_name and p.nut.driver == driver_name:
                 return p.name, f"NUT driver {driver_name}"
         return "apc-back-ups-nut" if "usbhid" in driver_name else "nut-dummy", f"NUT driver {driver_name or 'unknown'}"
+    from .drivers.snmp import choose_profile
+
     target = device_target(fleet, name=host, host=host, port=port, protocol="snmp", profile="", credential=cred)
     driver = fleet.driver("snmp")
     ident = await driver.identify(target)
-    oid = str(ident.get("sys_object_id", "")).lstrip(".")
-    profile = fleet.profiles.match_sys_object_id(oid) if oid else None
-    if profile is not None:
-        return profile.name, f"sysObjectID {oid}"
-    mibs = await driver.probe_mibs(target)
-    for family, name in (("apc", "apc-smart-ups"), ("eaton", "eaton-9px"), ("cyberpower", "cyberpower-ups"),
-                         ("rpdu", "apc-rpdu"), ("rpdu2", "apc-rpdu"), ("ietf", "generic-ups-mib")):
-        if family in mibs:
-            return name, f"answers the {family} MIB (sysObjectID {oid or 'none'} matches no profile)"
-    raise NotFound(f"{host}: sysObjectID {oid or 'none'} matches no profile and it answers no known UPS/PDU MIB; "
-                   "give --profile")
+    oid = str(ident.get("sys_object_id") or "").lstrip(".")
+    profile, why = choose_profile(fleet.profiles, oid or None, await driver.probe_mibs(target), kind=kind)
+    if profile is None:
+        raise NotFound(f"{host}: cannot tell the model ({why}); give --profile")
+    return profile.name, why
 
 
 def credential_json(auth: str, priv: str | None) -> str:

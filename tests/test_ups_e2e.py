@@ -68,3 +68,25 @@ def test_rack_ups_and_pdu_on_snmp_switch_and_report_as_the_lab_sets_them(env, tm
                                                                                               "outlet.off"]
     finally:
         assert fleet(env, "lab", "stop", "--dir", str(lab)).returncode == 0
+
+
+def test_add_ups_and_pdu_without_a_profile_recognises_the_model_from_the_device(env, tmp_path) -> None:
+    from fleet.lab.snmplab import start_snmpsim, stop_snmpsim
+
+    lab = start_snmpsim(tmp_path / "snmp", ups=2, pdu=1, ups_models=["apc-smart-ups", "eaton-9px"],
+                        pdu_models=["apc-8641"])
+    try:
+        fleet(env, "add", "site", "t1")
+        for dev in lab.devices:
+            assert fleet(env, "credentials", "set", f"c-{dev.name}", "--kind", "snmp-v2c", "--password-stdin",
+                         stdin=dev.community + "\n").returncode == 0
+            kind = "ups" if dev.kind == "ups" else "pdu"
+            added = fleet(env, "add", kind, dev.name, "--snmp", f"{dev.host}:{dev.port}", "--credential",
+                          f"c-{dev.name}", "--site", "t1")
+            assert added.returncode == 0, added.stderr
+            assert f"as profile {dev.profile}" in added.stderr
+        exported = fleet(env, "export").stdout
+        assert "profile: apc-smart-ups" in exported and "profile: eaton-9px" in exported
+        assert "profile: apc-rpdu" in exported
+    finally:
+        stop_snmpsim(lab)

@@ -537,7 +537,7 @@ def cmd_add(args: argparse.Namespace, out: Out) -> int:
     fleet = _open(args)
     raw = _add_raw(args)
     if args.add_kind in ("ups", "pdu") and not args.profile:
-        raw["profile"] = _detect(fleet, raw, out)
+        raw["profile"] = _detect(fleet, raw, out, args.add_kind)
     feeds_selector = getattr(args, "feeds", None) if args.add_kind == "ups" else None
     result = fleet.add(args.add_kind, raw, feeds=feeds_selector)
     if args.json:
@@ -549,7 +549,7 @@ def cmd_add(args: argparse.Namespace, out: Out) -> int:
     return 0
 
 
-def _detect(fleet: Fleet, raw: dict[str, Any], out: Out) -> str:
+def _detect(fleet: Fleet, raw: dict[str, Any], out: Out, kind: str) -> str:
     """Recognise a UPS/PDU model from the device itself (sysObjectID, the MIBs it answers, NUT's driver)."""
     from fleet.ups import detect_profile
 
@@ -557,7 +557,7 @@ def _detect(fleet: Fleet, raw: dict[str, Any], out: Out) -> str:
 
     name, why = run_async(fleet, lambda: detect_profile(
         fleet, host=raw["host"], port=raw["port"], protocol=raw.get("protocol", "snmp"),
-        credential=raw["credential"], nut_name=raw.get("nut_name", "")))
+        credential=raw["credential"], nut_name=raw.get("nut_name", ""), kind=kind))
     out.info(f"recognised {raw['name']} as profile {name} ({why})")
     return name
 
