@@ -197,7 +197,7 @@ def test_vendor_sentinels_and_timeticks_for_minutes_are_unknown() -> None:
         got["huawei-profile"] = run(lambda d: d.battery(dataclasses.replace(
             t("huawei"), options={"profile": huawei_profile})))
     huawei, santak, eastpower = got["huawei"], got["santak"], got["eastpower"]
-    assert (huawei.charge_pct, huawei.runtime_s, huawei.battery_temp_c) == (None, None, -1.0)
+    assert (huawei.charge_pct, huawei.runtime_s, huawei.battery_temp_c) == (None, None, None)
     assert got["huawei-profile"].battery_temp_c is None
     assert "outside" in huawei.extra["unknown"]["battery_charge"]
     assert huawei.input_v is None and "2369 volts is outside" in huawei.extra["unknown"]["input_voltage"]  # tenths?

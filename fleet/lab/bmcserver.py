@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from fleet.errors import DeviceTimeout, DeviceUnreachable
+from fleet.lab._proc import cmdline_has, pid_alive, terminate
 
 from . import rmcp
 from .bmc import FAULT_KINDS, Bmc, BmcSpec, SensorSet, parse_spec
@@ -779,25 +780,9 @@ def lab_control(state_dir: str | os.PathLike[str], request: Mapping[str, Any], *
     return json.loads(buf)
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    with contextlib.suppress(OSError):
-        if Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z"):
-            return False
-    return True
-
-
 def _ours(pid: int) -> bool:
     """Whether ``pid`` is a lab BMC server (so a stale pid file never makes us kill a stranger)."""
-    try:
-        return b"fleet.lab.bmcserver" in Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
+    return cmdline_has(pid, b"fleet.lab.bmcserver")
 
 
 def _running_pid(state_dir: Path) -> int | None:
@@ -806,7 +791,7 @@ def _running_pid(state_dir: Path) -> int | None:
         pid = int((state_dir / PID_FILE).read_text().split()[0])
     except (OSError, ValueError, IndexError):
         return None
-    return pid if pid != os.getpid() and _pid_alive(pid) and _ours(pid) else None
+    return pid if pid != os.getpid() and pid_alive(pid) and _ours(pid) else None
 
 
 def start(spec_path: str | os.PathLike[str], state_dir: str | os.PathLike[str], *, timeout: float = 120.0,
@@ -849,23 +834,9 @@ def stop(state_dir: str | os.PathLike[str], *, timeout: float = 10.0, pid: int |
         if pid is None:
             (state / PID_FILE).unlink(missing_ok=True)
             return False
-    if not _pid_alive(pid) or not _ours(pid):
+    if not terminate(pid, _ours, timeout=timeout):
         (state / PID_FILE).unlink(missing_ok=True)
         return False
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(ChildProcessError):
-            if os.waitpid(pid, os.WNOHANG)[0] == pid:
-                break
-        if not _pid_alive(pid):
-            break
-        time.sleep(0.05)
-    else:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, 0)
     for name in (PID_FILE, READY_FILE, CONTROL_SOCKET):
         (state / name).unlink(missing_ok=True)
     return True

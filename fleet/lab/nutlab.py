@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from fleet.errors import InputError, NotFound
+from fleet.lab._proc import environ_has, pid_alive, terminate
 
 __all__ = [
     "FAULTS",
@@ -215,46 +216,13 @@ def _spawn(root: Path, argv: list[str], log: str) -> subprocess.Popen[bytes]:
                                 cwd=root, start_new_session=True)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    with contextlib.suppress(OSError):
-        if Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z"):
-            return False
-    return True
-
-
 def _ours(pid: int, root: Path) -> bool:
     """Whether ``pid`` is a NUT process of this lab (its environment names our conf folder)."""
-    try:
-        env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-    except OSError:
-        return False
-    return f"NUT_CONFPATH={root / 'conf'}".encode() in env
+    return environ_has(pid, f"NUT_CONFPATH={root / 'conf'}".encode())
 
 
 def _stop_pid(pid: int, root: Path, timeout: float = 5.0) -> bool:
-    if not _alive(pid) or not _ours(pid, root):
-        return False
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(ChildProcessError):
-            if os.waitpid(pid, os.WNOHANG)[0] == pid:
-                return True
-        if not _alive(pid):
-            return True
-        time.sleep(0.02)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, 0)
-    return True
+    return terminate(pid, lambda p: _ours(p, root), timeout=timeout, poll=0.02)
 
 
 def _ask(host: str, port: int, line: str) -> str:
@@ -384,7 +352,7 @@ def nut_lab_running(directory: str | os.PathLike[str]) -> bool:
         lab = load_nut_lab(directory)
     except NotFound:
         return False
-    return _alive(lab.upsd_pid) and _ours(lab.upsd_pid, lab.directory)
+    return pid_alive(lab.upsd_pid) and _ours(lab.upsd_pid, lab.directory)
 
 
 def stop_nut_lab(directory: str | os.PathLike[str], *, timeout: float = 5.0) -> bool:
@@ -394,7 +362,7 @@ def stop_nut_lab(directory: str | os.PathLike[str], *, timeout: float = 5.0) -> 
         lab = load_nut_lab(directory)
     except NotFound:
         return False
-    pids = [pid for pid in (lab.upsd_pid, *lab.driver_pids.values()) if _alive(pid) and _ours(pid, lab.directory)]
+    pids = [pid for pid in (lab.upsd_pid, *lab.driver_pids.values()) if pid_alive(pid) and _ours(pid, lab.directory)]
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
@@ -404,7 +372,7 @@ def stop_nut_lab(directory: str | os.PathLike[str], *, timeout: float = 5.0) -> 
         for pid in left:
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, os.WNOHANG)
-        left = [pid for pid in left if _alive(pid)]
+        left = [pid for pid in left if pid_alive(pid)]
         if left:
             time.sleep(0.02)
     for pid in left:

@@ -67,7 +67,6 @@ import json
 import os
 import resource
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -78,6 +77,7 @@ from pathlib import Path
 from typing import Any
 
 from fleet.errors import InputError, NotFound
+from fleet.lab._proc import cmdline_has, pid_alive, terminate
 
 __all__ = [
     "MODELS",
@@ -431,24 +431,6 @@ def _check_loopback(host: str) -> None:
         raise InputError(f"lab agents listen on loopback only (127.0.0.0/8), not {host}")
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    with contextlib.suppress(OSError):
-        if Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z"):
-            return False
-    return True
-
-
-def _cmdline_has(pid: int, marker: bytes) -> bool:
-    try:
-        return marker in Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
 
 
 #: Children started here, by PID, so that stopping one also settles its Popen (no "still running"
@@ -466,22 +448,7 @@ def stop_pid(pid: int, marker: bytes, timeout: float = 10.0) -> bool:
     """SIGTERM ``pid`` (then SIGKILL) if it is alive and its command line holds ``marker``."""
     proc = _CHILDREN.pop(pid, None)
     try:
-        if not _pid_alive(pid) or not _cmdline_has(pid, marker):
-            return False
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with contextlib.suppress(ChildProcessError):
-                if os.waitpid(pid, os.WNOHANG)[0] == pid:
-                    return True
-            if not _pid_alive(pid):
-                return True
-            time.sleep(0.05)
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, 0)
-        return True
+        return terminate(pid, lambda p: cmdline_has(p, marker), timeout=timeout)
     finally:
         if proc is not None:
             proc.poll()  # reaped above: Popen learns it (ECHILD) and stops worrying
@@ -551,7 +518,7 @@ def start_snmpsim(directory: str | os.PathLike[str], *, ups: int = 4, pdu: int =
     root.mkdir(parents=True, exist_ok=True)
     with contextlib.suppress(NotFound):
         old = SnmpsimLab.load(root)
-        if _pid_alive(old.pid) and _cmdline_has(old.pid, b"snmpsim"):
+        if pid_alive(old.pid) and cmdline_has(old.pid, b"snmpsim"):
             raise InputError(f"an snmpsim lab (pid {old.pid}) already runs in {root}; stop it first")
     plan = _plan(ups, pdu, ups_models, pdu_models, prefix)
     for sub in ("data", "state", "cache"):
@@ -903,7 +870,7 @@ def start_snmpd_fleet(directory: str | os.PathLike[str], *, count: int, first_ho
     root.mkdir(parents=True, exist_ok=True)
     with contextlib.suppress(NotFound):
         old = SnmpdFleet.load(root)
-        if _pid_alive(old.pid) and _cmdline_has(old.pid, b"snmpd"):
+        if pid_alive(old.pid) and cmdline_has(old.pid, b"snmpd"):
             raise InputError(f"an snmpd fleet (pid {old.pid}) already runs in {root}; stop it first")
     hosts = loopback_hosts(count, first=first_host)
     if port is None:
