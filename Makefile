@@ -22,8 +22,13 @@ test: venv
 lint: venv
 	$(BIN)/ruff check .
 
+BENCH_ARGS ?=
+
+# Figures, not tests: each script prints what it measured against the tools users would otherwise run.
 bench: venv
-	$(BIN)/python bench/inventory.py
+	$(BIN)/python bench/inventory.py $(BENCH_ARGS)
+	$(BIN)/python bench/ipmi_sweep.py $(BENCH_ARGS)
+	$(BIN)/python bench/ups_poll.py $(BENCH_ARGS)
 
 # A fresh SQLite inventory in $(DEMO)/ made from the bundled example fleet, then `fleet list`.
 demo: venv

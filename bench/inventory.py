@@ -116,7 +116,10 @@ def main() -> int:
     ap.add_argument("--postgres", action="store_true", help="the PostgreSQL on 127.0.0.1:5432 instead of SQLite")
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--keep", action="store_true", help="keep the database and data (the path is printed)")
+    ap.add_argument("--quick", action="store_true", help="10,000 servers and 50 queries each")
     args = ap.parse_args()
+    if args.quick:
+        args.servers, args.queries = min(args.servers, 10_000), min(args.queries, 50)
 
     tmp = Path(tempfile.mkdtemp(prefix="fleet-bench-"))
     data = tmp / "data"
