@@ -90,3 +90,49 @@ def test_add_ups_and_pdu_without_a_profile_recognises_the_model_from_the_device(
         assert "profile: apc-rpdu" in exported
     finally:
         stop_snmpsim(lab)
+
+
+def test_fleet_ups_status_matches_upsc_on_every_lab_ups(env, tmp_path) -> None:
+    import shutil
+    import subprocess
+
+    from fleet.lab.nutlab import load_nut_lab
+
+    from .peers import missing_peer
+
+    if shutil.which("upsc") is None:
+        missing_peer("NUT's upsc is not installed (Debian package nut-client)")
+    lab = tmp_path / "lab"
+    assert fleet(env, "lab", "start", "--dir", str(lab), "--racks", "1", "--servers-per-rack", "4", "--no-rack-power",
+                 "--port", "16627" if os.geteuid() else "623").returncode == 0
+    try:
+        assert fleet(env, "import", str(lab / "inventory.yaml"), "--secrets", str(lab / "secrets.yaml")
+                     ).returncode == 0
+        assert fleet(env, "lab", "fault", "lab1-r01-s02", "on-battery", "--dir", str(lab)).returncode == 0
+        assert fleet(env, "lab", "fault", "lab1-r01-s04", "low-battery", "--dir", str(lab)).returncode == 0
+        time.sleep(2.5)  # dummy-ups polls its file every second
+        nut = load_nut_lab(lab / "nut")
+        flags = {"OL": "online", "OB": "on-battery", "LB": "low-battery", "RB": "replace-battery"}
+        for _attempt in range(3):
+            ours = {u["name"]: u for u in json.loads(fleet(env, "ups", "status", "--json").stdout)}
+            theirs = {}
+            for u in nut.ups:
+                out = subprocess.run(["upsc", f"{u.nut_name}@{nut.host}:{nut.port}"], capture_output=True,
+                                     text=True, timeout=10, check=True).stdout
+                theirs[u.name] = dict(line.split(": ", 1) for line in out.splitlines() if ": " in line)
+            mismatches = []
+            for name, v in theirs.items():
+                mine = ours[name]
+                status = " ".join(flags[f] for f in v["ups.status"].split() if f in flags)
+                got = (mine["status"], mine["charge_pct"], mine["runtime_s"], mine["load_pct"], mine["input_v"])
+                want = (status, float(v["battery.charge"]), float(v["battery.runtime"]), float(v["ups.load"]),
+                        float(v["input.voltage"]))
+                if got != want:
+                    mismatches.append((name, got, want))
+            if not mismatches:
+                break
+            time.sleep(1)  # an on-battery UPS's runtime steps down between our read and upsc's
+        assert mismatches == []
+        assert {u["status"] for u in ours.values()} >= {"online", "on-battery", "on-battery low-battery"}
+    finally:
+        assert fleet(env, "lab", "stop", "--dir", str(lab)).returncode == 0
