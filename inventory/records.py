@@ -477,8 +477,12 @@ def _host_port(value: object, field: str, default_port: int) -> tuple[str, int, 
     """(host, port, whether the port was written) for ``HOST[:PORT]``."""
     if type(value) is str:
         m = _IPV4_PORT.fullmatch(value)
-        if m is not None and (m.group(2) is None or int(m.group(2)) <= 65535):
-            return m.group(1), int(m.group(2)) if m.group(2) else default_port, m.group(2) is not None
+        if m is not None:
+            host, port = m.groups()
+            if port is None:
+                return host, default_port, False
+            if int(port) <= 65535:
+                return host, int(port), True
     host, port = check_endpoint(value, field, default_port=default_port)
     text = str(value).strip()
     return host, port, text.count(":") == 1 or "]:" in text
@@ -843,9 +847,28 @@ def apply(session: Session, records: Sequence[Record], *, profiles: ProfileNames
     if mode not in ("upsert", "create"):
         raise ValueError(f"mode must be 'upsert' or 'create', not {mode!r}")
     writer = _Writer(session.connection(), profiles, keyring, actor, mode)
-    with gc_paused():
+    with gc_paused(), _sqlite_cache(writer.conn, len(records)):
         writer.run(records)
     return writer.report
+
+
+#: Page cache for a bulk import on SQLite (KiB): the connection's default of 2 MiB makes a
+#: 100,000-server batch spill pages to the WAL file while it is written.
+_BULK_CACHE_KIB = 65536
+
+
+@contextmanager
+def _sqlite_cache(conn: Connection, size: int) -> Iterator[None]:
+    """A larger SQLite page cache while a large batch is written; the connection's own after."""
+    if conn.dialect.name != "sqlite" or size < 10_000:
+        yield
+        return
+    before = conn.exec_driver_sql("PRAGMA cache_size").scalar()
+    conn.exec_driver_sql(f"PRAGMA cache_size=-{_BULK_CACHE_KIB}")
+    try:
+        yield
+    finally:
+        conn.exec_driver_sql(f"PRAGMA cache_size={int(before)}")
 
 
 @contextmanager
@@ -855,6 +878,12 @@ def gc_paused() -> Iterator[None]:
     The collector runs every few hundred allocations and re-scans everything still alive, so a
     100,000-server import spends a third of its time in it while creating no cycles at all.
     Reference counting still frees everything as usual; the previous state is restored after.
+
+    On the way out, what survived the pause (the records, mostly: long-lived by nature) is filed
+    as old without a scan, by ``gc.freeze()`` then ``gc.unfreeze()``; otherwise re-enabling the
+    collector triggers at once a collection that walks all of it (0.25 s at 100,000 servers).
+    Old objects are still scanned by the collector's full collections, as any others. Skipped
+    when the application keeps objects frozen itself, since unfreeze would release those too.
     """
     was_enabled = gc.isenabled()
     gc.disable()
@@ -862,6 +891,9 @@ def gc_paused() -> Iterator[None]:
         yield
     finally:
         if was_enabled:
+            if gc.get_freeze_count() == 0:
+                gc.freeze()
+                gc.unfreeze()
             gc.enable()
 
 
@@ -974,9 +1006,12 @@ class _Writer:
             out.extend(self.conn.execute(select(*cols).where(column.in_(chunk))).mappings())
         return out
 
-    def _insert(self, table: Table, rows: list[dict], *, stamps: Sequence[str] = (), key: Sequence[str] = ()
-                ) -> dict[Any, int]:
-        """Bulk insert ``rows`` (all with the same keys); ``stamps`` are time columns set to now.
+    def _insert(self, table: Table, rows: Sequence[dict] | Sequence[tuple], *, columns: Sequence[str] | None = None,
+                stamps: Sequence[str] = (), key: Sequence[str] = ()) -> dict[Any, int]:
+        """Bulk insert ``rows``; ``stamps`` are time columns set to now.
+
+        ``rows`` are dicts (all with the same keys) or, with ``columns``, tuples of those columns
+        (the bulk rows of an import: no dict per row to build and take apart again).
 
         With ``key`` (natural-key columns), returns natural key -> new id, read back in one query
         as the rows above the largest id before the insert (filtered by the keys inserted, so rows
@@ -984,32 +1019,40 @@ class _Writer:
         """
         if not rows:
             return {}
-        width = len(rows[0])
-        if any(len(r) != width for r in rows):
-            raise AssertionError(f"rows for {table.name} must all have the same columns")
+        if columns is None:
+            names = list(rows[0])  # type: ignore[arg-type]
+            width = len(names)
+            if any(len(r) != width for r in rows):
+                raise AssertionError(f"rows for {table.name} must all have the same columns")
+            get = itemgetter(*names)
+            tuples: Sequence[tuple] = list(map(get, rows)) if width > 1 else [(get(r),) for r in rows]
+        else:
+            names = list(columns)
+            tuples = rows  # type: ignore[assignment]
         stmt = insert(table)
         if stamps:
             stmt = stmt.values({name: self.now_sql for name in stamps})
         before = (self.conn.execute(select(func.max(table.c.id))).scalar() or 0) if key else 0
         if self.conn.dialect.name == "sqlite":
-            self._executemany_sqlite(stmt, table, rows)
-        elif not self._copy_postgres(table, rows, stamps):
+            self._executemany_sqlite(stmt, table, names, tuples)
+        elif not self._copy_postgres(table, names, tuples, stamps):
             # psycopg pipelines a plain executemany (measured 5x faster than multi-row
             # INSERT ... RETURNING batches); COPY, above, is faster still.
-            for chunk in _chunks(rows, 20_000):
-                self.conn.execute(stmt, list(chunk))
+            for chunk in _chunks(tuples, 20_000):
+                self.conn.execute(stmt, [dict(zip(names, t, strict=True)) for t in chunk])
         if not key:
             return {}
-        wanted = {tuple(r[k] for k in key) for r in rows} if len(key) > 1 else {r[key[0]] for r in rows}
+        at = [names.index(k) for k in key]
+        wanted = {tuple(t[i] for i in at) for t in tuples} if len(at) > 1 else {t[at[0]] for t in tuples}
         cols = [table.c[k] for k in key]
         out: dict[Any, int] = {}
-        for row in self.conn.execute(select(table.c.id, *cols).where(table.c.id > before)):
+        for row in self.conn.execute(select(table.c.id, *cols).where(table.c.id > before)).all():
             k = tuple(row[1:]) if len(key) > 1 else row[1]
             if k in wanted:
                 out[k] = row[0]
         return out
 
-    def _copy_postgres(self, table: Table, rows: list[dict], stamps: Sequence[str]) -> bool:
+    def _copy_postgres(self, table: Table, names: list[str], rows: Sequence[tuple], stamps: Sequence[str]) -> bool:
         """``COPY ... FROM STDIN`` through psycopg: about 10x an executemany for 100,000 rows.
 
         Used only when psycopg can adapt every value itself (no SQLAlchemy bind processor in
@@ -1018,39 +1061,51 @@ class _Writer:
         dbapi = self.conn.connection.driver_connection
         if len(rows) < 1000 or not hasattr(dbapi, "cursor") or self.conn.dialect.driver != "psycopg":
             return False
-        names = list(rows[0])
         if any(table.c[n].type._cached_bind_processor(self.conn.dialect) is not None
                and not isinstance(table.c[n].type, Boolean) for n in names):  # ours are real bools
             return False
         quote = self.conn.dialect.identifier_preparer
         columns = ", ".join(quote.quote(n) for n in (*names, *stamps))
-        getter = itemgetter(*names)
         extra = (self.now,) * len(stamps)
         with dbapi.cursor() as cursor, cursor.copy(
                 f"COPY {quote.format_table(table)} ({columns}) FROM STDIN") as copy:
-            if len(names) == 1:
+            if extra:
                 for r in rows:
-                    copy.write_row((r[names[0]], *extra))
+                    copy.write_row(r + extra)
             else:
                 for r in rows:
-                    copy.write_row(getter(r) + extra)
+                    copy.write_row(r)
         return True
 
-    def _executemany_sqlite(self, stmt: Any, table: Table, rows: list[dict]) -> None:
+    def _executemany_sqlite(self, stmt: Any, table: Table, names: list[str], rows: Sequence[tuple]) -> None:
         """The Core insert, compiled once and run by the driver's executemany on plain tuples.
 
         SQLAlchemy's per-row parameter processing costs about as much as SQLite's own work for a
         100,000-row insert; here the column types' bind processors run column by column instead.
         """
         dialect = self.conn.dialect
-        compiled = stmt.compile(dialect=dialect, column_keys=list(rows[0]))
-        names = list(compiled.positiontup or ())
-        if len(names) > 1:
-            params: list = list(map(itemgetter(*names), rows))
-        else:
-            params = [(r[names[0]],) for r in rows] if names else [()] * len(rows)
-        processors = [(i, p) for i, name in enumerate(names)
-                      if (p := table.c[name].type._cached_bind_processor(dialect)) is not None]
+        compiled = stmt.compile(dialect=dialect, column_keys=names)
+        order = list(compiled.positiontup or ())
+        params: Sequence[tuple] = rows
+        if order != names:
+            at = [names.index(n) for n in order]
+            if len(at) > 1:
+                params = list(map(itemgetter(*at), rows))
+            else:
+                params = [(r[at[0]],) for r in rows] if at else [()] * len(rows)
+        processors = []
+        for i, name in enumerate(order):
+            col_type = table.c[name].type
+            process = col_type._cached_bind_processor(dialect)
+            if process is None:
+                continue
+            # None stays None; and the driver binds a bool as the integer 1 or 0, as the processor would.
+            if isinstance(col_type, Boolean):
+                if all(v is None or type(v) is bool for v in map(itemgetter(i), params)):
+                    continue
+            elif all(v is None for v in map(itemgetter(i), params)):
+                continue
+            processors.append((i, process))
         if processors:
             columns = [list(c) for c in zip(*params, strict=True)]
             for i, process in processors:
@@ -1200,7 +1255,7 @@ class _Writer:
                 self._shrunk_racks.add(row["id"])
         self._simple("rack", _T_RACK, recs, existing, lambda r: (resolved[id(r)]["site_id"], r.name),
                      ["site_id", "name"], lambda r: resolved[id(r)], {"units": 42, "description": "", "pod_id": None})
-        self.racks = {(r["site_id"], r["name"]): r for r in self.conn.execute(select(_T_RACK)).mappings()}
+        self.racks = {(r["site_id"], r["name"]): dict(r) for r in self.conn.execute(select(_T_RACK)).mappings()}
 
     def _feeds(self, recs: list[FeedRecord]) -> None:
         existing = {(r["site_id"], r["name"]): r for r in self.conn.execute(select(_T_FEED)).mappings()}
@@ -1290,40 +1345,41 @@ class _Writer:
         replaced_nic_ids: set[int] = set()  # existing servers whose NICs the batch restates
         primary_restated: set[int] = set()
 
+        pod_codes = self.pod_codes
+        ups_refs = self.ups_refs
+        profiles_ok: set[str] = set()  # server profiles already checked
         for rec in recs:
             host = rec.hostname
             row = existing.get(host)
-            vals: dict[str, Any] = {}
+            vals: dict[str, Any] = {c: v for c, v in zip(_PLAIN_COLUMNS, plain(rec), strict=True) if v is not None}
             rack_row = None
+            site = rec.site
             if rec.rack is not None:
-                sid = site_ids.get(rec.site)  # type: ignore[arg-type]
+                sid = site_ids.get(site)  # type: ignore[arg-type]
                 if sid is None:
-                    raise _refused(f"unknown site {rec.site!r}", field="site", loc=_at(rec, "site"),
-                                   value=rec.site)
+                    raise _refused(f"unknown site {site!r}", field="site", loc=_at(rec, "site"), value=site)
                 rack_row = racks.get((sid, rec.rack))
                 if rack_row is None:
-                    raise _refused(f"unknown rack {rec.rack!r} in site {rec.site!r}", field="rack",
+                    raise _refused(f"unknown rack {rec.rack!r} in site {site!r}", field="rack",
                                    loc=_at(rec, "rack"), value=rec.rack)
                 vals["rack_id"] = rack_row["id"]
                 if rec.pod is not None:
-                    pod_code = self.pod_codes.get(rack_row["pod_id"])
+                    pod_code = pod_codes.get(rack_row["pod_id"])
                     if pod_code != rec.pod:
                         raise _refused(f"rack {rec.rack!r} is in pod {pod_code!r}, not {rec.pod!r}", field="pod",
                                        loc=_at(rec, "pod"), value=rec.pod)
-            elif rec.site is not None and rec.site not in site_ids:
-                raise _refused(f"unknown site {rec.site!r}", field="site", loc=_at(rec, "site"),
-                               value=rec.site)
-            if rec.profile is not None:
-                self._profile(rec.profile, rec, "server")
+            elif site is not None and site not in site_ids:
+                raise _refused(f"unknown site {site!r}", field="site", loc=_at(rec, "site"), value=site)
+            profile = rec.profile
+            if profile is not None and profile not in profiles_ok:
+                self._profile(profile, rec, "server")
+                profiles_ok.add(profile)
             if rec.bmc_credential is not None:
                 vals["bmc_credential_id"] = creds.get(rec.bmc_credential) or self._cred_id(
                     rec.bmc_credential, rec, "bmc_credential")
             if rec.ssh_credential is not None:
                 vals["ssh_credential_id"] = creds.get(rec.ssh_credential) or self._cred_id(
                     rec.ssh_credential, rec, "ssh_credential")
-            for col, v in zip(_PLAIN_COLUMNS, plain(rec), strict=True):
-                if v is not None:
-                    vals[col] = v
 
             # Where the server will be, to check rack units below.
             if row is None:
@@ -1340,34 +1396,34 @@ class _Writer:
                 placements.append((rack_id, pos, height, host, rec, units or 0))
 
             # Addresses: unique within the batch; checked against the database below.
-            if rec.nics is not None:
+            if rec.nics:
                 seen_names: set[str] = set()
                 for nic in rec.nics:
-                    if nic.name in seen_names:
-                        raise _conflict(f"{host} has two NICs named {nic.name!r}", field="name", loc=nic.loc)
-                    seen_names.add(nic.name)
-                    other = macs.get(nic.mac)
+                    name, mac, ip, nic_loc = nic.name, nic.mac, nic.ip, nic.loc
+                    if name in seen_names:
+                        raise _conflict(f"{host} has two NICs named {name!r}", field="name", loc=nic_loc)
+                    seen_names.add(name)
+                    other = macs.get(mac)
                     if other is not None:
-                        raise _conflict(f"MAC {nic.mac} is given twice: {host} and {other[0]} (at {other[1]})",
-                                        field="mac", loc=nic.loc)
-                    macs[nic.mac] = (host, nic.loc)
-                    if nic.ip is not None:
-                        other = nic_ips.get(nic.ip)
+                        raise _conflict(f"MAC {mac} is given twice: {host} and {other[0]} (at {other[1]})",
+                                        field="mac", loc=nic_loc)
+                    macs[mac] = (host, nic_loc)
+                    if ip is not None:
+                        other = nic_ips.get(ip)
                         if other is not None:
-                            raise _conflict(f"IP {nic.ip} is given twice: {host} and {other[0]} (at {other[1]})",
-                                            field="ip", loc=nic.loc)
-                        nic_ips[nic.ip] = (host, nic.loc)
-                        owner = ip_owner.setdefault(nic.ip, host)
+                            raise _conflict(f"IP {ip} is given twice: {host} and {other[0]} (at {other[1]})",
+                                            field="ip", loc=nic_loc)
+                        nic_ips[ip] = (host, nic_loc)
+                        owner = ip_owner.setdefault(ip, host)
                         if owner != host:
-                            raise _conflict(f"IP {nic.ip} is also the primary IP of {owner}", field="ip",
-                                            loc=nic.loc)
+                            raise _conflict(f"IP {ip} is also the primary IP of {owner}", field="ip", loc=nic_loc)
             if rec.primary_ip is not None:
                 owner = ip_owner.setdefault(rec.primary_ip, host)
                 if owner != host:
                     raise _conflict(f"IP {rec.primary_ip} is already given to {owner} in this import",
                                     field="primary_ip", loc=_at(rec, "primary_ip"))
             if rec.ups is not None:
-                self.ups_refs[rec.ups].append((host, 1, rec))
+                ups_refs[rec.ups].append((host, 1, rec))
 
             if row is None:
                 state = rec.state or "new"
@@ -1429,27 +1485,24 @@ class _Writer:
         if inserts:
             self.report.created["server"] += len(inserts)
 
-        nic_rows, disk_rows, tag_rows = [], [], []
+        nic_rows: list[tuple] = []
+        disk_rows: list[tuple] = []
+        tag_rows: list[tuple] = []
         for rec in (*new_recs, *rewrite_nics):
             sid_ = id_of[rec.hostname]
-            for n in rec.nics or ():
-                nic_rows.append({"server_id": sid_, "name": n.name, "mac": n.mac, "ip": n.ip, "switch": n.switch,
-                                 "switch_port": n.switch_port, "pxe": n.pxe})
+            nic_rows.extend([(sid_, n.name, n.mac, n.ip, n.switch, n.switch_port, n.pxe) for n in rec.nics or ()])
         for rec in (*new_recs, *rewrite_disks):
             sid_ = id_of[rec.hostname]
-            for d in rec.disks or ():
-                disk_rows.append({"server_id": sid_, "slot": d.slot, "kind": d.disk_kind, "model": d.model,
-                                  "serial": d.serial, "size_gb": d.size_gb})
+            disk_rows.extend([(sid_, d.slot, d.disk_kind, d.model, d.serial, d.size_gb) for d in rec.disks or ()])
         for rec in (*new_recs, *rewrite_tags):
             sid_ = id_of[rec.hostname]
-            for t in rec.tags or ():
-                tag_rows.append({"server_id": sid_, "tag": t})
-        self._insert(_T_NIC, nic_rows)
-        self._insert(_T_DISK, disk_rows)
-        self._insert(_T_TAG, tag_rows)
+            tag_rows.extend([(sid_, t) for t in rec.tags or ()])
+        self._insert(_T_NIC, nic_rows, columns=("server_id", "name", "mac", "ip", "switch", "switch_port", "pxe"))
+        self._insert(_T_DISK, disk_rows, columns=("server_id", "slot", "kind", "model", "serial", "size_gb"))
+        self._insert(_T_TAG, tag_rows, columns=("server_id", "tag"))
         actor = self.actor
-        self._insert(_T_CHANGE, [{"server_id": id_of[r.hostname], "from_state": "new", "to_state": r.state or "new",
-                                  "actor": actor, "reason": "imported"} for r in new_recs], stamps=("ts",))
+        self._insert(_T_CHANGE, [(id_of[r.hostname], "new", r.state or "new", actor, "imported") for r in new_recs],
+                     columns=("server_id", "from_state", "to_state", "actor", "reason"), stamps=("ts",))
 
     def _check_rack_units(self, placements: list, batch_hosts: set[str], any_servers: bool) -> None:
         """Refuse servers that overlap in a rack or do not fit in it, counting servers already there."""
@@ -1542,16 +1595,19 @@ class _Writer:
         for o in outlets:
             if o.number in out:
                 raise _conflict(f"outlet {o.number} of {owner} is given twice", field="number", loc=o.loc)
-            server_id = None
-            if o.server is not None:
-                server_id = self._server_id(o.server, o.loc)
-                first = self.outlet_psus.setdefault((server_id, o.psu), (owner, o.number, o.loc))
-                if first[:2] != (owner, o.number):
-                    where = f" (at {first[2]})" if first[2] else ""
-                    raise _conflict(f"PSU {o.psu} of {o.server} is fed by outlet {o.number} of {owner} and by "
-                                    f"outlet {first[1]} of {first[0]}{where}", field="server", loc=o.loc)
+            server_id = None if o.server is None else self._feed_psu(owner, o.number, o.server, o.psu, o.loc)
             out[o.number] = (o.name, server_id, o.psu)
         return out
+
+    def _feed_psu(self, owner: str, number: int, server: str, psu: int, loc: str | None) -> int:
+        """The id of ``server``, whose PSU ``psu`` outlet ``number`` of ``owner`` feeds; a PSU is fed once."""
+        server_id = self._server_id(server, loc)
+        first = self.outlet_psus.setdefault((server_id, psu), (owner, number, loc))
+        if first[0] != owner or first[1] != number:
+            where = f" (at {first[2]})" if first[2] else ""
+            raise _conflict(f"PSU {psu} of {server} is fed by outlet {number} of {owner} and by "
+                            f"outlet {first[1]} of {first[0]}{where}", field="server", loc=loc)
+        return server_id
 
     def _parents(self, kind: str, table: Table, parent_col: str, recs: list, resolve: Callable[[Any], dict],
                  defaults: dict[str, Any], refs: Mapping[str, list] | None = None) -> dict[str, int]:
@@ -1582,10 +1638,9 @@ class _Writer:
                 outlets = full.get(name)
                 if outlets is None:
                     outlets = partial.setdefault(name, {})
-                ref = OutletRecord(number=0, server=host, psu=psu, loc=loc)
                 current = outlets.get(0)
-                if current is None:
-                    outlets.update(self._outlet_set(name, [ref]))
+                if current is None:  # outlet 0, unnamed, feeds the server's PSU
+                    outlets[0] = ("", self._feed_psu(name, 0, host, psu, loc), psu)
                 elif current[1] != self._server_id(host, loc):
                     raise _conflict(f"outlet 0 (the whole output) of UPS {name} is given to two servers",
                                     field="ups", loc=loc)
@@ -1595,7 +1650,7 @@ class _Writer:
         stored: dict[int, dict[int, tuple]] = defaultdict(dict)
         for r in self._rows_by_keys(_T_OUTLET, _T_OUTLET.c[parent_col], parent_ids):
             stored[r[parent_col]][r["number"]] = (r["name"], r["server_id"], r["psu"])
-        for name, outlets in partial.items():
+        for name, outlets in partial.items() if stored else ():
             have = stored.get(ids[name], {})
             merged = dict(have)
             for number, (oname, server_id, psu) in outlets.items():
@@ -1605,15 +1660,17 @@ class _Writer:
                                     loc=self.outlet_psus.get((server_id, psu), (None, None, None))[2])
                 merged[number] = (old[0] if old is not None else oname, server_id, psu)
             full[name] = merged
-        replace: list[int] = []
-        rows: list[dict] = []
+        if not stored:  # nothing stored to merge with (a first import)
+            full.update(partial)
+        replace: list[int] = []  # parents whose stored outlets are replaced
+        rows: list[tuple] = []
         for name, outlets in full.items():
             pid = ids[name]
             if outlets == stored.get(pid, {}):
                 continue
-            replace.append(pid)
-            rows.extend({parent_col: pid, "number": n, "name": v[0], "server_id": v[1], "psu": v[2]}
-                        for n, v in sorted(outlets.items()))
+            if pid in stored:
+                replace.append(pid)
+            rows.extend([(pid, n, *v) for n, v in sorted(outlets.items())])
             if name in unchanged:
                 self.report.unchanged[kind] -= 1
                 self.report.updated[kind] += 1
@@ -1621,7 +1678,7 @@ class _Writer:
                 self.report.updated[kind] += 1
         for chunk in _chunks(replace):
             self.conn.execute(delete(_T_OUTLET).where(_T_OUTLET.c[parent_col].in_(chunk)))
-        self._insert(_T_OUTLET, rows)
+        self._insert(_T_OUTLET, rows, columns=(parent_col, "number", "name", "server_id", "psu"))
         return ids
 
     def _located(self, rec: Any, site: str) -> tuple[int, int | None]:
