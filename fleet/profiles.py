@@ -120,9 +120,9 @@ UPS_ACTIONS: frozenset[str] = frozenset(
     {"load_off", "load_on", "load_cycle", "shutdown_return", "shutdown_stayoff"}
 )
 
-_NAME_RE = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
-_OID_RE = re.compile(r"^[0-9]+(?:\.[0-9]+)+$")
-_NUT_VAR_RE = re.compile(r"^[a-z0-9]+(?:\.[a-z0-9_]+)+$")
+_NAME_RE = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*\Z")
+_OID_RE = re.compile(r"^[0-9]+(?:\.[0-9]+)+\Z")
+_NUT_VAR_RE = re.compile(r"^[a-z0-9]+(?:\.[a-z0-9_]+)+\Z")
 _TOML_POS_RE = re.compile(r"at line (\d+), column (\d+)")
 
 # --------------------------------------------------------------------------------------------

@@ -125,8 +125,8 @@ DEFAULT_SERVER_PROFILE = "generic-ipmi"
 DEFAULT_UPS_PROFILE = "generic-ups-mib"
 DEFAULT_PDU_PROFILE = "generic-pdu"
 
-_NIC_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,31}$")
-_PURPOSE = re.compile(r"^[a-z][a-z0-9-]{0,15}$")
+_NIC_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,31}\Z")
+_PURPOSE = re.compile(r"^[a-z][a-z0-9-]{0,15}\Z")
 _TAG_SPLIT = re.compile(r"[\s;,]+")
 _TRUE = frozenset({"true", "yes", "y", "on", "1"})
 _FALSE = frozenset({"false", "no", "n", "off", "0", ""})

@@ -37,8 +37,8 @@ KEYS: dict[str, bool] = {
     "profile": True, "serial": True, "asset": True, "mac": False, "ip": False, "health": False,
 }
 _HEALTH = ("ok", "warning", "critical", "unknown")
-_VALUE = re.compile(r"^[A-Za-z0-9._:*?/-]+$")
-_TERM = re.compile(r"^(?P<key>[a-z_]+)(?P<op>!=|=)(?P<value>.*)$")
+_VALUE = re.compile(r"^[A-Za-z0-9._:*?/-]+\Z")
+_TERM = re.compile(r"^(?P<key>[a-z_]+)(?P<op>!=|=)(?P<value>.*)\Z")
 
 
 @dataclass(frozen=True)

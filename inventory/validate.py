@@ -31,10 +31,10 @@ __all__ = [
 
 BMC_DEFAULT_PORT = 623
 
-_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-_CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-_TAG = re.compile(r"^[a-z0-9][a-z0-9_.:-]{0,63}$")
-_MAC_HEX = re.compile(r"^[0-9a-f]{12}$")
+_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\Z")
+_CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
+_TAG = re.compile(r"^[a-z0-9][a-z0-9_.:-]{0,63}\Z")
+_MAC_HEX = re.compile(r"^[0-9a-f]{12}\Z")
 # Printable text without anything a shell, a template or a config file would read as syntax.
 _UNSAFE_TEXT = re.compile(r"[\x00-\x1f\x7f\"'`$;{}<>\\|]")
 

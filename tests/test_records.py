@@ -397,3 +397,21 @@ def test_a_random_bad_value_is_refused_and_nothing_is_half_written(fresh_engine:
         for server_id in s.execute(select(Server.id)).scalars():
             s.execute(Server.__table__.delete().where(Server.id == server_id))
         s.commit()
+
+
+@pytest.mark.parametrize(("kind", "raw"), [
+    ("server", {"hostname": "web-1", "nics": [{"name": "eth0\n", "mac": "02:00:00:00:00:01"}]}),
+    ("pool", {"name": "p1", "cidr": "127.9.0.0/24", "purpose": "bmc\n"}),
+    ("server", {"hostname": "web-1\n"}),
+    ("site", {"code": "par1\n"}),
+    ("server", {"hostname": "web-1", "tags": ["gpu\n"]}),
+])
+def test_a_trailing_newline_is_refused_wherever_a_name_may_reach_a_config_file(kind: str, raw: dict) -> None:
+    from inventory.records import build
+
+    try:
+        record = build(kind, raw, "x:1")
+    except ValidationError:
+        return
+    text = repr(record)
+    assert "\\n" not in text, f"{kind} kept a newline: {text}"

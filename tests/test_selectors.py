@@ -123,3 +123,4 @@ def test_any_selector_matches_exactly_what_the_reference_matches(sqlite_engine: 
     with sqlite_engine.connect() as conn:
         got = sorted(conn.execute(parse_selector(words).apply(select(Server.hostname))).scalars())
     assert got == _reference(specs, terms), words
+
