@@ -7,9 +7,8 @@ Create Date: 2026-11-28
 from collections.abc import Sequence
 
 import sqlalchemy as sa
-import sqlmodel  # noqa: F401
+import sqlmodel
 from alembic import op
-
 
 revision: str = '0001'
 down_revision: str | None = None
