@@ -901,6 +901,42 @@ class Fleet:
         with self._session() as s:
             self._audit(s, "bmc.reset", [hostname])
 
+    # -- UPS and PDU (fleet/ups.py does the work) ----------------------------------------------------------
+
+    async def ups_status(self, selector: str | Sequence[str] | None = None, *, record: bool = True) -> list[Any]:
+        """Read the selected UPSes now; record their latest state and readings (see :mod:`fleet.ups`)."""
+        from .ups import ups_status
+
+        return await ups_status(self, selector, record=record)
+
+    def battery_forecast(self, selector: str | Sequence[str] | None = None, *, min_runtime_s: float = 300.0
+                         ) -> list[Any]:
+        """Battery replacement forecast per UPS, from its age and its runtime-at-load trend."""
+        from .ups import battery_forecast
+
+        return battery_forecast(self, selector, min_runtime_s=min_runtime_s)
+
+    async def outlet(self, target: str, action: str) -> list[Any]:
+        """Switch ``DEVICE:N`` or every outlet feeding a server; confirmed by read-back; audited."""
+        from .ups import outlet_action
+
+        return await outlet_action(self, target, action)
+
+    async def detect_profile(self, *, host: str, port: int, protocol: str, credential: str, nut_name: str = "",
+                             kind: str | None = None) -> tuple[str, str]:
+        """Recognise a UPS/PDU model from the device: (profile name, how it was chosen)."""
+        from .ups import detect_profile
+
+        return await detect_profile(self, host=host, port=port, protocol=protocol, credential=credential,
+                                    nut_name=nut_name, kind=kind)
+
+    @staticmethod
+    def hardware_profiles() -> ProfileSet:
+        """The hardware profiles (``FLEET_PROFILES`` or the checkout's ``hardware-profiles/``); no inventory needed."""
+        from .profiles import load_profiles
+
+        return load_profiles()
+
     # -- import / export -----------------------------------------------------------------------------------
 
     def import_files(self, paths: Sequence[str | Path], *, netbox_devices: str | Path | None = None,

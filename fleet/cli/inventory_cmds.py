@@ -404,9 +404,7 @@ def cmd_audit(args: argparse.Namespace, out: Out) -> int:
 
 
 def cmd_profiles_list(args: argparse.Namespace, out: Out) -> int:
-    from fleet.profiles import load_profiles
-
-    profiles = load_profiles()
+    profiles = Fleet.hardware_profiles()
     items = [p for p in profiles if not args.kind or p.kind == args.kind]
     if args.json:
         out.json([{"name": p.name, "kind": p.kind, "vendor": p.vendor, "model": p.model} for p in items])
@@ -416,9 +414,7 @@ def cmd_profiles_list(args: argparse.Namespace, out: Out) -> int:
 
 
 def cmd_profiles_show(args: argparse.Namespace, out: Out) -> int:
-    from fleet.profiles import load_profiles
-
-    profile = load_profiles().get(args.name)
+    profile = Fleet.hardware_profiles().get(args.name)
     data = _plain(profile)
     if args.json:
         out.json(data)
@@ -551,12 +547,10 @@ def cmd_add(args: argparse.Namespace, out: Out) -> int:
 
 def _detect(fleet: Fleet, raw: dict[str, Any], out: Out, kind: str) -> str:
     """Recognise a UPS/PDU model from the device itself (sysObjectID, the MIBs it answers, NUT's driver)."""
-    from fleet.ups import detect_profile
-
     from .output import run_async
 
-    name, why = run_async(fleet, lambda: detect_profile(
-        fleet, host=raw["host"], port=raw["port"], protocol=raw.get("protocol", "snmp"),
+    name, why = run_async(fleet, lambda: fleet.detect_profile(
+        host=raw["host"], port=raw["port"], protocol=raw.get("protocol", "snmp"),
         credential=raw["credential"], nut_name=raw.get("nut_name", ""), kind=kind))
     out.info(f"recognised {raw['name']} as profile {name} ({why})")
     return name

@@ -38,10 +38,8 @@ def _fmt(value: float | None, spec: str) -> str:
 
 
 def cmd_status(args: argparse.Namespace, out: Out) -> int:
-    from fleet.ups import ups_status
-
     fleet = Fleet.open(args.db)
-    readings = run_async(fleet, lambda: ups_status(fleet, args.selector))
+    readings = run_async(fleet, lambda: fleet.ups_status(args.selector))
     if args.json:
         out.json([r.to_json() for r in readings])
     else:
@@ -58,9 +56,7 @@ def cmd_status(args: argparse.Namespace, out: Out) -> int:
 
 
 def cmd_batteries(args: argparse.Namespace, out: Out) -> int:
-    from fleet.ups import battery_forecast
-
-    rows = battery_forecast(Fleet.open(args.db), args.selector, min_runtime_s=args.min_runtime)
+    rows = Fleet.open(args.db).battery_forecast(args.selector, min_runtime_s=args.min_runtime)
     if args.json:
         out.json([r.to_json() for r in rows])
     else:
@@ -72,12 +68,10 @@ def cmd_batteries(args: argparse.Namespace, out: Out) -> int:
 
 
 def cmd_outlet(args: argparse.Namespace, out: Out) -> int:
-    from fleet.ups import outlet_action
-
     fleet = Fleet.open(args.db)
     if args.action in ("off", "cycle"):
         _confirm(out, f"outlet {args.action} {args.target}?", args.yes)
-    results = run_async(fleet, lambda: outlet_action(fleet, args.target, args.action))
+    results = run_async(fleet, lambda: fleet.outlet(args.target, args.action))
     if args.json:
         out.json([r.to_json() for r in results])
     else:
