@@ -901,6 +901,51 @@ class Fleet:
         with self._session() as s:
             self._audit(s, "bmc.reset", [hostname])
 
+    # -- sweeps and events ---------------------------------------------------------------------------------
+
+    async def sweep(self, selector: str | Sequence[str] | None = None, *, ups: bool = True,
+                    concurrency: int = 256, min_interval_s: float = 0.0, probe_all: bool = False) -> Any:
+        """One health sweep (see :mod:`fleet.sweep`): readings, latest states, events opened and resolved."""
+        from .sweep import sweep
+
+        result = await sweep(self, selector, ups=ups, concurrency=concurrency, min_interval_s=min_interval_s,
+                             probe_all=probe_all)
+        with self._session() as s:
+            self._audit(s, "sweep", [str(parse_selector(selector)) or "all"],
+                        "ok" if not result.errors else "partial", servers=result.servers,
+                        read=result.servers_read, opened=len(result.opened), resolved=len(result.resolved))
+        return result
+
+    def events(self, *, status: str | None = "open", kind: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
+        """Events, newest first: ``status`` open (default), acked, resolved, or None for all."""
+        from inventory.models import Event
+
+        stmt = select(Event).order_by(Event.id.desc()).limit(limit)
+        if status == "open":
+            stmt = stmt.where(Event.status != "resolved")
+        elif status:
+            stmt = stmt.where(Event.status == status)
+        if kind:
+            stmt = stmt.where(Event.kind == kind)
+        with Session(self.engine) as s:
+            return [{"id": e.id, "opened_at": e.opened_at.isoformat(timespec="seconds"),
+                     "updated_at": e.updated_at.isoformat(timespec="seconds"),
+                     "resolved_at": e.resolved_at.isoformat(timespec="seconds") if e.resolved_at else None,
+                     "target_kind": e.target_kind, "target": e.target_name, "kind": e.kind,
+                     "severity": e.severity, "status": e.status, "count": e.count, "message": e.message,
+                     "acked_by": e.acked_by} for e in s.execute(stmt).scalars()]
+
+    def ack_event(self, event_id: int) -> None:
+        """Acknowledge an open event (it stays open until its condition clears). Audited."""
+        from inventory.models import Event
+
+        with self._session() as s:
+            ev = s.get(Event, event_id)
+            if ev is None or ev.status == "resolved":
+                raise NotFound(f"no open event {event_id}")
+            ev.status, ev.acked_by, ev.updated_at = "acked", self.actor, utcnow()
+            self._audit(s, "event.ack", [ev.target_name], event=event_id, kind=ev.kind)
+
     # -- UPS and PDU (fleet/ups.py does the work) ----------------------------------------------------------
 
     async def ups_status(self, selector: str | Sequence[str] | None = None, *, record: bool = True) -> list[Any]:

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from fleet.errors import FleetError
 
-from . import inventory_cmds, lab_cmds, power_cmds, ups_cmds
+from . import inventory_cmds, lab_cmds, power_cmds, sweep_cmds, ups_cmds
 from .output import Out
 
 __all__ = ["build_parser", "main"]
@@ -45,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     inventory_cmds.register(sub, common)
     power_cmds.register(sub, common)
     ups_cmds.register(sub, common)
+    sweep_cmds.register(sub, common)
     lab_cmds.register(sub, common)
     return parser
 

@@ -1,0 +1,59 @@
+"""``fleet sweep`` and ``fleet events``."""
+
+from __future__ import annotations
+
+import argparse
+
+from fleet.service import Fleet
+
+from .output import Out, run_async
+
+
+def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("sweep", parents=[common], help="one health sweep: BMCs (power, sensors, new SEL) and UPSes")
+    p.add_argument("selector", nargs="*")
+    p.add_argument("--no-ups", action="store_true", help="servers only")
+    p.add_argument("--concurrency", type=int, default=256)
+    p.add_argument("--min-interval", type=float, default=0.0, metavar="SECONDS",
+                   help="skip a BMC read more recently than this")
+    p.add_argument("--probe-all", action="store_true", help="read every BMC now, past circuit breakers")
+    p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("events", parents=[common], help="events (open by default), newest first")
+    p.add_argument("--status", choices=("open", "acked", "resolved", "all"), default="open")
+    p.add_argument("--kind")
+    p.add_argument("--limit", type=int, default=200)
+    p.add_argument("--ack", type=int, metavar="ID", help="acknowledge this event")
+    p.set_defaults(func=cmd_events)
+
+
+def cmd_sweep(args: argparse.Namespace, out: Out) -> int:
+    fleet = Fleet.open(args.db)
+    result = run_async(fleet, lambda: fleet.sweep(args.selector, ups=not args.no_ups, concurrency=args.concurrency,
+                                                  min_interval_s=args.min_interval, probe_all=args.probe_all))
+    if args.json:
+        out.json(result)
+    else:
+        out.kv([("servers", f"{result.servers_read} read of {result.servers} ({result.servers_skipped} skipped: "
+                            "circuit breaker or minimum interval)"),
+                ("ups", f"{result.ups_read} read of {result.ups}"), ("readings", result.readings),
+                ("events opened", ", ".join(result.opened) or "none"),
+                ("events resolved", ", ".join(result.resolved) or "none"),
+                ("took", f"{result.duration_s:.1f} s (writing {result.write_s:.2f} s)")])
+        for name, err in sorted(result.errors.items()):
+            out.warn(f"{name}: {err}")
+    return 0
+
+
+def cmd_events(args: argparse.Namespace, out: Out) -> int:
+    fleet = Fleet.open(args.db)
+    if args.ack:
+        fleet.ack_event(args.ack)
+    rows = fleet.events(status=None if args.status == "all" else args.status, kind=args.kind, limit=args.limit)
+    if args.json:
+        out.json(rows)
+    else:
+        out.table(["ID", "OPENED", "TARGET", "KIND", "SEVERITY", "STATUS", "COUNT", "MESSAGE"],
+                  [(e["id"], e["opened_at"], e["target"], e["kind"], e["severity"], e["status"], e["count"],
+                    e["message"][:80]) for e in rows])
+    return 0

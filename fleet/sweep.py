@@ -1,0 +1,261 @@
+"""Health sweeps: read every server's BMC and every UPS, record what was seen, open and close events.
+
+One sweep, per server: power state, sensors (states from the hardware profile's thresholds where it
+has the sensor, else the BMC's), and the SEL entries that are new since the last sweep; per UPS:
+battery, load and status (through :func:`fleet.ups.ups_status`). Results are written in batches
+(SQLAlchemy Core): readings (append-only), the latest state of each server, and events.
+
+Events are deduplicated: one open event per target and kind (``events.dedup_key`` is unique while
+open). A condition seen again updates the open event (count, message); a condition that is no longer
+seen on a target that was read resolves it. A server whose BMC did not answer is not judged on its
+sensors (its sensor events stay as they were): only ``bmc-unreachable`` is opened for it.
+
+A dead BMC costs its deadline once; then it is probed less often: after N consecutive failures the
+next probe waits ``min(2**N, 32)`` sweep intervals' worth of seconds with ±20% jitter (a circuit
+breaker), and a BMC is never queried more often than ``min_interval_s``. Both are kept in the
+server's latest state (``summary``), so they survive restarts and work across processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import delete, insert, select, update
+
+from inventory.models import Event, Reading, Server, ServerState, utcnow
+
+from .errors import AuthFailed, DriverError
+
+if TYPE_CHECKING:
+    from .service import Fleet
+
+__all__ = ["SweepResult", "sweep"]
+
+_BREAKER_BASE_S = 60.0
+_BREAKER_MAX_S = 3600.0
+
+
+@dataclass
+class Finding:
+    target_kind: str
+    target_id: int
+    target_name: str
+    kind: str
+    severity: str
+    message: str
+
+
+@dataclass
+class SweepResult:
+    started_at: datetime
+    duration_s: float = 0.0
+    servers: int = 0
+    servers_read: int = 0
+    servers_skipped: int = 0
+    ups: int = 0
+    ups_read: int = 0
+    readings: int = 0
+    opened: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    resolved: list[str] = field(default_factory=list)
+    errors: dict[str, str] = field(default_factory=dict)
+    write_s: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"started_at": self.started_at.isoformat(timespec="seconds"), "duration_s": round(self.duration_s, 3),
+                "servers": self.servers, "servers_read": self.servers_read, "servers_skipped": self.servers_skipped,
+                "ups": self.ups, "ups_read": self.ups_read, "readings": self.readings, "events_opened": self.opened,
+                "events_updated": self.updated, "events_resolved": self.resolved, "errors": self.errors,
+                "write_s": round(self.write_s, 3)}
+
+
+def _is_ecc(text: str) -> bool:
+    low = text.lower()
+    return "ecc" in low and "uncorrectable" in low and "correctable ecc" not in low.replace("uncorrectable", "")
+
+
+async def _read_server(fleet: Fleet, target: Any, profile: Any, last_sel: int, sem: asyncio.Semaphore
+                       ) -> dict[str, Any]:
+    names = profile.drivers_for("power") if profile is not None else ("ipmi",)
+    driver = fleet.driver(names[0] if names else "ipmi")
+    out: dict[str, Any] = {"power": None, "sensors": [], "sel": [], "error": ""}
+    async with sem:
+        try:
+            out["power"] = await driver.power_status(target)
+            out["sensors"] = await driver.sensors(target)
+            entries = await driver.sel(target)
+            newest = max((e.record_id for e in entries), default=0)
+            out["sel_last"] = newest
+            # A SEL cleared since the last sweep starts over (its ids restart).
+            out["sel"] = [e for e in entries if e.record_id > last_sel] if newest >= last_sel else entries
+        except AuthFailed as exc:
+            out["error"], out["auth"] = str(exc), True
+        except DriverError as exc:
+            out["error"] = str(exc)
+    return out
+
+
+async def sweep(fleet: Fleet, selector: str | Sequence[str] | None = None, *, ups: bool = True,
+                concurrency: int = 256, min_interval_s: float = 0.0, probe_all: bool = False,
+                now: datetime | None = None) -> SweepResult:
+    """Run one sweep over the selected servers (and every UPS when ``ups``); see the module docstring.
+
+    ``probe_all`` reads every BMC now, whatever its circuit breaker and minimum interval say.
+    """
+    now = now or utcnow()
+    started = time.monotonic()
+    result = SweepResult(started_at=now)
+    targets, problems = fleet.bmc_targets(selector)
+    result.servers = len(targets) + len(problems)
+    for p in problems:
+        host, _, why = p.partition(": ")
+        result.errors[host] = why
+    with fleet.engine.connect() as conn:
+        ids = dict(conn.execute(select(Server.hostname, Server.id).where(
+            Server.hostname.in_([h for h, _, _ in targets]))).all()) if targets else {}
+        prior = {sid: summary or {} for sid, summary in conn.execute(
+            select(ServerState.server_id, ServerState.summary).where(ServerState.server_id.in_(list(ids.values()))))}
+    sem = asyncio.Semaphore(concurrency)
+    due, skipped = [], []
+    for host, target, profile in targets:
+        summary = prior.get(ids[host], {})
+        next_probe = summary.get("next_probe_at")
+        last_read = summary.get("last_read_at")
+        naive_now = now.replace(tzinfo=None)
+        breaker_open = bool(next_probe) and datetime.fromisoformat(next_probe) > naive_now
+        too_soon = bool(min_interval_s and last_read) and \
+            (naive_now - datetime.fromisoformat(last_read)).total_seconds() < min_interval_s
+        (skipped if (breaker_open or too_soon) and not probe_all else due).append((host, target, profile))
+    result.servers_skipped = len(skipped)
+    reads = await asyncio.gather(*(_read_server(fleet, t, p, int(prior.get(ids[h], {}).get("sel_last", 0)), sem)
+                                   for h, t, p in due))
+    findings: list[Finding] = []
+    judged: dict[tuple[str, int], set[str]] = {}  # target → kinds this sweep could judge
+    readings: list[dict[str, Any]] = []
+    states: list[dict[str, Any]] = []
+    for (host, _target, profile), got in zip(due, reads, strict=True):
+        sid = ids[host]
+        summary = dict(prior.get(sid, {}))
+        if got["error"]:
+            result.errors[host] = got["error"]
+            fails = int(summary.get("failures", 0)) + 1
+            delay = min(_BREAKER_BASE_S * 2 ** (fails - 1), _BREAKER_MAX_S) * random.uniform(0.8, 1.2)
+            summary.update(failures=fails, next_probe_at=(now.replace(tzinfo=None)
+                                                          + timedelta(seconds=delay)).isoformat())
+            kind = "bmc-auth-failed" if got.get("auth") else "bmc-unreachable"
+            findings.append(Finding("server", sid, host, kind, "critical", got["error"][:500]))
+            judged[("server", sid)] = {"bmc-unreachable", "bmc-auth-failed"}
+            states.append({"server_id": sid, "updated_at": now, "power": "unknown", "health": "critical",
+                           "bmc_reachable": False, "last_seen": _parse(summary.get("last_seen")),
+                           "last_error": got["error"][:256], "summary": summary})
+            continue
+        result.servers_read += 1
+        judged[("server", sid)] = {"bmc-unreachable", "bmc-auth-failed", "sensor-critical", "sensor-warning",
+                                   "memory-ecc"}
+        readings.append({"ts": now, "target_kind": "server", "target_id": sid, "metric": "power.on",
+                         "value": 1.0 if got["power"] == "on" else 0.0, "unit": ""})
+        worst = "ok"
+        crit, warn, ecc = [], [], []
+        for r in got["sensors"]:
+            spec = profile.sensor(r.name) if profile is not None else None
+            state = spec.state(r.value) if spec is not None and r.value is not None else r.state
+            if r.value is not None:
+                readings.append({"ts": now, "target_kind": "server", "target_id": sid, "metric": r.name[:64],
+                                 "value": float(r.value), "unit": r.unit[:16]})
+            if (r.kind == "memory" or "ecc" in r.name.lower()) and state == "critical":
+                ecc.append(f"{r.name} asserts an uncorrectable error")
+            elif state == "critical":
+                crit.append(f"{r.name} {r.value:g} {r.unit}" if r.value is not None else r.name)
+            elif state == "warning":
+                warn.append(f"{r.name} {r.value:g} {r.unit}" if r.value is not None else r.name)
+        for e in got["sel"]:
+            if _is_ecc(f"{e.sensor} {e.event}"):
+                ecc.append(f"SEL {e.record_id}: {e.sensor}: {e.event}")
+        if crit:
+            findings.append(Finding("server", sid, host, "sensor-critical", "critical", "; ".join(crit)[:500]))
+            worst = "critical"
+        if warn:
+            findings.append(Finding("server", sid, host, "sensor-warning", "warning", "; ".join(warn)[:500]))
+            worst = "warning" if worst == "ok" else worst
+        if ecc:
+            findings.append(Finding("server", sid, host, "memory-ecc", "critical", "; ".join(ecc)[:500]))
+            worst = "critical"
+        summary.update(failures=0, next_probe_at=None, last_read_at=now.replace(tzinfo=None).isoformat(),
+                       sel_last=got.get("sel_last", summary.get("sel_last", 0)), last_seen=now.isoformat())
+        states.append({"server_id": sid, "updated_at": now, "power": got["power"], "health": worst,
+                       "bmc_reachable": True, "last_seen": now, "last_error": "", "summary": summary})
+    if ups:
+        from .ups import _ups_rows, ups_status
+
+        ups_ids = {u.name: u.id for u, *_ in _ups_rows(fleet, None)}
+        ups_reads = await ups_status(fleet, None, record=True)
+        result.ups = len(ups_reads)
+        for r in ups_reads:
+            uid = ups_ids[r.name]
+            judged[("ups", uid)] = {"ups-unreachable", "ups-on-battery", "ups-low-battery", "ups-replace-battery"}
+            if r.battery is None:
+                result.errors[r.name] = r.error
+                findings.append(Finding("ups", uid, r.name, "ups-unreachable", "warning", r.error[:500]))
+                continue
+            result.ups_read += 1
+            status = r.battery.status
+            runtime = f", {r.battery.runtime_s / 60:.0f} min left" if r.battery.runtime_s is not None else ""
+            if "low-battery" in status:
+                findings.append(Finding("ups", uid, r.name, "ups-low-battery", "critical", f"{status}{runtime}"))
+            if "on-battery" in status:
+                findings.append(Finding("ups", uid, r.name, "ups-on-battery", "warning", f"{status}{runtime}"))
+            if "replace-battery" in status:
+                findings.append(Finding("ups", uid, r.name, "ups-replace-battery", "warning", status))
+    t0 = time.monotonic()
+    result.readings = len(readings)
+    _write(fleet, now, readings, states, findings, judged, result)
+    result.write_s = time.monotonic() - t0
+    result.duration_s = time.monotonic() - started
+    return result
+
+
+def _parse(value: Any) -> datetime | None:
+    return datetime.fromisoformat(value) if isinstance(value, str) else value
+
+
+def _write(fleet: Fleet, now: datetime, readings: list[dict[str, Any]], states: list[dict[str, Any]],
+           findings: list[Finding], judged: dict[tuple[str, int], set[str]], result: SweepResult) -> None:
+    """One transaction: readings, latest states, events opened/updated/resolved."""
+    with fleet.engine.begin() as conn:
+        for i in range(0, len(readings), 5000):
+            conn.execute(insert(Reading), readings[i:i + 5000])
+        if states:
+            sids = [s["server_id"] for s in states]
+            for i in range(0, len(sids), 500):
+                conn.execute(delete(ServerState).where(ServerState.server_id.in_(sids[i:i + 500])))
+            conn.execute(insert(ServerState), states)
+        open_events = {(e.target_kind, e.target_id, e.kind): e for e in conn.execute(
+            select(Event.id, Event.target_kind, Event.target_id, Event.kind, Event.count, Event.target_name)
+            .where(Event.status != "resolved"))}
+        seen: set[tuple[str, int, str]] = set()
+        for f in findings:
+            key = (f.target_kind, f.target_id, f.kind)
+            seen.add(key)
+            label = f"{f.kind} {f.target_name}"
+            if key in open_events:
+                conn.execute(update(Event).where(Event.id == open_events[key].id).values(
+                    updated_at=now, count=Event.count + 1, message=f.message, severity=f.severity))
+                result.updated.append(label)
+            else:
+                conn.execute(insert(Event).values(
+                    opened_at=now, updated_at=now, target_kind=f.target_kind, target_id=f.target_id,
+                    target_name=f.target_name, kind=f.kind, severity=f.severity, status="open", message=f.message,
+                    count=1, acked_by="", dedup_key=f"{f.kind}:{f.target_kind}:{f.target_id}"))
+                result.opened.append(label)
+        for key, ev in open_events.items():
+            target_kind, target_id, kind = key
+            if key not in seen and kind in judged.get((target_kind, target_id), ()):
+                conn.execute(update(Event).where(Event.id == ev.id).values(
+                    status="resolved", resolved_at=now, updated_at=now, dedup_key=None))
+                result.resolved.append(f"{kind} {ev.target_name}")

@@ -1,0 +1,51 @@
+"""A sweep on the lab datacenter: injected faults raise exactly the expected events; cleared, they resolve."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+from .clihelp import fleet
+
+FAULTS = [("lab1-r01-s01", "dead"), ("lab1-r01-s02", "ecc"), ("lab1-r01-s03", "sensor-critical"),
+          ("lab-ups-001", "low-battery"), ("lab1-r02-s01", "on-battery")]
+
+
+def _events(env: dict[str, str], status: str = "open") -> set[tuple[str, str]]:
+    return {(e["target"], e["kind"]) for e in json.loads(fleet(env, "events", "--status", status, "--json").stdout)}
+
+
+def test_one_sweep_raises_exactly_the_injected_faults_and_a_later_one_resolves_them(env, tmp_path) -> None:
+    lab = tmp_path / "lab"
+    assert fleet(env, "lab", "start", "--dir", str(lab), "--racks", "2", "--servers-per-rack", "3",
+                 "--port", "16628" if os.geteuid() else "623").returncode == 0
+    try:
+        assert fleet(env, "import", str(lab / "inventory.yaml"), "--secrets", str(lab / "secrets.yaml")
+                     ).returncode == 0
+        first = json.loads(fleet(env, "sweep", "--json").stdout)
+        assert (first["servers_read"], first["ups_read"], first["events_opened"]) == (6, 8, [])
+        for target, kind in FAULTS:
+            assert fleet(env, "lab", "fault", target, kind, "--dir", str(lab)).returncode == 0
+        time.sleep(2.5)  # dummy-ups rereads its file every second
+        start = time.monotonic()
+        second = json.loads(fleet(env, "sweep", "--json").stdout)
+        assert time.monotonic() - start < 5.0 + 8.0  # the dead BMC costs its deadline once
+        assert _events(env) == {
+            ("lab1-r01-s01", "bmc-unreachable"), ("lab1-r01-s02", "memory-ecc"),
+            ("lab1-r01-s03", "sensor-critical"), ("lab-ups-001", "ups-low-battery"),
+            ("lab-ups-001", "ups-on-battery"), ("ups-lab1-r02-s01", "ups-on-battery")}
+        assert second["servers_read"] == 5 and "lab1-r01-s01" in second["errors"]
+        health = {r["hostname"]: r["health"] for r in json.loads(fleet(env, "list", "rack=R01", "--json").stdout)}
+        assert health == {"lab1-r01-s01": "critical", "lab1-r01-s02": "critical", "lab1-r01-s03": "critical"}
+        again = json.loads(fleet(env, "sweep", "--json", "--no-ups").stdout)
+        assert again["servers_skipped"] == 1  # the dead BMC's circuit breaker holds it back
+        assert again["events_opened"] == [] and len(_events(env)) == 6  # deduplicated, still open
+        for target, kind in FAULTS:
+            assert fleet(env, "lab", "fault", target, kind, "--clear", "--dir", str(lab)).returncode == 0
+        time.sleep(2.5)
+        assert fleet(env, "sweep", "--probe-all").returncode == 0
+        assert _events(env) == set()
+        assert len(_events(env, "resolved")) == 6
+    finally:
+        assert fleet(env, "lab", "stop", "--dir", str(lab)).returncode == 0
