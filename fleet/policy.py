@@ -72,6 +72,7 @@ __all__ = [
 #: ``Finding.value`` (``None``: no reading). ``value`` is always accepted as a generic name.
 EVENT_KINDS: dict[str, str | None] = {
     "bmc-unreachable": None,
+    "bmc-auth-failed": None,
     "sel-ecc-uncorrectable": None,
     "sel-critical": None,
     "sensor-critical": "value",
@@ -370,7 +371,7 @@ def _unknown(ctx: _Ctx, d: _LDict, allowed: Iterable[str], where: str) -> None:
         if key not in allowed:
             close = difflib.get_close_matches(key, allowed, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else f"; known keys: {', '.join(allowed)}"
-            raise ctx.err(f"unknown key in {where}{hint}", f"{where}.{key}" if where else key,
+            raise ctx.err(f"unknown key{' in ' + where if where else ''}{hint}", f"{where}.{key}" if where else key,
                           d.key_lines[key], key)
 
 
@@ -508,7 +509,7 @@ def _steps(ctx: _Ctx, then: object, line: int, kinds: tuple[str, ...]) -> tuple[
             parsed = [_action(ctx, it, f"then.ladder[{i}]", _line_of(items, j, rline)) for j, it in enumerate(items)]
             acts = tuple(a for a, _ in parsed)
             _check_step(ctx, acts, f"then.ladder[{i}]", rline, kinds)
-            if acts[0] == "soft-shutdown" or "soft-shutdown" in acts:
+            if "soft-shutdown" in acts:
                 raise ctx.err("soft-shutdown is not a rung of a ladder: use it in a plain 'then' list",
                               f"then.ladder[{i}]", rline)
             if steps:
@@ -846,6 +847,9 @@ class _Planner:
             for server in feeds:
                 if self.power_state.get(server) == "off":
                     self.skip(rule, server, a, f"{server} is already off")
+                    continue
+                if any(h.ok for h in self.attempts(server, a, f.opened_at)):
+                    self.skip(rule, server, a, f"{server} was already asked to shut down")
                     continue
                 prio = self.priority.get(server)
                 why = f"{reason}; fed by {f.target}, priority {prio if prio is not None else 'none'}"

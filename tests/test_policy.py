@@ -415,6 +415,16 @@ def test_soft_shutdown_respects_limits_keeping_the_most_important_running() -> N
     assert [(s.target, s.detail) for s in p.skipped] == [("off1", "off1 is already off")]
 
 
+def test_a_server_already_asked_to_shut_down_is_not_asked_again() -> None:
+    ps = policies(UPS_RULE)
+    ups = Finding("ups-r1", "ups-low-runtime", "critical", NOW - timedelta(minutes=3), value=300.0,
+                  extra={"feeds": ["a", "b"]})
+    p = run(ps, [ups], [did("a", "soft-shutdown", 1, ok=True)], rack_of={"a": "R1", "b": "R1"},
+            power={"a": "on", "b": "on"})
+    assert actions(p) == [("b", "soft-shutdown"), ("ups-r1", "work-order:battery-replacement")]
+    assert p.skipped[0].target == "a"
+
+
 def test_the_runtime_threshold_is_a_real_threshold() -> None:
     ps = policies(UPS_RULE)
     ups = Finding("ups-r1", "ups-low-runtime", "critical", NOW, value=900.0, extra={"feeds": ["a"]})
