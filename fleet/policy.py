@@ -82,8 +82,11 @@ EVENT_KINDS: dict[str, str | None] = {
     "ups-battery-failing": "charge_pct",
     "disk-failing": None,
     "disk-missing": None,
+    "disk-added": None,
     "serial-changed": None,
     "mac-moved": None,
+    "mac-missing": None,
+    "mac-unknown": None,
 }
 #: Kinds whose finding is about a UPS (its ``extra["feeds"]`` lists the servers it feeds).
 UPS_KINDS = frozenset({"ups-on-battery", "ups-low-runtime", "ups-battery-failing"})

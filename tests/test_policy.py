@@ -88,6 +88,15 @@ def test_states_match_the_inventory() -> None:
     assert STATES == INVENTORY_STATES
 
 
+def test_every_drift_kind_of_the_ssh_facts_can_be_named_in_a_rule() -> None:
+    from typing import get_args
+
+    from fleet.facts import DriftKind
+    from fleet.policy import EVENT_KINDS
+
+    assert set(get_args(DriftKind)) <= set(EVENT_KINDS)
+
+
 @pytest.mark.parametrize(("text", "line", "fld", "words"), [
     # unknown key in a rule, with a suggestion
     ("rules:\n  - name: a\n    when: {kind: disk-failing}\n    then: [quarantine]\n    limit: {}\n",
