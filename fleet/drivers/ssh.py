@@ -6,6 +6,7 @@ connection, runs one command and closes it.
 
 Deadlines (seconds): TCP connect, SSH banner, key exchange and authentication each finish within
 ``Target.timeout``; the command within ``timeout=`` (default ``options["command_timeout"]``, else 30).
+A call therefore ends within about 4 x ``Target.timeout`` + the command's deadline, whatever the peer does.
 
 Host keys (``Target.options``):
 
@@ -123,9 +124,10 @@ def _map_errors(target: Target, operation: str) -> Iterator[None]:
             raise DeviceTimeout(f"no SSH banner/handshake from {target.address} within {target.timeout:g} s "
                                 f"({text})", target=name, operation=operation) from None
         if "host key" in text.lower():
-            raise HostKeyMismatch(f"server at {target.address} does not offer the pinned host key type ({text})",
-                                  expected=str(target.options.get("known_host_key") or ""), seen="",
-                                  target=name, operation=operation) from None
+            pinned = str(target.options.get("known_host_key") or "")
+            raise HostKeyMismatch(f"server at {target.address} does not offer the pinned host key type "
+                                  f"{pinned.split()[0] if pinned else '?'} ({fingerprint(pinned)}): {text}",
+                                  expected=fingerprint(pinned), seen="", target=name, operation=operation) from None
         raise RetryableError(f"SSH failure with {target.address}: {text}", target=name,
                              operation=operation) from None
     except EOFError:
@@ -148,14 +150,13 @@ def _load_private_key(value: Any, passphrase: str | None) -> paramiko.PKey:
             text = path.read_text()
         except OSError as exc:
             raise FatalError(f"cannot read private key file {path}: {exc.strerror}") from None
-    errors = []
     for cls in (paramiko.Ed25519Key, paramiko.ECDSAKey, paramiko.RSAKey):
         try:
             return cls.from_private_key(io.StringIO(text), password=passphrase)
         except paramiko.PasswordRequiredException:
             raise FatalError("the private key is encrypted and no passphrase was given") from None
-        except (paramiko.SSHException, ValueError, TypeError) as exc:
-            errors.append(type(exc).__name__)
+        except (paramiko.SSHException, ValueError, TypeError):
+            continue
     raise FatalError("options['private_key'] is not a readable Ed25519, ECDSA or RSA private key")
 
 
