@@ -27,6 +27,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, insert, select, update
+from sqlalchemy.exc import OperationalError
 
 from inventory.models import Event, Reading, Server, ServerState, utcnow
 
@@ -157,7 +158,7 @@ async def sweep(fleet: Fleet, selector: str | Sequence[str] | None = None, *, up
             continue
         result.servers_read += 1
         judged[("server", sid)] = {"bmc-unreachable", "bmc-auth-failed", "sensor-critical", "sensor-warning",
-                                   "memory-ecc"}
+                                   "sel-ecc-uncorrectable"}
         readings.append({"ts": now, "target_kind": "server", "target_id": sid, "metric": "power.on",
                          "value": 1.0 if got["power"] == "on" else 0.0, "unit": ""})
         worst = "ok"
@@ -184,7 +185,7 @@ async def sweep(fleet: Fleet, selector: str | Sequence[str] | None = None, *, up
             findings.append(Finding("server", sid, host, "sensor-warning", "warning", "; ".join(warn)[:500]))
             worst = "warning" if worst == "ok" else worst
         if ecc:
-            findings.append(Finding("server", sid, host, "memory-ecc", "critical", "; ".join(ecc)[:500]))
+            findings.append(Finding("server", sid, host, "sel-ecc-uncorrectable", "critical", "; ".join(ecc)[:500]))
             worst = "critical"
         summary.update(failures=0, next_probe_at=None, last_read_at=now.replace(tzinfo=None).isoformat(),
                        sel_last=got.get("sel_last", summary.get("sel_last", 0)), last_seen=now.isoformat())
@@ -214,7 +215,16 @@ async def sweep(fleet: Fleet, selector: str | Sequence[str] | None = None, *, up
                 findings.append(Finding("ups", uid, r.name, "ups-replace-battery", "warning", status))
     t0 = time.monotonic()
     result.readings = len(readings)
-    _write(fleet, now, readings, states, findings, judged, result)
+    for attempt in range(5):  # a database locked for longer than its busy timeout: wait and write again
+        try:
+            _write(fleet, now, readings, states, findings, judged, result)
+            break
+        except OperationalError as exc:
+            if "locked" not in str(exc).lower() or attempt == 4:
+                raise
+            for done in (result.opened, result.updated, result.resolved):  # that transaction was rolled back
+                done.clear()
+            await asyncio.sleep(1.0 * (attempt + 1))
     result.write_s = time.monotonic() - t0
     result.duration_s = time.monotonic() - started
     return result

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
+from pathlib import Path
+from typing import Any
 
 from fleet.service import Fleet
 
@@ -17,7 +20,13 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--min-interval", type=float, default=0.0, metavar="SECONDS",
                    help="skip a BMC read more recently than this")
     p.add_argument("--probe-all", action="store_true", help="read every BMC now, past circuit breakers")
+    p.add_argument("--every", metavar="INTERVAL", help="run as a service: a sweep every 30s/5m/1h until SIGTERM")
     p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("schedule", parents=[common], help="print a systemd unit or a crontab line for sweeps")
+    p.add_argument("kind", choices=("systemd", "cron"))
+    p.add_argument("--every", default="5m")
+    p.set_defaults(func=cmd_schedule)
 
     p = sub.add_parser("events", parents=[common], help="events (open by default), newest first")
     p.add_argument("--status", choices=("open", "acked", "resolved", "all"), default="open")
@@ -27,10 +36,33 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.set_defaults(func=cmd_events)
 
 
+#: Exit status when another sweep holds the lock (EX_TEMPFAIL): nothing was wrong, nothing was done.
+EXIT_SKIPPED = 75
+
+
 def cmd_sweep(args: argparse.Namespace, out: Out) -> int:
+    """Exit 0: every device read; 1: some could not be read (see errors); 75: another sweep was running."""
+    from fleet.schedule import parse_interval, run_every, sweep_lock
+
     fleet = Fleet.open(args.db)
-    result = run_async(fleet, lambda: fleet.sweep(args.selector, ups=not args.no_ups, concurrency=args.concurrency,
-                                                  min_interval_s=args.min_interval, probe_all=args.probe_all))
+    if args.every:
+        interval = parse_interval(args.every)
+        out.info(f"sweeping every {args.every}; SIGTERM finishes the current sweep and stops")
+        run_every(fleet, interval, selector=args.selector, ups=not args.no_ups,
+                  on_result=lambda r: _show(r, args, out), on_skip=out.warn)
+        return 0
+    with sweep_lock(fleet) as held:
+        if not held:
+            out.warn("another sweep holds the lock; nothing done")
+            return EXIT_SKIPPED
+        result = run_async(fleet, lambda: fleet.sweep(args.selector, ups=not args.no_ups,
+                                                      concurrency=args.concurrency,
+                                                      min_interval_s=args.min_interval, probe_all=args.probe_all))
+    _show(result, args, out)
+    return 1 if result.errors else 0
+
+
+def _show(result: Any, args: argparse.Namespace, out: Out) -> None:
     if args.json:
         out.json(result)
     else:
@@ -42,6 +74,17 @@ def cmd_sweep(args: argparse.Namespace, out: Out) -> int:
                 ("took", f"{result.duration_s:.1f} s (writing {result.write_s:.2f} s)")])
         for name, err in sorted(result.errors.items()):
             out.warn(f"{name}: {err}")
+
+
+def cmd_schedule(args: argparse.Namespace, out: Out) -> int:
+    import sys
+
+    from fleet.schedule import crontab_text, systemd_units
+
+    db = args.db or os.environ.get("FLEET_DB")
+    db = str(Path(db).resolve()) if db and "://" not in db else db
+    sys.stdout.write(systemd_units(every=args.every, db=db) if args.kind == "systemd"
+                     else crontab_text(every=args.every, db=db))
     return 0
 
 
