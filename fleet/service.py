@@ -916,6 +916,29 @@ class Fleet:
                         read=result.servers_read, opened=len(result.opened), resolved=len(result.resolved))
         return result
 
+    async def remediate(self, selector: str | Sequence[str] | None = None, *, policy: str | Path | None = None,
+                        apply: bool = False) -> Any:
+        """Plan remediation of open events by the policies (dry run); with ``apply``, carry it out (audited)."""
+        from .remediate import RemediationRun, execute, load, remediation_plan
+
+        the_plan = remediation_plan(self, load(policy), selector=selector)
+        run = RemediationRun(the_plan)
+        if apply:
+            run.applied = await execute(self, the_plan)
+        return run
+
+    def work_orders(self, *, status: str | None = "open") -> list[dict[str, Any]]:
+        """Work orders (RMA, battery replacement), newest first, for people or a ticketing system."""
+        from inventory.models import WorkOrder
+
+        stmt = select(WorkOrder).order_by(WorkOrder.id.desc())
+        if status:
+            stmt = stmt.where(WorkOrder.status == status)
+        with Session(self.engine) as s:
+            return [{"id": w.id, "kind": w.kind, "target_kind": w.target_kind, "target": w.target_name,
+                     "status": w.status, "reason": w.reason, "created_at": w.created_at.isoformat(timespec="seconds"),
+                     "actor": w.actor, "external_ref": w.external_ref} for w in s.execute(stmt).scalars()]
+
     def events(self, *, status: str | None = "open", kind: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
         """Events, newest first: ``status`` open (default), acked, resolved, or None for all."""
         from inventory.models import Event

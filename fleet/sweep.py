@@ -39,6 +39,8 @@ if TYPE_CHECKING:
 __all__ = ["SweepResult", "sweep"]
 
 _BREAKER_BASE_S = 60.0
+#: On battery with less runtime than this (or the UPS's own low-battery flag): an ups-low-runtime event.
+LOW_RUNTIME_S = 900.0
 _BREAKER_MAX_S = 3600.0
 
 
@@ -199,7 +201,7 @@ async def sweep(fleet: Fleet, selector: str | Sequence[str] | None = None, *, up
         result.ups = len(ups_reads)
         for r in ups_reads:
             uid = ups_ids[r.name]
-            judged[("ups", uid)] = {"ups-unreachable", "ups-on-battery", "ups-low-battery", "ups-replace-battery"}
+            judged[("ups", uid)] = {"ups-unreachable", "ups-on-battery", "ups-low-runtime", "ups-battery-failing"}
             if r.battery is None:
                 result.errors[r.name] = r.error
                 findings.append(Finding("ups", uid, r.name, "ups-unreachable", "warning", r.error[:500]))
@@ -207,12 +209,14 @@ async def sweep(fleet: Fleet, selector: str | Sequence[str] | None = None, *, up
             result.ups_read += 1
             status = r.battery.status
             runtime = f", {r.battery.runtime_s / 60:.0f} min left" if r.battery.runtime_s is not None else ""
-            if "low-battery" in status:
-                findings.append(Finding("ups", uid, r.name, "ups-low-battery", "critical", f"{status}{runtime}"))
-            if "on-battery" in status:
+            on_battery = "on-battery" in status
+            short = r.battery.runtime_s is not None and r.battery.runtime_s < LOW_RUNTIME_S
+            if on_battery:
                 findings.append(Finding("ups", uid, r.name, "ups-on-battery", "warning", f"{status}{runtime}"))
+            if on_battery and ("low-battery" in status or short):  # the policies decide what to shut down
+                findings.append(Finding("ups", uid, r.name, "ups-low-runtime", "critical", f"{status}{runtime}"))
             if "replace-battery" in status:
-                findings.append(Finding("ups", uid, r.name, "ups-replace-battery", "warning", status))
+                findings.append(Finding("ups", uid, r.name, "ups-battery-failing", "warning", status))
     t0 = time.monotonic()
     result.readings = len(readings)
     for attempt in range(5):  # a database locked for longer than its busy timeout: wait and write again

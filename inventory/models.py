@@ -52,6 +52,7 @@ __all__ = [
     "StateChange",
     "Ups",
     "UpsState",
+    "WorkOrder",
     "utcnow",
 ]
 
@@ -187,6 +188,8 @@ class Server(SQLModel, table=True):
     bmc_credential_id: int | None = Field(default=None, foreign_key="credentials.id")
     ssh_credential_id: int | None = Field(default=None, foreign_key="credentials.id")
     primary_ip: str | None = Field(default=None, max_length=45, unique=True)
+    # The SSH host key pinned on first contact during commissioning ("ssh-ed25519 AAAA..."); enforced after.
+    ssh_host_key: str | None = Field(default=None, max_length=1024)
     priority: int = Field(default=100)
     description: str = Field(default="", max_length=256)
     created_at: datetime = Field(default_factory=utcnow)
@@ -400,6 +403,25 @@ class Audit(SQLModel, table=True):
     target_count: int = Field(default=0)
     result: str = Field(default="ok", max_length=16)
     detail: dict = _json_column()
+
+
+class WorkOrder(SQLModel, table=True):
+    """Work for people: an RMA, a battery replacement. Exportable for a ticketing system."""
+
+    __tablename__ = "work_orders"
+    __table_args__ = (Index("ix_work_orders_status", "status", "kind"),
+                      CheckConstraint("kind IN ('rma', 'battery-replacement')", name="kind"))
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str = Field(max_length=32)
+    target_kind: str = Field(max_length=8)
+    target_name: str = Field(max_length=253)
+    status: str = Field(default="open", max_length=16)
+    reason: str = Field(default="", max_length=512)
+    event_id: int | None = Field(default=None, foreign_key="events.id")
+    external_ref: str = Field(default="", max_length=128)
+    actor: str = Field(default="", max_length=64)
+    created_at: datetime = Field(default_factory=utcnow)
+    closed_at: datetime | None = Field(default=None)
 
 
 class StateChange(SQLModel, table=True):

@@ -33,7 +33,7 @@ def test_one_sweep_raises_exactly_the_injected_faults_and_a_later_one_resolves_t
         assert time.monotonic() - start < 5.0 + 8.0  # the dead BMC costs its deadline once
         assert _events(env) == {
             ("lab1-r01-s01", "bmc-unreachable"), ("lab1-r01-s02", "sel-ecc-uncorrectable"),
-            ("lab1-r01-s03", "sensor-critical"), ("lab-ups-001", "ups-low-battery"),
+            ("lab1-r01-s03", "sensor-critical"), ("lab-ups-001", "ups-low-runtime"),
             ("lab-ups-001", "ups-on-battery"), ("ups-lab1-r02-s01", "ups-on-battery")}
         assert second["servers_read"] == 5 and "lab1-r01-s01" in second["errors"]
         health = {r["hostname"]: r["health"] for r in json.loads(fleet(env, "list", "rack=R01", "--json").stdout)}

@@ -100,3 +100,52 @@ def cmd_events(args: argparse.Namespace, out: Out) -> int:
                   [(e["id"], e["opened_at"], e["target"], e["kind"], e["severity"], e["status"], e["count"],
                     e["message"][:80]) for e in rows])
     return 0
+
+
+def register_remediation(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("remediate", parents=[common], help="plan (dry run) or --apply remediation of open events")
+    p.add_argument("selector", nargs="*")
+    p.add_argument("--policy", type=Path, help="policy file (default: examples/policies/default.yaml)")
+    p.add_argument("--apply", action="store_true", help="carry the plan out (audited)")
+    p.set_defaults(func=cmd_remediate)
+
+    p = sub.add_parser("work-orders", parents=[common], help="RMA and battery work orders (CSV with --csv)")
+    p.add_argument("--status", choices=("open", "all"), default="open")
+    p.add_argument("--csv", action="store_true")
+    p.set_defaults(func=cmd_work_orders)
+
+
+def cmd_remediate(args: argparse.Namespace, out: Out) -> int:
+    fleet = Fleet.open(args.db)
+    run = run_async(fleet, lambda: fleet.remediate(args.selector, policy=args.policy, apply=args.apply))
+    if args.json:
+        out.json(run)
+        return 0 if all(a["ok"] for a in run.applied) else 1
+    title = "applied" if args.apply else "plan (dry run: nothing done; --apply to act)"
+    out.table(["TARGET", "ACTION", "RULE", "REASON"],
+              [(a.target, a.action, a.rule, a.reason) for a in run.plan.planned], title=title)
+    if run.plan.held:
+        out.table(["TARGET", "ACTION", "RULE", "HELD BY", "DETAIL"],
+                  [(a.target, a.action, a.rule, a.limit, a.detail) for a in run.plan.held], title="held back")
+    for a in run.applied:
+        (out.info if a["ok"] else out.error)(f"{a['target']}: {a['action']}: {'ok' if a['ok'] else 'FAILED'} "
+                                            f"{a['note']}")
+    return 0 if all(a["ok"] for a in run.applied) else 1
+
+
+def cmd_work_orders(args: argparse.Namespace, out: Out) -> int:
+    rows = Fleet.open(args.db).work_orders(status=None if args.status == "all" else "open")
+    if args.csv:
+        import csv
+        import sys
+
+        keys = ["id", "kind", "target_kind", "target", "status", "reason", "created_at", "actor", "external_ref"]
+        w = csv.DictWriter(sys.stdout, fieldnames=keys)
+        w.writeheader()
+        w.writerows(rows)
+    elif args.json:
+        out.json(rows)
+    else:
+        out.table(["ID", "KIND", "TARGET", "STATUS", "CREATED", "REASON"],
+                  [(r["id"], r["kind"], r["target"], r["status"], r["created_at"], r["reason"][:60]) for r in rows])
+    return 0

@@ -1,0 +1,154 @@
+"""Remediation: open events → the policies' plan (:mod:`fleet.policy`) → actions, within limits.
+
+``fleet remediate`` prints the plan (a dry run, the default); ``--apply`` executes it. The planner is
+pure; this module gathers its inputs from the inventory (open events as findings, the history of past
+remediation actions from the audit log, each server's rack, power state and priority) and carries the
+planned actions out through :class:`fleet.Fleet`, recording each one in the audit log as
+``remediate`` with the action (``step``), the rule and whether it worked, which is the history the next plan reads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import insert, select
+
+from inventory.models import Audit, Event, Outlet, Rack, Server, ServerState, Site, Ups, UpsState, WorkOrder, utcnow
+
+from .errors import FleetError
+from .policy import Finding, PastAction, Plan, PolicySet, load_policies, plan
+
+if TYPE_CHECKING:
+    from .service import Fleet
+
+__all__ = ["DEFAULT_POLICY", "RemediationRun", "execute", "gather", "load", "remediation_plan"]
+
+DEFAULT_POLICY = Path(__file__).resolve().parent.parent / "examples" / "policies" / "default.yaml"
+_HISTORY = timedelta(days=2)
+
+
+@dataclass
+class RemediationRun:
+    plan: Plan
+    applied: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.plan.to_dict(), "applied": self.applied}
+
+
+def gather(fleet: Fleet, now: datetime) -> dict[str, Any]:
+    """The planner's inputs from the inventory: findings, history, racks, power states, priorities."""
+    with fleet.engine.connect() as conn:
+        servers = conn.execute(select(Server.hostname, Server.state, Server.priority, Site.code, Rack.name,
+                                      ServerState.power)
+                               .outerjoin(Rack, Rack.id == Server.rack_id).outerjoin(Site, Site.id == Rack.site_id)
+                               .outerjoin(ServerState, ServerState.server_id == Server.id)).all()
+        events = conn.execute(select(Event.target_kind, Event.target_name, Event.kind, Event.severity,
+                                     Event.opened_at, Event.count).where(Event.status != "resolved")).all()
+        feeds: dict[int, list[str]] = {}
+        for ups_id, host in conn.execute(select(Outlet.ups_id, Server.hostname)
+                                         .join(Server, Server.id == Outlet.server_id)
+                                         .where(Outlet.ups_id.is_not(None))):
+            feeds.setdefault(ups_id, []).append(host)
+        ups_ids = dict(conn.execute(select(Ups.name, Ups.id)).all())
+        runtimes = dict(conn.execute(select(Ups.name, UpsState.runtime_s)
+                                     .join(UpsState, UpsState.ups_id == Ups.id)).all())
+        history_rows = conn.execute(select(Audit.ts, Audit.targets, Audit.result, Audit.detail)
+                                    .where(Audit.action == "remediate", Audit.ts >= now - _HISTORY)).all()
+    state_of = {h: st for h, st, *_ in servers}
+    findings = []
+    for target_kind, target, kind, severity, opened_at, count in events:
+        extra: dict[str, Any] = {}
+        value = None
+        if target_kind == "ups":  # the servers it feeds, and its runtime, for the on-battery rules
+            extra["feeds"] = tuple(sorted(feeds.get(ups_ids.get(target, -1), ())))
+            value = runtimes.get(target)
+        findings.append(Finding(target=target, kind=kind, severity=severity, opened_at=_aware(opened_at),
+                                value=value, state=state_of.get(target), count=count, extra=extra))
+    history = [PastAction(target=targets[0], action=detail.get("step", ""), at=_aware(ts),
+                          ok=result == "ok", rule=detail.get("rule"))
+               for ts, targets, result, detail in history_rows if targets]
+    return {
+        "findings": findings, "history": history, "fleet_size": max(len(servers), 1),
+        "rack_of": {h: f"{site}/{rack}" for h, _st, _p, site, rack, _pw in servers if rack},
+        "power_state": {h: pw for h, *_rest, pw in servers if pw in ("on", "off")},
+        "priority": {h: p for h, _st, p, *_ in servers},
+    }
+
+
+def _aware(ts: datetime) -> datetime:
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts
+
+
+def remediation_plan(fleet: Fleet, policies: PolicySet, *, now: datetime | None = None,
+                     selector: Sequence[str] | str | None = None) -> Plan:
+    """The plan for the fleet's open events (optionally only the selected servers and their UPSes)."""
+    now = now or utcnow()
+    inputs = gather(fleet, now)
+    if selector:
+        keep = set(fleet.hostnames(selector))
+        inputs["findings"] = [f for f in inputs["findings"]
+                              if f.target in keep or keep & set(f.extra.get("feeds", ()))]
+    return plan(policies, inputs.pop("findings"), now=now, **inputs)
+
+
+async def execute(fleet: Fleet, the_plan: Plan) -> list[dict[str, Any]]:
+    """Carry out the planned actions in order; each is audited as ``remediate`` (the planner's history)."""
+    done = []
+    for action in the_plan.planned:
+        ok, note = True, ""
+        try:
+            note = await _do(fleet, action.target, action.action, action.reason)
+        except FleetError as exc:
+            ok, note = False, str(exc)
+        with fleet._session() as s:
+            fleet._audit(s, "remediate", [action.target], "ok" if ok else "failed", step=action.action,
+                         rule=action.rule, reason=action.reason, note=note[:300])
+        done.append({"target": action.target, "action": action.action, "rule": action.rule, "ok": ok,
+                     "note": note})
+    return done
+
+
+async def _do(fleet: Fleet, target: str, action: str, reason: str) -> str:
+    if action == "retry":
+        result = await fleet.sweep(f"host={target}", ups=False, probe_all=True)
+        if target in result.errors:
+            raise FleetError(f"still unreachable: {result.errors[target]}")
+        return "answered again"
+    if action == "bmc-reset":
+        await fleet.bmc_reset(target)
+        return "BMC cold reset sent"
+    if action in ("power-cycle", "soft-shutdown"):
+        verb = "cycle" if action == "power-cycle" else "soft"
+        results = await fleet.power(verb, f"host={target}", force=True, confirm_timeout_s=120)
+        r = results[0]
+        if not r.ok:
+            raise FleetError(f"{verb}: {r.outcome}: {r.error}")
+        return f"{verb}: {r.before} -> {r.after}"
+    if action == "outlet-cycle":
+        results = await fleet.outlet(target, "cycle")
+        if not results or not all(r.ok for r in results):
+            raise FleetError("; ".join(r.error for r in results if r.error) or "no outlet switched")
+        return ", ".join(f"{r.device}:{r.outlet}" for r in results)
+    if action == "quarantine":
+        if fleet.servers(f"host={target}") and fleet.servers(f"host={target}")[0].state != "quarantined":
+            fleet.set_state(target, "quarantined", reason=f"remediation: {reason}"[:256])
+        return "quarantined"
+    if action.startswith("work-order:"):
+        kind = action.split(":", 1)[1]
+        target_kind = "ups" if kind == "battery-replacement" else "server"
+        with fleet._session() as s:
+            s.execute(insert(WorkOrder).values(kind=kind, target_kind=target_kind, target_name=target,
+                                               status="open", reason=reason[:512], external_ref="",
+                                               actor=fleet.actor, created_at=utcnow()))
+        return f"work order {kind} opened"
+    raise FleetError(f"no executor for action {action!r}")
+
+
+def load(path: str | Path | None) -> PolicySet:
+    """The policies at ``path``, else the default set that ships in ``examples/policies/``."""
+    return load_policies(path or DEFAULT_POLICY)

@@ -1,0 +1,44 @@
+"""Remediation on the lab: a sweep's events become a dry-run plan; --apply carries it out, audited."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+from .clihelp import fleet
+
+
+def test_ecc_and_a_ups_at_low_runtime_are_planned_then_applied_within_the_limits(env, tmp_path) -> None:
+    lab = tmp_path / "lab"
+    assert fleet(env, "lab", "start", "--dir", str(lab), "--racks", "1", "--servers-per-rack", "3",
+                 "--port", "16630" if os.geteuid() else "623").returncode == 0
+    try:
+        assert fleet(env, "import", str(lab / "inventory.yaml"), "--secrets", str(lab / "secrets.yaml")
+                     ).returncode == 0
+        assert fleet(env, "lab", "fault", "lab1-r01-s02", "ecc", "--dir", str(lab)).returncode == 0
+        assert fleet(env, "lab", "fault", "lab1-r01-s03", "low-battery", "--dir", str(lab)).returncode == 0
+        time.sleep(2.5)
+        assert fleet(env, "sweep").returncode in (0, 1)
+        dry = json.loads(fleet(env, "remediate", "--json").stdout)
+        planned = {(a["target"], a["action"]) for a in dry["planned"]}
+        assert ("lab1-r01-s02", "quarantine") in planned and ("lab1-r01-s02", "work-order:rma") in planned
+        assert ("lab1-r01-s03", "soft-shutdown") in planned  # fed by the UPS at low runtime
+        assert dry["applied"] == []
+        assert json.loads(fleet(env, "show", "lab1-r01-s02", "--json").stdout)["state"] == "deployed"  # dry run
+        applied = json.loads(fleet(env, "remediate", "--apply", "--json").stdout)["applied"]
+        assert all(a["ok"] for a in applied), applied
+        assert json.loads(fleet(env, "show", "lab1-r01-s02", "--json").stdout)["state"] == "quarantined"
+        status = {r["hostname"]: r["after"] for r in json.loads(fleet(env, "power", "status", "rack=R01",
+                                                                      "--json").stdout)}
+        assert status["lab1-r01-s03"] == "off" and status["lab1-r01-s01"] == "on"
+        orders = json.loads(fleet(env, "work-orders", "--json").stdout)
+        assert [(o["kind"], o["target"]) for o in orders] == [("rma", "lab1-r01-s02")]
+        audit = [a for a in json.loads(fleet(env, "audit", "--action", "remediate", "--json").stdout)]
+        assert {(a["targets"][0], a["detail"]["step"]) for a in audit} == {(a["target"], a["action"])
+                                                                            for a in applied}
+        again = json.loads(fleet(env, "remediate", "--json").stdout)  # done once: not planned twice
+        assert not {(a["target"], a["action"]) for a in again["planned"]} & {(a["target"], a["action"])
+                                                                            for a in applied}
+    finally:
+        assert fleet(env, "lab", "stop", "--dir", str(lab)).returncode == 0
