@@ -453,7 +453,8 @@ class Fleet:
             raise ValidationError(f"unknown kind {kind!r}; kinds: {', '.join(CREDENTIAL_KINDS)}", field="kind")
         if not secret:
             raise ValidationError("the secret is empty", field="secret")
-        if "\n" in secret or "\r" in secret:
+        pem = kind == "ssh" and secret.lstrip().startswith("-----BEGIN") and "PRIVATE KEY-----" in secret
+        if ("\n" in secret or "\r" in secret) and not pem:
             raise ValidationError("the secret contains a line break", field="secret")
         if kind == "snmp-v3":
             import json
@@ -915,6 +916,12 @@ class Fleet:
                         "ok" if not result.errors else "partial", servers=result.servers,
                         read=result.servers_read, opened=len(result.opened), resolved=len(result.resolved))
         return result
+
+    async def facts(self, selector: str | Sequence[str] | None, *, concurrency: int = 16) -> Any:
+        """Collect facts over SSH, pin host keys while commissioning, record drift as events (audited)."""
+        from .facts_ops import collect
+
+        return await collect(self, selector, concurrency=concurrency)
 
     async def remediate(self, selector: str | Sequence[str] | None = None, *, policy: str | Path | None = None,
                         apply: bool = False) -> Any:

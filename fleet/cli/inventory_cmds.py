@@ -69,7 +69,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--user", default="", help="user name (not for snmp-v2c, whose secret is the community)")
     p.add_argument("--password-stdin", action="store_true",
                    help="read the secret from the first line of standard input (snmp-v3: the auth passphrase, "
-                   "then the priv passphrase on a second line)")
+                   "then the priv passphrase on a second line; ssh: a password, or a whole PEM private key)")
     p.add_argument("--auth-proto", choices=("SHA", "SHA256", "MD5"), help="snmp-v3 authentication protocol")
     p.add_argument("--priv-proto", choices=("AES", "AES256", "DES"), help="snmp-v3 privacy protocol")
     p.set_defaults(func=cmd_cred_set)
@@ -333,6 +333,8 @@ def _read_secret(args: argparse.Namespace) -> str:
     v3 = args.kind == "snmp-v3"
     if args.password_stdin:
         first = sys.stdin.readline().rstrip("\r\n")
+        if args.kind == "ssh" and first.startswith("-----BEGIN"):  # a private key: read all of it
+            return first + "\n" + sys.stdin.read()
         second = sys.stdin.readline().rstrip("\r\n") if v3 else ""
     elif not sys.stdin.isatty():
         raise InputError("give the secret with --password-stdin (it is never taken as an argument)")

@@ -103,6 +103,11 @@ def cmd_events(args: argparse.Namespace, out: Out) -> int:
 
 
 def register_remediation(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("facts", parents=[common], help="collect facts over SSH; drift (serial, disks, MACs) -> events")
+    p.add_argument("selector", nargs="+")
+    p.add_argument("--concurrency", type=int, default=16)
+    p.set_defaults(func=cmd_facts)
+
     p = sub.add_parser("remediate", parents=[common], help="plan (dry run) or --apply remediation of open events")
     p.add_argument("selector", nargs="*")
     p.add_argument("--policy", type=Path, help="policy file (default: examples/policies/default.yaml)")
@@ -113,6 +118,23 @@ def register_remediation(sub: argparse._SubParsersAction, common: argparse.Argum
     p.add_argument("--status", choices=("open", "all"), default="open")
     p.add_argument("--csv", action="store_true")
     p.set_defaults(func=cmd_work_orders)
+
+
+def cmd_facts(args: argparse.Namespace, out: Out) -> int:
+    fleet = Fleet.open(args.db)
+    result = run_async(fleet, lambda: fleet.facts(args.selector, concurrency=args.concurrency))
+    if args.json:
+        out.json(result)
+    else:
+        out.table(["HOST", "KERNEL", "SERIAL", "DISKS", "DRIFT"],
+                  [(h, f.get("kernel"), f.get("serial"), len(f.get("disks", [])),
+                    "; ".join(d["message"] for d in result.drift.get(h, [])) or "none")
+                   for h, f in sorted(result.facts.items())])
+        for h in result.pinned:
+            out.info(f"{h}: host key pinned on first contact")
+        for h, err in sorted(result.errors.items()):
+            out.warn(f"{h}: {err}")
+    return 1 if result.errors else 0
 
 
 def cmd_remediate(args: argparse.Namespace, out: Out) -> int:

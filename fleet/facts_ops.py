@@ -1,0 +1,135 @@
+"""``fleet facts``: collect facts over SSH, pin host keys, and turn drift into events.
+
+For each selected server with an SSH credential and an address (its primary IP, else its first NIC's
+IP): connect with its pinned host key, or pin the key on first contact while the server is ``new`` or
+``commissioning`` (never afterwards: a server in service with no pinned key is refused); collect the
+facts (:data:`fleet.facts.FACTS_SCRIPT`); reconcile them with the inventory (serial, disks, MACs); and
+record each drift as an event of the same kind (``serial-changed``, ``disk-failing``...), resolved
+when a later collection no longer finds it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select, update
+
+from inventory.models import Credential, Disk, Nic, Server, utcnow
+
+from .drivers.base import Target
+from .errors import DriverError
+from .facts import InventoryDisk, InventoryNic, ServerInventoryView, reconcile
+
+if TYPE_CHECKING:
+    from .service import Fleet
+
+__all__ = ["FactsResult", "collect"]
+
+_PIN_STATES = ("new", "commissioning")
+_DRIFT_KINDS = {"serial-changed", "disk-missing", "disk-added", "disk-failing", "mac-moved", "mac-missing",
+                "mac-unknown"}
+
+
+@dataclass
+class FactsResult:
+    facts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    drift: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    pinned: list[str] = field(default_factory=list)
+    errors: dict[str, str] = field(default_factory=dict)
+    opened: list[str] = field(default_factory=list)
+    resolved: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"facts": self.facts, "drift": self.drift, "pinned": self.pinned, "errors": self.errors,
+                "events_opened": self.opened, "events_resolved": self.resolved}
+
+
+async def collect(fleet: Fleet, selector: str | Sequence[str] | None, *, concurrency: int = 16) -> FactsResult:
+    from .sweep import Finding, SweepResult, _write
+
+    result = FactsResult()
+    sel = fleet.selector(selector)
+    with fleet.engine.connect() as conn:
+        rows = conn.execute(sel.apply(select(Server.id, Server.hostname, Server.state, Server.serial,
+                                             Server.primary_ip, Server.ssh_host_key, Credential.name.label("cred"),
+                                             Credential.username, Credential.secret, Credential.options)
+                                      .outerjoin(Credential, Credential.id == Server.ssh_credential_id))).all()
+        ids = [r.id for r in rows]
+        disks: dict[int, list[InventoryDisk]] = {}
+        nics: dict[int, list[InventoryNic]] = {}
+        first_ip: dict[int, str] = {}
+        for sid, slot, serial, model in conn.execute(select(Disk.server_id, Disk.slot, Disk.serial, Disk.model)
+                                                     .where(Disk.server_id.in_(ids))):
+            disks.setdefault(sid, []).append(InventoryDisk(slot, serial, model))
+        for sid, name, mac, ip in conn.execute(select(Nic.server_id, Nic.name, Nic.mac, Nic.ip)
+                                               .where(Nic.server_id.in_(ids)).order_by(Nic.name)):
+            nics.setdefault(sid, []).append(InventoryNic(name, mac))
+            if ip and sid not in first_ip:
+                first_ip[sid] = ip
+    driver = fleet.driver("ssh")
+    sem = asyncio.Semaphore(concurrency)
+
+    async def one(row: Any) -> tuple[Any, Any, str]:
+        address = row.primary_ip or first_ip.get(row.id)
+        if row.cred is None:
+            return row, None, "no SSH credential assigned"
+        if not address:
+            return row, None, "no IP address on record to reach it"
+        options: dict[str, Any] = {}
+        if row.ssh_host_key:
+            options["known_host_key"] = row.ssh_host_key
+        elif row.state in _PIN_STATES:
+            options["pin_on_first_contact"] = True
+        secret = fleet.keyring.open(row.secret, name=f"credential {row.cred}")
+        cred_options = row.options or {}
+        if secret.reveal().lstrip().startswith("-----BEGIN"):
+            options["private_key"] = secret
+        port = int(cred_options.get("port", 22))
+        target = Target(name=row.hostname, host=address, port=port, username=row.username,
+                        password=None if "private_key" in options else secret, timeout=fleet.device_timeout,
+                        options=options)
+        async with sem:
+            try:
+                return row, await driver.collect_facts(target), ""
+            except DriverError as exc:
+                return row, None, str(exc)
+
+    got = await asyncio.gather(*(one(r) for r in rows))
+    now = utcnow()
+    findings: list[Any] = []
+    judged: dict[tuple[str, int], set[str]] = {}
+    pins: dict[int, str] = {}
+    for row, facts, error in got:
+        if error:
+            result.errors[row.hostname] = error
+            continue
+        result.facts[row.hostname] = facts.as_dict()
+        if not row.ssh_host_key and facts.host_key:
+            pins[row.id] = facts.host_key
+            result.pinned.append(row.hostname)
+        view = ServerInventoryView(row.hostname, row.serial or "", tuple(disks.get(row.id, ())),
+                                   tuple(nics.get(row.id, ())))
+        drifts = reconcile(facts, view)
+        result.drift[row.hostname] = [{"kind": d.kind, "subject": d.subject, "message": d.message} for d in drifts]
+        judged[("server", row.id)] = set(_DRIFT_KINDS)
+        by_kind: dict[str, list[str]] = {}
+        for d in drifts:
+            by_kind.setdefault(d.kind, []).append(d.message)
+        for kind, messages in by_kind.items():
+            severity = "critical" if kind in ("disk-failing", "serial-changed", "disk-missing") else "warning"
+            findings.append(Finding("server", row.id, row.hostname, kind, severity, "; ".join(messages)[:500]))
+    if pins:
+        with fleet.engine.begin() as conn:
+            for sid, key in pins.items():
+                conn.execute(update(Server).where(Server.id == sid).values(ssh_host_key=key))
+    summary = SweepResult(started_at=now)
+    _write(fleet, now, [], [], findings, judged, summary)
+    result.opened, result.resolved = summary.opened, summary.resolved
+    with fleet._session() as s:
+        fleet._audit(s, "facts", list(result.facts) + list(result.errors),
+                     "ok" if not result.errors else "partial", pinned=result.pinned,
+                     drift=sum(len(v) for v in result.drift.values()))
+    return result
