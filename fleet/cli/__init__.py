@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from fleet.errors import FleetError
 
-from . import inventory_cmds, lab_cmds, power_cmds, sweep_cmds, ups_cmds
+from . import inventory_cmds, lab_cmds, metrics_cmds, power_cmds, sweep_cmds, ups_cmds
 from .output import Out
 
 __all__ = ["build_parser", "main"]
@@ -47,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     ups_cmds.register(sub, common)
     sweep_cmds.register(sub, common)
     lab_cmds.register(sub, common)
+    metrics_cmds.register(sub, common)
     return parser
 
 
