@@ -337,7 +337,7 @@ class UpsState(SQLModel, table=True):
     __tablename__ = "ups_state"
     ups_id: int = Field(foreign_key="ups.id", primary_key=True, ondelete="CASCADE")
     updated_at: datetime = Field(default_factory=utcnow)
-    status: str = Field(default="unknown", max_length=16, index=True)
+    status: str = Field(default="unknown", max_length=64, index=True)  # e.g. "on-battery low-battery"
     charge_pct: float | None = Field(default=None)
     runtime_s: float | None = Field(default=None)
     load_pct: float | None = Field(default=None)

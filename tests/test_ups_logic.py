@@ -54,13 +54,15 @@ def test_runtime_trend_at_load_forecasts_the_replacement_date(sqlite_fleet: Flee
     assert not f.replace_now
 
 
-def test_old_batteries_and_replace_battery_status_are_due_now(sqlite_fleet: Fleet) -> None:
-    build(sqlite_fleet.engine, [Spec("web-1")])
-    _ups(sqlite_fleet, "ups-old", date.today() - timedelta(days=5 * 365))
-    flagged = _ups(sqlite_fleet, "ups-flagged", date.today())
-    with sqlite_fleet.engine.begin() as conn:
-        conn.execute(insert(UpsState).values(ups_id=flagged, status="online replace-battery", last_error=""))
-    rows = {r.name: r for r in battery_forecast(sqlite_fleet)}
+def test_old_batteries_and_replace_battery_status_are_due_now(fleet: Fleet) -> None:
+    """On both engines: a combined status ("on-battery low-battery replace-battery") fits its column."""
+    build(fleet.engine, [Spec("web-1")])
+    _ups(fleet, "ups-old", date.today() - timedelta(days=5 * 365))
+    flagged = _ups(fleet, "ups-flagged", date.today())
+    with fleet.engine.begin() as conn:
+        conn.execute(insert(UpsState).values(ups_id=flagged, status="on-battery low-battery replace-battery",
+                                             last_error=""))
+    rows = {r.name: r for r in battery_forecast(fleet)}
     assert rows["ups-old"].replace_now and "service life" in rows["ups-old"].reasons[0]
     assert rows["ups-flagged"].replace_now and rows["ups-flagged"].reasons == ("the UPS reports replace-battery",)
 

@@ -46,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     power_cmds.register(sub, common)
     ups_cmds.register(sub, common)
     sweep_cmds.register(sub, common)
+    sweep_cmds.register_remediation(sub, common)
     lab_cmds.register(sub, common)
     metrics_cmds.register(sub, common)
     return parser
