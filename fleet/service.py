@@ -946,6 +946,29 @@ class Fleet:
                      "status": w.status, "reason": w.reason, "created_at": w.created_at.isoformat(timespec="seconds"),
                      "actor": w.actor, "external_ref": w.external_ref} for w in s.execute(stmt).scalars()]
 
+    def prune_readings(self, *, older_than_days: float, keep_hourly: bool = True) -> dict[str, int]:
+        """Retention: readings older than N days are dropped, or (``keep_hourly``) thinned to one per hour
+        per target and metric (the first of each hour). Audited. Returns the rows deleted."""
+        from datetime import timedelta
+
+        from inventory.models import Reading
+
+        if older_than_days <= 0:
+            raise InputError("--older-than must be positive")
+        cutoff = utcnow() - timedelta(days=older_than_days)
+        with self._session() as s:
+            if keep_hourly:
+                hour = func.strftime("%Y-%m-%d %H", Reading.ts) if self.engine.dialect.name == "sqlite" \
+                    else func.date_trunc("hour", Reading.ts)
+                keep = (select(func.min(Reading.id)).where(Reading.ts < cutoff)
+                        .group_by(Reading.target_kind, Reading.target_id, Reading.metric, hour))
+                deleted = s.execute(delete(Reading).where(Reading.ts < cutoff, Reading.id.not_in(keep))).rowcount
+            else:
+                deleted = s.execute(delete(Reading).where(Reading.ts < cutoff)).rowcount
+            self._audit(s, "readings.prune", ["readings"], deleted=deleted, older_than_days=older_than_days,
+                        keep_hourly=keep_hourly)
+        return {"deleted": deleted}
+
     def events(self, *, status: str | None = "open", kind: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
         """Events, newest first: ``status`` open (default), acked, resolved, or None for all."""
         from inventory.models import Event

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
-from sqlalchemy import insert, select
+from sqlalchemy import func, insert, select
 
 from fleet import Fleet
 from fleet.errors import SelectorError, ValidationError
@@ -91,3 +91,23 @@ def test_snmp_v3_secrets_hold_both_passphrases_and_refuse_short_ones(sqlite_flee
         credential_json("short", None)
     with pytest.raises(ValidationError, match="auth and priv"):
         sqlite_fleet.set_credential("v3b", "snmp-v3", "just-one-passphrase", username="monitor")
+
+
+def test_retention_thins_old_readings_to_one_per_hour_or_drops_them(fleet: Fleet) -> None:
+    build(fleet.engine, [Spec("web-1")])
+    ups = _ups(fleet, "ups-r", None)
+    now = datetime.now(UTC)
+    with fleet.engine.begin() as conn:
+        rows = [{"ts": now - timedelta(days=40, minutes=m), "target_kind": "ups", "target_id": ups,
+                 "metric": "battery.charge", "value": 100.0, "unit": "%"} for m in range(0, 120, 10)]
+        rows += [{"ts": now - timedelta(minutes=m), "target_kind": "ups", "target_id": ups,
+                  "metric": "battery.charge", "value": 99.0, "unit": "%"} for m in range(5)]
+        conn.execute(insert(Reading), rows)
+    assert fleet.prune_readings(older_than_days=30)["deleted"] == 12 - len(
+        {(now - timedelta(days=40, minutes=m)).strftime("%Y-%m-%d %H") for m in range(0, 120, 10)})
+    with fleet.engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(Reading)).scalar() >= 5 + 2
+    fleet.prune_readings(older_than_days=30, keep_hourly=False)
+    with fleet.engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(Reading)).scalar() == 5  # recent ones untouched
+    assert fleet.audit(action="readings.prune")[0].detail["keep_hourly"] is False

@@ -114,6 +114,13 @@ def register_remediation(sub: argparse._SubParsersAction, common: argparse.Argum
     p.add_argument("--apply", action="store_true", help="carry the plan out (audited)")
     p.set_defaults(func=cmd_remediate)
 
+    p = sub.add_parser("readings", parents=[common], help="retention of recorded readings")
+    rs = p.add_subparsers(dest="readings_command", metavar="ACTION", required=True)
+    q = rs.add_parser("prune", parents=[common], help="thin (or with --drop, delete) readings older than N days")
+    q.add_argument("--older-than", required=True, metavar="DAYS", type=float)
+    q.add_argument("--drop", action="store_true", help="delete them all instead of keeping one per hour")
+    q.set_defaults(func=cmd_prune)
+
     p = sub.add_parser("work-orders", parents=[common], help="RMA and battery work orders (CSV with --csv)")
     p.add_argument("--status", choices=("open", "all"), default="open")
     p.add_argument("--csv", action="store_true")
@@ -153,6 +160,15 @@ def cmd_remediate(args: argparse.Namespace, out: Out) -> int:
         (out.info if a["ok"] else out.error)(f"{a['target']}: {a['action']}: {'ok' if a['ok'] else 'FAILED'} "
                                             f"{a['note']}")
     return 0 if all(a["ok"] for a in run.applied) else 1
+
+
+def cmd_prune(args: argparse.Namespace, out: Out) -> int:
+    done = Fleet.open(args.db).prune_readings(older_than_days=args.older_than, keep_hourly=not args.drop)
+    if args.json:
+        out.json(done)
+    else:
+        out.info(f"{done['deleted']} reading(s) removed")
+    return 0
 
 
 def cmd_work_orders(args: argparse.Namespace, out: Out) -> int:
