@@ -210,3 +210,24 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]], *, right: Itera
                          for i, (c, w) in enumerate(zip(cells, widths, strict=True))).rstrip()
 
     return "\n".join([line(headers), line(["-" * w for w in widths]), *(line(r) for r in rows)])
+
+
+# ---------------------------------------------------------------------------------------------
+# Memory
+# ---------------------------------------------------------------------------------------------
+
+
+def self_peak_rss_mib() -> float:
+    """Peak resident set size of this process so far (``ru_maxrss``, KiB on Linux), MiB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def proc_peak_rss_mib(pid: int) -> float | None:
+    """Peak resident set size (``VmHWM``) of a live process, MiB; None if it has gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except (FileNotFoundError, ProcessLookupError, ValueError):
+        return None
+    return None
