@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 
 from .clihelp import fleet
@@ -19,7 +18,7 @@ def _events(env: dict[str, str], status: str = "open") -> set[tuple[str, str]]:
 def test_one_sweep_raises_exactly_the_injected_faults_and_a_later_one_resolves_them(env, tmp_path) -> None:
     lab = tmp_path / "lab"
     assert fleet(env, "lab", "start", "--dir", str(lab), "--racks", "2", "--servers-per-rack", "3",
-                 "--port", "16628" if os.geteuid() else "623").returncode == 0
+                 "--port", "16628").returncode == 0
     try:
         assert fleet(env, "import", str(lab / "inventory.yaml"), "--secrets", str(lab / "secrets.yaml")
                      ).returncode == 0
@@ -31,21 +30,23 @@ def test_one_sweep_raises_exactly_the_injected_faults_and_a_later_one_resolves_t
         start = time.monotonic()
         second = json.loads(fleet(env, "sweep", "--json").stdout)
         assert time.monotonic() - start < 5.0 + 8.0  # the dead BMC costs its deadline once
-        assert _events(env) == {
+        expected = {
             ("lab1-r01-s01", "bmc-unreachable"), ("lab1-r01-s02", "sel-ecc-uncorrectable"),
             ("lab1-r01-s03", "sensor-critical"), ("lab-ups-001", "ups-low-runtime"),
             ("lab-ups-001", "ups-on-battery"), ("ups-lab1-r02-s01", "ups-on-battery")}
+        # The on-battery UPS's runtime falls as it runs; below 15 min it is also at low runtime.
+        assert expected <= _events(env) <= expected | {("ups-lab1-r02-s01", "ups-low-runtime")}
         assert second["servers_read"] == 5 and "lab1-r01-s01" in second["errors"]
         health = {r["hostname"]: r["health"] for r in json.loads(fleet(env, "list", "rack=R01", "--json").stdout)}
         assert health == {"lab1-r01-s01": "critical", "lab1-r01-s02": "critical", "lab1-r01-s03": "critical"}
         again = json.loads(fleet(env, "sweep", "--json", "--no-ups").stdout)
         assert again["servers_skipped"] == 1  # the dead BMC's circuit breaker holds it back
-        assert again["events_opened"] == [] and len(_events(env)) == 6  # deduplicated, still open
+        assert again["events_opened"] == [] and expected <= _events(env)  # deduplicated, still open
         for target, kind in FAULTS:
             assert fleet(env, "lab", "fault", target, kind, "--clear", "--dir", str(lab)).returncode == 0
         time.sleep(2.5)
         assert fleet(env, "sweep", "--probe-all").returncode == 0
         assert _events(env) == set()
-        assert len(_events(env, "resolved")) == 6
+        assert expected <= _events(env, "resolved")
     finally:
         assert fleet(env, "lab", "stop", "--dir", str(lab)).returncode == 0
