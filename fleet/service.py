@@ -946,6 +946,79 @@ class Fleet:
                      "status": w.status, "reason": w.reason, "created_at": w.created_at.isoformat(timespec="seconds"),
                      "actor": w.actor, "external_ref": w.external_ref} for w in s.execute(stmt).scalars()]
 
+    _THRESHOLDS = ("critical_low", "warning_low", "warning_high", "critical_high")
+
+    def set_threshold(self, scope: str, sensor: str, values: dict[str, float | None]) -> dict[str, Any]:
+        """Override a sensor's thresholds for a rack (``rack=NAME`` or ``site/rack``) or a server (its name).
+
+        ``None`` clears a threshold; a server's override beats its rack's, which beats the profile. Audited.
+        """
+        from inventory.models import ThresholdOverride
+        from inventory.validate import check_text
+
+        sensor = check_text(sensor, "sensor", 64)
+        if not sensor:
+            raise ValidationError("name the sensor", field="sensor")
+        unknown = set(values) - set(self._THRESHOLDS)
+        if unknown:
+            raise ValidationError(f"unknown threshold(s) {', '.join(sorted(unknown))}; thresholds: "
+                                  f"{', '.join(self._THRESHOLDS)}", field="threshold")
+        with self._session() as s:
+            if scope.startswith("rack="):
+                rack_name = scope.removeprefix("rack=")
+                site, _, rack_name = rack_name.rpartition("/") if "/" in rack_name else ("", "", rack_name)
+                stmt = select(Rack.id).where(func.lower(Rack.name) == rack_name.lower())
+                if site:
+                    stmt = stmt.join(Site, Site.id == Rack.site_id).where(func.lower(Site.code) == site.lower())
+                ids = s.execute(stmt).scalars().all()
+                if len(ids) != 1:
+                    raise NotFound(f"{scope!r} names {len(ids)} racks: give site/rack") if ids else \
+                        NotFound(f"no rack {rack_name!r}")
+                key = {"rack_id": ids[0], "server_id": None}
+            else:
+                key = {"rack_id": None, "server_id": self._server(s, scope).id}
+            row = s.execute(select(ThresholdOverride).where(
+                ThresholdOverride.rack_id.is_(key["rack_id"]) if key["rack_id"] is None
+                else ThresholdOverride.rack_id == key["rack_id"],
+                ThresholdOverride.server_id.is_(key["server_id"]) if key["server_id"] is None
+                else ThresholdOverride.server_id == key["server_id"],
+                ThresholdOverride.sensor == sensor)).scalar_one_or_none()
+            if row is None:
+                row = ThresholdOverride(sensor=sensor, **key)
+                s.add(row)
+            for k, v in values.items():
+                setattr(row, k, v)
+            merged = {k: getattr(row, k) for k in self._THRESHOLDS}
+            lows = [merged[k] for k in ("critical_low", "warning_low", "warning_high", "critical_high")
+                    if merged[k] is not None]
+            if lows != sorted(lows):
+                raise ValidationError("thresholds must rise: critical_low <= warning_low < warning_high <= "
+                                      "critical_high", field="threshold")
+            self._audit(s, "threshold.set", [scope], sensor=sensor, **{k: v for k, v in merged.items()})
+        return {"scope": scope, "sensor": sensor, **merged}
+
+    def threshold_overrides(self, hostnames: Sequence[str]) -> dict[str, dict[str, dict[str, float]]]:
+        """host → sensor → the thresholds set for it (its rack's, then its own over them)."""
+        from inventory.models import ThresholdOverride
+
+        out: dict[str, dict[str, dict[str, float]]] = {}
+        with Session(self.engine) as s:
+            hosts = {}
+            for i in range(0, len(hostnames), _CHUNK):
+                hosts.update({sid: (h, rid) for sid, h, rid in s.execute(
+                    select(Server.id, Server.hostname, Server.rack_id).where(
+                        Server.hostname.in_(hostnames[i:i + _CHUNK])))})
+            rows = s.execute(select(ThresholdOverride)).scalars().all()
+        by_rack: dict[int, list[Any]] = defaultdict(list)
+        by_server: dict[int, list[Any]] = defaultdict(list)
+        for r in rows:
+            (by_rack[r.rack_id] if r.rack_id is not None else by_server[r.server_id]).append(r)
+        for sid, (host, rid) in hosts.items():
+            for r in by_rack.get(rid, []) + by_server.get(sid, []):  # the server's own come last and win
+                slot = out.setdefault(host, {}).setdefault(r.sensor, {})
+                slot.update({k: getattr(r, k) for k in self._THRESHOLDS if getattr(r, k) is not None})
+        return out
+
     def prune_readings(self, *, older_than_days: float, keep_hourly: bool = True) -> dict[str, int]:
         """Retention: readings older than N days are dropped, or (``keep_hourly``) thinned to one per hour
         per target and metric (the first of each hour). Audited. Returns the rows deleted."""

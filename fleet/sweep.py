@@ -19,6 +19,7 @@ server's latest state (``summary``), so they survive restarts and work across pr
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 import time
 from collections.abc import Sequence
@@ -32,6 +33,7 @@ from sqlalchemy.exc import OperationalError
 from inventory.models import Event, Reading, Server, ServerState, utcnow
 
 from .errors import AuthFailed, DriverError
+from .profiles import SensorSpec
 
 if TYPE_CHECKING:
     from .service import Fleet
@@ -138,6 +140,7 @@ async def sweep(fleet: Fleet, selector: str | Sequence[str] | None = None, *, up
     result.servers_skipped = len(skipped)
     reads = await asyncio.gather(*(_read_server(fleet, t, p, int(prior.get(ids[h], {}).get("sel_last", 0)), sem)
                                    for h, t, p in due))
+    overrides = fleet.threshold_overrides([h for h, _, _ in due]) if due else {}
     findings: list[Finding] = []
     judged: dict[tuple[str, int], set[str]] = {}  # target → kinds this sweep could judge
     readings: list[dict[str, Any]] = []
@@ -165,8 +168,12 @@ async def sweep(fleet: Fleet, selector: str | Sequence[str] | None = None, *, up
                          "value": 1.0 if got["power"] == "on" else 0.0, "unit": ""})
         worst = "ok"
         crit, warn, ecc = [], [], []
+        mine = overrides.get(host, {})
         for r in got["sensors"]:
             spec = profile.sensor(r.name) if profile is not None else None
+            if r.name in mine:  # a rack's or the server's own thresholds over the profile's
+                spec = dataclasses.replace(spec, **mine[r.name]) if spec is not None else \
+                    SensorSpec(r.name, r.kind, r.unit, **mine[r.name])
             state = spec.state(r.value) if spec is not None and r.value is not None else r.state
             if r.value is not None:
                 readings.append({"ts": now, "target_kind": "server", "target_id": sid, "metric": r.name[:64],

@@ -405,6 +405,26 @@ class Audit(SQLModel, table=True):
     detail: dict = _json_column()
 
 
+class ThresholdOverride(SQLModel, table=True):
+    """A sensor threshold set for one rack or one server, over its hardware profile's.
+
+    A server's own override beats its rack's, which beats the profile. A threshold left empty here
+    keeps the next one down.
+    """
+
+    __tablename__ = "threshold_overrides"
+    __table_args__ = (UniqueConstraint("rack_id", "server_id", "sensor"),
+                      CheckConstraint("(rack_id IS NULL) <> (server_id IS NULL)", name="one_scope"))
+    id: int | None = Field(default=None, primary_key=True)
+    rack_id: int | None = Field(default=None, foreign_key="racks.id", index=True, ondelete="CASCADE")
+    server_id: int | None = Field(default=None, foreign_key="servers.id", index=True, ondelete="CASCADE")
+    sensor: str = Field(max_length=64)
+    critical_low: float | None = Field(default=None)
+    warning_low: float | None = Field(default=None)
+    warning_high: float | None = Field(default=None)
+    critical_high: float | None = Field(default=None)
+
+
 class WorkOrder(SQLModel, table=True):
     """Work for people: an RMA, a battery replacement. Exportable for a ticketing system."""
 

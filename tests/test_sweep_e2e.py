@@ -50,3 +50,28 @@ def test_one_sweep_raises_exactly_the_injected_faults_and_a_later_one_resolves_t
         assert expected <= _events(env, "resolved")
     finally:
         assert fleet(env, "lab", "stop", "--dir", str(lab)).returncode == 0
+
+
+def test_thresholds_set_for_a_rack_and_for_one_server_override_the_profile(env, tmp_path) -> None:
+    lab = tmp_path / "lab"
+    assert fleet(env, "lab", "start", "--dir", str(lab), "--racks", "1", "--servers-per-rack", "2", "--no-ups",
+                 "--no-rack-power", "--port", "16631").returncode == 0
+    try:
+        assert fleet(env, "import", str(lab / "inventory.yaml"), "--secrets", str(lab / "secrets.yaml")
+                     ).returncode == 0
+        # The lab's inlet reads ~23 C; its profile says critical at 45 C. A hot aisle's rack gets 20 C...
+        assert fleet(env, "thresholds", "set", "rack=R01", "Inlet Temp", "warning_high=18",
+                     "critical_high=20").returncode == 0
+        # ...and one server, whose sensor sits elsewhere, its own 40 C.
+        assert fleet(env, "thresholds", "set", "lab1-r01-s02", "Inlet Temp", "warning_high=35",
+                     "critical_high=40").returncode == 0
+        bad = fleet(env, "thresholds", "set", "lab1-r01-s02", "Inlet Temp", "critical_high=30")
+        assert bad.returncode == 2 and "rise" in bad.stderr  # warning 35 over critical 30: refused
+        assert fleet(env, "sweep", "--no-ups").returncode == 0
+        assert _events(env) == {("lab1-r01-s01", "sensor-critical")}
+        cleared = fleet(env, "thresholds", "set", "rack=R01", "Inlet Temp", "warning_high=", "critical_high=")
+        assert cleared.returncode == 0
+        assert fleet(env, "sweep", "--no-ups").returncode == 0
+        assert _events(env) == set()
+    finally:
+        assert fleet(env, "lab", "stop", "--dir", str(lab)).returncode == 0

@@ -114,6 +114,15 @@ def register_remediation(sub: argparse._SubParsersAction, common: argparse.Argum
     p.add_argument("--apply", action="store_true", help="carry the plan out (audited)")
     p.set_defaults(func=cmd_remediate)
 
+    p = sub.add_parser("thresholds", parents=[common], help="sensor thresholds per rack or server, over the profile's")
+    ts = p.add_subparsers(dest="thresholds_command", metavar="ACTION", required=True)
+    q = ts.add_parser("set", parents=[common], help="e.g. fleet thresholds set rack=R12 'Inlet Temp' critical_high=32")
+    q.add_argument("scope", help="rack=NAME (or rack=SITE/NAME), or a host name")
+    q.add_argument("sensor")
+    q.add_argument("values", nargs="+", metavar="name=value", help="critical_low, warning_low, warning_high, "
+                   "critical_high; an empty value clears it")
+    q.set_defaults(func=cmd_threshold_set)
+
     p = sub.add_parser("readings", parents=[common], help="retention of recorded readings")
     rs = p.add_subparsers(dest="readings_command", metavar="ACTION", required=True)
     q = rs.add_parser("prune", parents=[common], help="thin (or with --drop, delete) readings older than N days")
@@ -160,6 +169,27 @@ def cmd_remediate(args: argparse.Namespace, out: Out) -> int:
         (out.info if a["ok"] else out.error)(f"{a['target']}: {a['action']}: {'ok' if a['ok'] else 'FAILED'} "
                                             f"{a['note']}")
     return 0 if all(a["ok"] for a in run.applied) else 1
+
+
+def cmd_threshold_set(args: argparse.Namespace, out: Out) -> int:
+    from fleet.errors import ValidationError
+
+    values: dict[str, float | None] = {}
+    for item in args.values:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ValidationError(f"{item!r} is not name=value", field="threshold")
+        try:
+            values[key] = float(raw) if raw.strip() else None
+        except ValueError:
+            raise ValidationError(f"{raw!r} is not a number", field=key) from None
+    row = Fleet.open(args.db).set_threshold(args.scope, args.sensor, values)
+    if args.json:
+        out.json(row)
+    else:
+        out.info(f"{args.scope} {args.sensor}: " + ", ".join(f"{k}={v}" for k, v in row.items()
+                                                             if k not in ("scope", "sensor") and v is not None))
+    return 0
 
 
 def cmd_prune(args: argparse.Namespace, out: Out) -> int:
