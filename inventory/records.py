@@ -459,8 +459,6 @@ def _mac(value: object, field: str) -> str:
         mac = value.lower()
         if _MAC_CANON.fullmatch(mac) and not int(mac[:2], 16) & 1 and mac != "00:00:00:00:00:00":
             return mac
-        if value.isdigit():
-            raise ValidationError(f"{value!r} is not a MAC address", field=field, value=value)
     elif isinstance(value, int) and not isinstance(value, bool):
         raise ValidationError(f"{value!r} is not a MAC address (in YAML, quote MACs: \"aa:bb:...\")",
                               field=field, value=value)

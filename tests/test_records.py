@@ -415,3 +415,8 @@ def test_a_trailing_newline_is_refused_wherever_a_name_may_reach_a_config_file(k
         return
     text = repr(record)
     assert "\\n" not in text, f"{kind} kept a newline: {text}"
+
+
+def test_a_mac_written_with_decimal_digits_only_is_still_a_mac() -> None:
+    """001122334455 is a real MAC in bare form; the fast path once refused all-digit strings."""
+    assert records._mac("001122334455", "mac") == check_mac("001122334455") == "00:11:22:33:44:55"
