@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +17,14 @@ from inventory.secrets import KeyRing
 from .peers import POSTGRES_URL, missing_peer
 
 REPO = Path(__file__).resolve().parent.parent
+
+# CI explores the same examples every run (a found bug fails every time, not by luck); developers'
+# runs keep exploring new ones. Failures print the reproducing blob either way.
+from hypothesis import settings as _hypothesis_settings  # noqa: E402
+
+_hypothesis_settings.register_profile("ci", derandomize=True, print_blob=True)
+_hypothesis_settings.register_profile("dev", print_blob=True)
+_hypothesis_settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 
 @pytest.fixture(autouse=True)
