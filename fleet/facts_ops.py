@@ -48,7 +48,7 @@ class FactsResult:
 
 
 async def collect(fleet: Fleet, selector: str | Sequence[str] | None, *, concurrency: int = 16) -> FactsResult:
-    from .sweep import Finding, SweepResult, _write
+    from .sweep import Finding, record_events
 
     result = FactsResult()
     sel = fleet.selector(selector)
@@ -121,13 +121,10 @@ async def collect(fleet: Fleet, selector: str | Sequence[str] | None, *, concurr
         for kind, messages in by_kind.items():
             severity = "critical" if kind in ("disk-failing", "serial-changed", "disk-missing") else "warning"
             findings.append(Finding("server", row.id, row.hostname, kind, severity, "; ".join(messages)[:500]))
-    if pins:
-        with fleet.engine.begin() as conn:
-            for sid, key in pins.items():
-                conn.execute(update(Server).where(Server.id == sid).values(ssh_host_key=key))
-    summary = SweepResult(started_at=now)
-    _write(fleet, now, [], [], findings, judged, summary)
-    result.opened, result.resolved = summary.opened, summary.resolved
+    with fleet.engine.begin() as conn:  # pinned keys and drift events together, or neither
+        for sid, key in pins.items():
+            conn.execute(update(Server).where(Server.id == sid).values(ssh_host_key=key))
+        result.opened, _updated, result.resolved = record_events(conn, now, findings, judged)
     with fleet._session() as s:
         fleet._audit(s, "facts", list(result.facts) + list(result.errors),
                      "ok" if not result.errors else "partial", pinned=result.pinned,

@@ -135,7 +135,8 @@ async def _do(fleet: Fleet, target: str, action: str, reason: str) -> str:
             raise FleetError("; ".join(r.error for r in results if r.error) or "no outlet switched")
         return ", ".join(f"{r.device}:{r.outlet}" for r in results)
     if action == "quarantine":
-        if fleet.servers(f"host={target}") and fleet.servers(f"host={target}")[0].state != "quarantined":
+        rows = fleet.servers(f"host={target}")
+        if rows and rows[0].state != "quarantined":
             fleet.set_state(target, "quarantined", reason=f"remediation: {reason}"[:256])
         return "quarantined"
     if action.startswith("work-order:"):

@@ -38,7 +38,7 @@ from .profiles import SensorSpec
 if TYPE_CHECKING:
     from .service import Fleet
 
-__all__ = ["SweepResult", "sweep"]
+__all__ = ["Finding", "SweepResult", "record_events", "sweep"]
 
 _BREAKER_BASE_S = 60.0
 #: On battery with less runtime than this (or the UPS's own low-battery flag): an ups-low-runtime event.
@@ -256,27 +256,44 @@ def _write(fleet: Fleet, now: datetime, readings: list[dict[str, Any]], states: 
             for i in range(0, len(sids), 500):
                 conn.execute(delete(ServerState).where(ServerState.server_id.in_(sids[i:i + 500])))
             conn.execute(insert(ServerState), states)
-        open_events = {(e.target_kind, e.target_id, e.kind): e for e in conn.execute(
-            select(Event.id, Event.target_kind, Event.target_id, Event.kind, Event.count, Event.target_name)
-            .where(Event.status != "resolved"))}
-        seen: set[tuple[str, int, str]] = set()
-        for f in findings:
-            key = (f.target_kind, f.target_id, f.kind)
-            seen.add(key)
-            label = f"{f.kind} {f.target_name}"
-            if key in open_events:
-                conn.execute(update(Event).where(Event.id == open_events[key].id).values(
-                    updated_at=now, count=Event.count + 1, message=f.message, severity=f.severity))
-                result.updated.append(label)
-            else:
-                conn.execute(insert(Event).values(
-                    opened_at=now, updated_at=now, target_kind=f.target_kind, target_id=f.target_id,
-                    target_name=f.target_name, kind=f.kind, severity=f.severity, status="open", message=f.message,
-                    count=1, acked_by="", dedup_key=f"{f.kind}:{f.target_kind}:{f.target_id}"))
-                result.opened.append(label)
-        for key, ev in open_events.items():
-            target_kind, target_id, kind = key
-            if key not in seen and kind in judged.get((target_kind, target_id), ()):
-                conn.execute(update(Event).where(Event.id == ev.id).values(
-                    status="resolved", resolved_at=now, updated_at=now, dedup_key=None))
-                result.resolved.append(f"{kind} {ev.target_name}")
+        opened, updated, resolved = record_events(conn, now, findings, judged)
+        result.opened += opened
+        result.updated += updated
+        result.resolved += resolved
+
+
+def record_events(conn: Any, now: datetime, findings: Sequence[Finding], judged: dict[tuple[str, int], set[str]]
+                  ) -> tuple[list[str], list[str], list[str]]:
+    """Open, update and resolve events on ``conn`` (the caller's transaction): (opened, updated, resolved).
+
+    A finding opens an event, or updates the open one of the same target and kind; an open event of a
+    kind in ``judged[target]`` that no finding repeats is resolved. Sweeps and SSH facts both record here.
+    """
+    opened: list[str] = []
+    updated: list[str] = []
+    resolved: list[str] = []
+    open_events = {(e.target_kind, e.target_id, e.kind): e for e in conn.execute(
+        select(Event.id, Event.target_kind, Event.target_id, Event.kind, Event.target_name)
+        .where(Event.status != "resolved"))}
+    seen: set[tuple[str, int, str]] = set()
+    for f in findings:
+        key = (f.target_kind, f.target_id, f.kind)
+        seen.add(key)
+        label = f"{f.kind} {f.target_name}"
+        if key in open_events:
+            conn.execute(update(Event).where(Event.id == open_events[key].id).values(
+                updated_at=now, count=Event.count + 1, message=f.message, severity=f.severity))
+            updated.append(label)
+        else:
+            conn.execute(insert(Event).values(
+                opened_at=now, updated_at=now, target_kind=f.target_kind, target_id=f.target_id,
+                target_name=f.target_name, kind=f.kind, severity=f.severity, status="open", message=f.message,
+                count=1, acked_by="", dedup_key=f"{f.kind}:{f.target_kind}:{f.target_id}"))
+            opened.append(label)
+    for key, ev in open_events.items():
+        target_kind, target_id, kind = key
+        if key not in seen and kind in judged.get((target_kind, target_id), ()):
+            conn.execute(update(Event).where(Event.id == ev.id).values(
+                status="resolved", resolved_at=now, updated_at=now, dedup_key=None))
+            resolved.append(f"{kind} {ev.target_name}")
+    return opened, updated, resolved
