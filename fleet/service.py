@@ -51,6 +51,7 @@ from inventory.selectors import Selector, glob_to_like, parse_selector
 from inventory.validate import check_code, check_hostname
 
 from .errors import ConflictError, DriverError, FleetError, ImportFailed, InputError, NotFound, ValidationError
+from .service_browse import BrowseMixin
 from .views import (
     AuditRow,
     CredentialRow,
@@ -81,7 +82,7 @@ def current_actor() -> str:
     return os.environ.get("FLEET_ACTOR") or os.environ.get("SUDO_USER") or getpass.getuser()
 
 
-class Fleet:
+class Fleet(BrowseMixin):
     """The fleet: inventory queries and edits now; power, sweeps and imaging as they arrive."""
 
     def __init__(self, engine: Engine, *, profiles: ProfileSet | None = None, keyring: KeyRing | None = None,
