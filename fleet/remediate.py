@@ -96,8 +96,10 @@ def remediation_plan(fleet: Fleet, policies: PolicySet, *, now: datetime | None 
     return plan(policies, inputs.pop("findings"), now=now, **inputs)
 
 
-async def execute(fleet: Fleet, the_plan: Plan) -> list[dict[str, Any]]:
-    """Carry out the planned actions in order; each is audited as ``remediate`` (the planner's history)."""
+async def execute(fleet: Fleet, the_plan: Plan, *, progress: Any = None) -> list[dict[str, Any]]:
+    """Carry out the planned actions in order; each is audited as ``remediate`` (the planner's history).
+
+    ``progress(ok)`` is called after each action."""
     done = []
     for action in the_plan.planned:
         ok, note = True, ""
@@ -110,6 +112,8 @@ async def execute(fleet: Fleet, the_plan: Plan) -> list[dict[str, Any]]:
                          rule=action.rule, reason=action.reason, note=note[:300])
         done.append({"target": action.target, "action": action.action, "rule": action.rule, "ok": ok,
                      "note": note})
+        if progress is not None:
+            progress(ok)
     return done
 
 

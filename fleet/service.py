@@ -31,6 +31,7 @@ from inventory.models import (
     Audit,
     Credential,
     Disk,
+    Job,
     Meta,
     Nic,
     Outlet,
@@ -56,6 +57,7 @@ from .views import (
     AuditRow,
     CredentialRow,
     ImportResult,
+    JobRow,
     NicRow,
     RackRow,
     ServerDetail,
@@ -75,6 +77,13 @@ _SERVER_CRED_COLUMN = {"ipmi": "bmc_credential_id", "ssh": "ssh_credential_id"}
 _REMOVABLE_STATES = ("new", "retired", "rma")
 _CHUNK = 500
 _ANALYZE_AFTER = 1000  # rows an import must change before planner statistics are refreshed
+
+
+def _job_row(j: Job) -> JobRow:
+    return JobRow(id=j.id or 0, kind=j.kind, selector=j.selector, status=j.status, total=j.total, done=j.done,
+                  failed=j.failed, actor=j.actor, owner=j.owner, created_at=j.created_at, started_at=j.started_at,
+                  finished_at=j.finished_at, heartbeat_at=j.heartbeat_at, params=dict(j.params or {}),
+                  result=dict(j.result or {}))
 
 
 def current_actor() -> str:
@@ -676,9 +685,26 @@ class Fleet(BrowseMixin):
         for _, target, profile in targets:
             names = profile.drivers_for("power") if profile is not None else ("ipmi",)
             pairs.append((target, self.driver(names[0] if names else "ipmi")))
-        plan = PowerPlan(action, pairs, concurrency=concurrency, wave_size=wave_size, stagger_s=stagger_s,
-                         confirm_timeout_s=confirm_timeout_s, poll_interval_s=poll_interval_s, progress=progress)
-        results = await run_power(plan)
+        if action == "status":
+            plan = PowerPlan(action, pairs, concurrency=concurrency, wave_size=wave_size, stagger_s=stagger_s,
+                             confirm_timeout_s=confirm_timeout_s, poll_interval_s=poll_interval_s, progress=progress)
+            results = await run_power(plan)
+        else:
+            from .jobs import JobTracker
+
+            with JobTracker(self, "power", str(sel), params={"action": action, "wave_size": wave_size},
+                            total=len(targets) + len(problems), min_write_s=0.25) as job:
+                def tick(res: Any) -> None:
+                    job.progress(advance=1 if res.ok else 0, failed=job.failed + (0 if res.ok else 1))
+                    if progress is not None:
+                        progress(res)
+
+                plan = PowerPlan(action, pairs, concurrency=concurrency, wave_size=wave_size,
+                                 stagger_s=stagger_s, confirm_timeout_s=confirm_timeout_s,
+                                 poll_interval_s=poll_interval_s, progress=tick)
+                results = await run_power(plan)
+                job.failed += len(problems)
+                job.result["outcomes"] = summarise(results)
         for problem in problems:
             host, _, why = problem.partition(": ")
             results.append(PowerResult(host, action, ok=False, outcome="failed", error=why))
@@ -907,11 +933,21 @@ class Fleet(BrowseMixin):
 
     async def sweep(self, selector: str | Sequence[str] | None = None, *, ups: bool = True,
                     concurrency: int = 256, min_interval_s: float = 0.0, probe_all: bool = False) -> Any:
-        """One health sweep (see :mod:`fleet.sweep`): readings, latest states, events opened and resolved."""
+        """One health sweep (see :mod:`fleet.sweep`): readings, latest states, events opened and resolved.
+
+        Recorded as a job (``kind="sweep"``) with live progress."""
+        from .jobs import JobTracker
         from .sweep import sweep
 
-        result = await sweep(self, selector, ups=ups, concurrency=concurrency, min_interval_s=min_interval_s,
-                             probe_all=probe_all)
+        with JobTracker(self, "sweep", str(parse_selector(selector)), params={"ups": ups}) as job:
+            result = await sweep(self, selector, ups=ups, concurrency=concurrency, min_interval_s=min_interval_s,
+                                 probe_all=probe_all, progress=lambda n, total=None: job.progress(
+                                     advance=n, total=total, force=total is not None))
+            job.failed = len(result.errors)
+            job.done = max(0, result.servers - result.servers_skipped - job.failed)
+            job.total = max(job.total, result.servers - result.servers_skipped)
+            job.result.update(servers=result.servers, read=result.servers_read, skipped=result.servers_skipped,
+                              opened=len(result.opened), resolved=len(result.resolved))
         with self._session() as s:
             self._audit(s, "sweep", [str(parse_selector(selector)) or "all"],
                         "ok" if not result.errors else "partial", servers=result.servers,
@@ -932,8 +968,38 @@ class Fleet(BrowseMixin):
         the_plan = remediation_plan(self, load(policy), selector=selector)
         run = RemediationRun(the_plan)
         if apply:
-            run.applied = await execute(self, the_plan)
+            from .jobs import JobTracker
+
+            with JobTracker(self, "remediate", str(parse_selector(selector)), params={"policy": str(policy or "")},
+                            total=len(the_plan.planned)) as job:
+                run.applied = await execute(self, the_plan, progress=lambda ok: job.progress(
+                    advance=1 if ok else 0, failed=job.failed + (0 if ok else 1)))
         return run
+
+    # -- jobs ----------------------------------------------------------------------------------------------
+
+    def jobs(self, *, kind: str | None = None, status: str | None = None, limit: int = 50) -> list[JobRow]:
+        """Jobs newest first; a running job whose process died reads as ``interrupted``."""
+        from .jobs import mark_interrupted
+
+        with self._session() as s:
+            mark_interrupted(s)
+            q = select(Job).order_by(Job.id.desc()).limit(limit)
+            if kind:
+                q = q.where(Job.kind == kind)
+            if status:
+                q = q.where(Job.status == status)
+            return [_job_row(j) for j in s.execute(q).scalars()]
+
+    def job(self, job_id: int) -> JobRow:
+        from .jobs import mark_interrupted
+
+        with self._session() as s:
+            mark_interrupted(s)
+            j = s.get(Job, job_id)
+            if j is None:
+                raise NotFound(f"no job {job_id}")
+            return _job_row(j)
 
     def work_orders(self, *, status: str | None = "open") -> list[dict[str, Any]]:
         """Work orders (RMA, battery replacement), newest first, for people or a ticketing system."""

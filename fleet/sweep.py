@@ -85,8 +85,8 @@ def _is_ecc(text: str) -> bool:
     return "ecc" in low and "uncorrectable" in low and "correctable ecc" not in low.replace("uncorrectable", "")
 
 
-async def _read_server(fleet: Fleet, target: Any, profile: Any, last_sel: int, sem: asyncio.Semaphore
-                       ) -> dict[str, Any]:
+async def _read_server(fleet: Fleet, target: Any, profile: Any, last_sel: int, sem: asyncio.Semaphore,
+                       progress: Any = None) -> dict[str, Any]:
     names = profile.drivers_for("power") if profile is not None else ("ipmi",)
     driver = fleet.driver(names[0] if names else "ipmi")
     out: dict[str, Any] = {"power": None, "sensors": [], "sel": [], "error": ""}
@@ -103,15 +103,19 @@ async def _read_server(fleet: Fleet, target: Any, profile: Any, last_sel: int, s
             out["error"], out["auth"] = str(exc), True
         except DriverError as exc:
             out["error"] = str(exc)
+    if progress is not None:
+        progress(1)
     return out
 
 
 async def sweep(fleet: Fleet, selector: str | Sequence[str] | None = None, *, ups: bool = True,
                 concurrency: int = 256, min_interval_s: float = 0.0, probe_all: bool = False,
-                now: datetime | None = None) -> SweepResult:
+                now: datetime | None = None, progress: Any = None) -> SweepResult:
     """Run one sweep over the selected servers (and every UPS when ``ups``); see the module docstring.
 
     ``probe_all`` reads every BMC now, whatever its circuit breaker and minimum interval say.
+    ``progress(advance, total=None)`` is called once with the number of servers due (``advance`` 0)
+    and then as each server's reads finish (``advance`` 1).
     """
     now = now or utcnow()
     started = time.monotonic()
@@ -138,8 +142,10 @@ async def sweep(fleet: Fleet, selector: str | Sequence[str] | None = None, *, up
             (naive_now - datetime.fromisoformat(last_read)).total_seconds() < min_interval_s
         (skipped if (breaker_open or too_soon) and not probe_all else due).append((host, target, profile))
     result.servers_skipped = len(skipped)
-    reads = await asyncio.gather(*(_read_server(fleet, t, p, int(prior.get(ids[h], {}).get("sel_last", 0)), sem)
-                                   for h, t, p in due))
+    if progress is not None:
+        progress(0, len(due))
+    reads = await asyncio.gather(*(_read_server(fleet, t, p, int(prior.get(ids[h], {}).get("sel_last", 0)), sem,
+                                                progress) for h, t, p in due))
     overrides = fleet.threshold_overrides([h for h, _, _ in due]) if due else {}
     findings: list[Finding] = []
     judged: dict[tuple[str, int], set[str]] = {}  # target → kinds this sweep could judge

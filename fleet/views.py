@@ -14,6 +14,7 @@ __all__ = [
     "AuditRow",
     "CredentialRow",
     "ImportResult",
+    "JobRow",
     "NicRow",
     "RackRow",
     "ServerDetail",
@@ -193,6 +194,39 @@ class AuditRow:
         return {"id": self.id, "ts": _ts(self.ts), "actor": self.actor, "action": self.action,
                 "targets": list(self.targets), "target_count": self.target_count, "result": self.result,
                 "detail": self.detail}
+
+
+@dataclass(frozen=True)
+class JobRow:
+    """A long operation (sweep, remediation, power wave, imaging) and how far it got."""
+
+    id: int
+    kind: str
+    selector: str
+    status: str
+    total: int
+    done: int
+    failed: int
+    actor: str
+    owner: str
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    heartbeat_at: datetime | None
+    params: dict[str, Any]
+    result: dict[str, Any]
+
+    @property
+    def fraction(self) -> float | None:
+        """Share done (0..1), or ``None`` while the total is unknown."""
+        return min(1.0, (self.done + self.failed) / self.total) if self.total else None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "kind": self.kind, "selector": self.selector, "status": self.status,
+                "total": self.total, "done": self.done, "failed": self.failed, "actor": self.actor,
+                "owner": self.owner, "created_at": _ts(self.created_at), "started_at": _ts(self.started_at),
+                "finished_at": _ts(self.finished_at), "heartbeat_at": _ts(self.heartbeat_at),
+                "params": self.params, "result": self.result}
 
 
 @dataclass(frozen=True)

@@ -108,6 +108,13 @@ def register_remediation(sub: argparse._SubParsersAction, common: argparse.Argum
     p.add_argument("--concurrency", type=int, default=16)
     p.set_defaults(func=cmd_facts)
 
+    p = sub.add_parser("jobs", parents=[common], help="long operations and their progress")
+    p.add_argument("job_id", nargs="?", type=int, help="show one job in full")
+    p.add_argument("--kind", help="only this kind (sweep, remediate, power, image, decommission)")
+    p.add_argument("--status", help="only this status (running, done, partial, failed, interrupted, cancelled)")
+    p.add_argument("--limit", type=int, default=50)
+    p.set_defaults(func=cmd_jobs)
+
     p = sub.add_parser("remediate", parents=[common], help="plan (dry run) or --apply remediation of open events")
     p.add_argument("selector", nargs="*")
     p.add_argument("--policy", type=Path, help="policy file (default: examples/policies/default.yaml)")
@@ -198,6 +205,24 @@ def cmd_prune(args: argparse.Namespace, out: Out) -> int:
         out.json(done)
     else:
         out.info(f"{done['deleted']} reading(s) removed")
+    return 0
+
+
+def cmd_jobs(args: argparse.Namespace, out: Out) -> int:
+    fleet = Fleet.open(args.db)
+    rows = [fleet.job(args.job_id)] if args.job_id else fleet.jobs(kind=args.kind, status=args.status,
+                                                                    limit=args.limit)
+    if args.json:
+        out.json([r.to_json() for r in rows] if not args.job_id else rows[0].to_json())
+        return 0
+    out.table(["ID", "KIND", "SELECTOR", "STATUS", "DONE", "FAILED", "TOTAL", "STARTED", "FINISHED", "ACTOR"],
+              [(r.id, r.kind, r.selector[:40], r.status, r.done, r.failed, r.total,
+                r.started_at.isoformat(timespec="seconds") if r.started_at else "",
+                r.finished_at.isoformat(timespec="seconds") if r.finished_at else "", r.actor) for r in rows])
+    if args.job_id and rows[0].result:
+        import json
+
+        out.info(json.dumps(rows[0].result, indent=2, sort_keys=True, default=str))
     return 0
 
 

@@ -1,0 +1,135 @@
+"""Jobs: long operations (sweeps, remediation, power waves, imaging) recorded as they run.
+
+A job row is written when the operation starts (status ``running``, the owner ``host:pid``), its
+progress and a heartbeat are written as it goes (at most every ``min_write_s``), and its end status and
+result when it finishes: ``done``, ``partial`` (some targets failed), ``failed`` (it raised) or
+``cancelled``. A ``running`` job whose owner process is gone from this host (a crash, a kill -9), or
+whose heartbeat is older than ``STALE_AFTER_S`` on another host, reads as ``interrupted``: the TUI and
+``fleet jobs`` show it, and resumable kinds (imaging) pick their state up from ``params``/``result``.
+
+State lives in the database only, so a later worker on another host can take a job over.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import insert, select, update
+
+from inventory.models import Job, utcnow
+
+__all__ = ["STALE_AFTER_S", "JobTracker", "mark_interrupted", "owner_alive"]
+
+STALE_AFTER_S = 300.0
+_HOST = socket.gethostname()
+
+
+def _owner() -> str:
+    return f"{_HOST}:{os.getpid()}"
+
+
+def owner_alive(owner: str) -> bool | None:
+    """Is the process that owns a job alive? ``None`` when it runs on another host (unknown here)."""
+    host, _, pid = owner.rpartition(":")
+    if host != _HOST or not pid.isdigit():
+        return None
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def mark_interrupted(session: Any) -> int:
+    """Mark ``running`` jobs whose owner died (this host) or went silent (other hosts) ``interrupted``."""
+    rows = session.execute(select(Job.id, Job.owner, Job.heartbeat_at).where(Job.status == "running")).all()
+    stale_before = utcnow() - timedelta(seconds=STALE_AFTER_S)
+    dead = []
+    for job_id, owner, beat in rows:
+        alive = owner_alive(owner or "")
+        if alive is False or (alive is None and (beat is None or beat < stale_before)):
+            dead.append(job_id)
+    if dead:
+        session.execute(update(Job).where(Job.id.in_(dead), Job.status == "running")
+                        .values(status="interrupted", finished_at=utcnow()))
+    return len(dead)
+
+
+class JobTracker:
+    """Record one operation as a job: ``with JobTracker(fleet, "sweep", selector) as job: job.progress(...)``.
+
+    The tracker writes in its own short transactions, so a job's row is visible to other processes
+    (the TUI) while it runs. An exception inside the block marks the job ``failed`` and propagates.
+    """
+
+    def __init__(self, fleet: Any, kind: str, selector: str = "", *, params: dict[str, Any] | None = None,
+                 total: int = 0, min_write_s: float = 0.5, job_id: int | None = None) -> None:
+        self.fleet = fleet
+        self.kind = kind
+        self.selector = selector[:512]
+        self.params = dict(params or {})
+        self.total = total
+        self.done = 0
+        self.failed = 0
+        self.result: dict[str, Any] = {}
+        self.status = "done"
+        self.id: int | None = job_id
+        self._min_write_s = min_write_s
+        self._last_write = 0.0
+
+    def __enter__(self) -> JobTracker:
+        now = utcnow()
+        with self.fleet._session() as s:
+            if self.id is None:
+                self.id = s.execute(insert(Job).values(
+                    kind=self.kind, selector=self.selector, params=self.params, status="running",
+                    total=self.total, actor=self.fleet.actor, owner=_owner(), created_at=now, started_at=now,
+                    heartbeat_at=now, result={}).returning(Job.id)).scalar_one()
+            else:  # taking over (resuming) an existing job
+                s.execute(update(Job).where(Job.id == self.id).values(
+                    status="running", owner=_owner(), heartbeat_at=now, finished_at=None))
+        self._last_write = time.monotonic()
+        return self
+
+    def progress(self, done: int | None = None, *, failed: int | None = None, total: int | None = None,
+                 advance: int = 0, force: bool = False, **result: Any) -> None:
+        """Update counters (absolute ``done``/``failed``/``total`` or ``advance``); written at most every
+        ``min_write_s`` unless ``force``. Keyword arguments merge into the job's result."""
+        if done is not None:
+            self.done = done
+        self.done += advance
+        if failed is not None:
+            self.failed = failed
+        if total is not None:
+            self.total = total
+        self.result.update(result)
+        now = time.monotonic()
+        if force or now - self._last_write >= self._min_write_s:
+            self._write()
+            self._last_write = now
+
+    def save_params(self, **params: Any) -> None:
+        """Persist resumable state now (imaging keeps its per-server progress here)."""
+        self.params.update(params)
+        self._write()
+
+    def _write(self, **extra: Any) -> None:
+        with self.fleet._session() as s:
+            s.execute(update(Job).where(Job.id == self.id).values(
+                done=self.done, failed=self.failed, total=self.total, result=dict(self.result),
+                params=dict(self.params), heartbeat_at=utcnow(), **extra))
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        if exc is not None:
+            cancelled = isinstance(exc, (KeyboardInterrupt, SystemExit)) or exc_type.__name__ == "CancelledError"
+            self.status = "cancelled" if cancelled else "failed"
+            self.result["error"] = str(exc)[:500] or exc_type.__name__
+        elif self.status == "done" and self.failed:
+            self.status = "partial"
+        self._write(status=self.status, finished_at=utcnow())

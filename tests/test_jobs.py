@@ -1,0 +1,80 @@
+"""Jobs: long operations are recorded as they run, end with a status, and a crash reads as interrupted."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import update
+
+from fleet import Fleet
+from fleet.errors import NotFound
+from fleet.jobs import JobTracker
+from inventory.models import Job, utcnow
+
+
+def test_a_job_shows_its_progress_while_it_runs_and_its_result_after(fleet: Fleet) -> None:
+    with JobTracker(fleet, "sweep", "rack=R1", total=10, min_write_s=0) as job:
+        job.progress(advance=3)
+        seen = fleet.job(job.id)
+        assert (seen.status, seen.done, seen.total, seen.fraction) == ("running", 3, 10, 0.3)
+        job.progress(advance=6, failed=1, opened=2)
+    row = fleet.job(job.id)
+    assert (row.status, row.done, row.failed, row.result["opened"]) == ("partial", 9, 1, 2)
+    assert row.finished_at is not None and row.actor == "tester"
+    assert [j.id for j in fleet.jobs(kind="sweep")] == [job.id]
+
+
+def test_an_exception_fails_the_job_and_propagates(fleet: Fleet) -> None:
+    with pytest.raises(RuntimeError), JobTracker(fleet, "image", "rack=R1") as job:
+        raise RuntimeError("tftp root missing")
+    row = fleet.job(job.id)
+    assert row.status == "failed" and row.result["error"] == "tftp root missing"
+    with pytest.raises(NotFound):
+        fleet.job(job.id + 100)
+
+
+def test_progress_writes_are_throttled_but_the_end_is_always_written(fleet: Fleet) -> None:
+    with JobTracker(fleet, "power", "rack=R1", total=1000, min_write_s=60) as job:
+        for _ in range(1000):
+            job.progress(advance=1)
+        assert fleet.job(job.id).done == 0  # nothing written within the minute
+    assert fleet.job(job.id).done == 1000 and fleet.job(job.id).status == "done"
+
+
+def test_a_job_whose_process_was_killed_reads_as_interrupted(tmp_path: pytest.TempPathFactory) -> None:
+    url = f"sqlite:///{tmp_path}/f.db"
+    Fleet.init(url, key_path=tmp_path / "k").close()
+    code = ("import sys, time\nfrom fleet import Fleet\nfrom fleet.jobs import JobTracker\n"
+            f"f = Fleet.open({url!r})\n"
+            "with JobTracker(f, 'image', 'rack=R1', total=4) as job:\n"
+            "    print(job.id, flush=True)\n    time.sleep(60)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "FLEET_SECRET_KEY_FILE": str(tmp_path / "k")})
+    try:
+        job_id = int(proc.stdout.readline())
+        fleet = Fleet.open(url)
+        assert fleet.job(job_id).status == "running"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        assert fleet.job(job_id).status == "interrupted"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_a_silent_job_of_another_host_reads_as_interrupted_after_its_heartbeat_goes_stale(fleet: Fleet) -> None:
+    with JobTracker(fleet, "sweep", "") as job:
+        with fleet._session() as s:
+            s.execute(update(Job).where(Job.id == job.id).values(owner="elsewhere:1"))
+        assert fleet.job(job.id).status == "running"  # fresh heartbeat: trusted
+        with fleet._session() as s:
+            s.execute(update(Job).where(Job.id == job.id).values(heartbeat_at=utcnow() - timedelta(hours=1)))
+        assert fleet.job(job.id).status == "interrupted"
+        job.status = "interrupted"
+    assert fleet.job(job.id).status == "interrupted"
