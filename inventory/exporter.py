@@ -113,8 +113,9 @@ def export_records(session: Session) -> dict[str, list[dict[str, Any]]]:
             "profile": r["profile"], "serial": r["serial"], "asset_tag": r["asset_tag"], "state": r["state"],
             "bmc": _endpoint(r["bmc_host"], r["bmc_port"], BMC_DEFAULT_PORT),
             "bmc_credential": creds.get(r["bmc_credential_id"]), "ssh_credential": creds.get(r["ssh_credential_id"]),
-            "primary_ip": r["primary_ip"], "priority": r["priority"], "description": r["description"],
-            "tags": tags.get(r["id"]), "nics": nics.get(r["id"]), "disks": disks.get(r["id"]),
+            "primary_ip": r["primary_ip"], "ssh_host_key": r["ssh_host_key"], "priority": r["priority"],
+            "description": r["description"], "tags": tags.get(r["id"]), "nics": nics.get(r["id"]),
+            "disks": disks.get(r["id"]),
             "_pod": pods[rack["pod_id"]]["code"] if rack and rack["pod_id"] is not None else None,
         }))
     out["servers"] = servers

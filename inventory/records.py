@@ -78,6 +78,7 @@ from .validate import (
     check_ip,
     check_mac,
     check_network,
+    check_ssh_host_key,
     check_tag,
     check_text,
 )
@@ -346,6 +347,7 @@ class ServerRecord:
     bmc_credential: str | None = None
     ssh_credential: str | None = None
     primary_ip: str | None = None
+    ssh_host_key: str | None = None
     priority: int | None = None
     description: str | None = None
     nics: tuple[NicRecord, ...] | None = None
@@ -741,6 +743,7 @@ _SPECS: dict[str, _Spec] = {
         "state": ("state", _one_of(STATES)), "bmc": ("bmc", _endpoint_of(BMC_DEFAULT_PORT)),
         "bmc_credential": ("bmc_credential", _as_code), "ssh_credential": ("ssh_credential", _as_code),
         "primary_ip": ("primary_ip", _as_ip), "priority": ("priority", _int(0, 1_000_000)),
+        "ssh_host_key": ("ssh_host_key", lambda v, f, _loc: check_ssh_host_key(v, f)),
         "description": ("description", _text(256)), "nics": ("nics", _list_of("nic")),
         "disks": ("disks", _list_of("disk")), "tags": ("tags", _as_tags), "mac": ("mac", _as_mac),
         "ip": ("ip", _as_ip), "ups": ("ups", _as_code),
@@ -911,12 +914,12 @@ _T_POOL, _T_CHANGE = _table(IpPool), _table(StateChange)
 
 # Server columns whose record attribute has the column's name and value.
 _PLAIN_COLUMNS = ("position", "height", "profile", "serial", "asset_tag", "bmc_host", "bmc_port", "primary_ip",
-                  "priority", "description")
+                  "ssh_host_key", "priority", "description")
 # Server columns an import may set, and their values when a new server does not give them.
 _SERVER_DEFAULTS: dict[str, Any] = {
     "rack_id": None, "position": None, "height": 1, "profile": DEFAULT_SERVER_PROFILE, "serial": "",
     "asset_tag": "", "bmc_host": None, "bmc_port": 623, "bmc_credential_id": None, "ssh_credential_id": None,
-    "primary_ip": None, "priority": 100, "description": "",
+    "primary_ip": None, "ssh_host_key": None, "priority": 100, "description": "",
 }
 
 

@@ -25,6 +25,7 @@ __all__ = [
     "check_mac",
     "check_name",
     "check_network",
+    "check_ssh_host_key",
     "check_tag",
     "check_text",
 ]
@@ -35,6 +36,7 @@ _LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\Z")
 _CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 _TAG = re.compile(r"^[a-z0-9][a-z0-9_.:-]{0,63}\Z")
 _MAC_HEX = re.compile(r"^[0-9a-f]{12}\Z")
+_SSH_HOST_KEY = re.compile(r"^(ssh-ed25519|ecdsa-sha2-nistp(256|384|521)|ssh-rsa) [A-Za-z0-9+/]{16,}={0,2}\Z")
 # Printable text without anything a shell, a template or a config file would read as syntax.
 _UNSAFE_TEXT = re.compile(r"[\x00-\x1f\x7f\"'`$;{}<>\\|]")
 
@@ -149,6 +151,18 @@ def check_tag(value: object, field: str = "tags") -> str:
         raise ValidationError(f"{value!r} is not a valid tag (lower-case letters, digits, '_', '.', ':', '-')",
                               field=field, value=value)
     return tag
+
+
+def check_ssh_host_key(value: object, field: str = "ssh_host_key") -> str:
+    """A pinned SSH host key as ``TYPE BASE64`` (a known_hosts line without the host; a comment is dropped)."""
+    if not isinstance(value, str):
+        raise ValidationError("must be text like 'ssh-ed25519 AAAA...'", field=field, value=value)
+    parts = value.strip().split(" ")
+    text = " ".join(parts[:2])
+    if len(text) > 1024 or not _SSH_HOST_KEY.match(text) or any(c in value for c in "\n\r\0"):
+        raise ValidationError("expected an SSH public host key 'TYPE BASE64' (ssh-ed25519, ecdsa-sha2-nistp256/384/521 "
+                              "or ssh-rsa)", field=field, value=value)
+    return text
 
 
 def check_text(value: object, field: str, max_len: int = 128) -> str:

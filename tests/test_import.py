@@ -132,7 +132,20 @@ BAD_LINES = {
     "hostname with a quote": (13, "          - hostname: ok02'x", 13, "hostname", ValidationError),
     "unknown field": (15, "            profle: generic-ipmi", 15, "profle", ValidationError),
     "position beyond the rack": (6, "        units: 2", 22, "position", ConflictError),
+    "host key with a newline": (15, '            ssh_host_key: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA\\nx"', 15,
+                                "ssh_host_key", ValidationError),
+    "host key of no known type": (15, "            ssh_host_key: ssh-dss AAAAB3NzaC1kc3MAAACBAP", 15, "ssh_host_key",
+                                  ValidationError),
 }
+
+
+def test_a_pinned_host_key_imports_and_exports(fleet: Fleet, tmp_path: Path) -> None:
+    key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB3mqGGpEo1kH2kx7d6yZ0oLZ2x4pvZ6s1XoQhMZkZ1x"
+    path = write(tmp_path, "k.yaml", _with_line(15, f"            ssh_host_key: {key} root@old-name"))
+    fleet.import_files([path])
+    with Session(fleet.engine) as s:
+        assert s.exec(select(Server.ssh_host_key).where(Server.hostname == "ok02.tst1.example.net")).one()[0] == key
+    assert key in str(fleet.export("yaml"))
 
 
 def _with_line(number: int, replacement: str) -> str:
