@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import String, cast, func, select
 from sqlalchemy.orm import aliased
+from sqlmodel import Session
 
 from inventory.models import (
     Audit,
@@ -400,7 +401,7 @@ class BrowseMixin:
             return float(power.capacity_w) if power is not None and power.capacity_w else None
 
         site_id = None
-        with self.engine.connect() as conn:
+        with Session(self.engine) as conn:
             if site:
                 site_id = conn.execute(select(Site.id).where(func.lower(Site.code) == site.lower())).scalar()
                 if site_id is None:
@@ -445,9 +446,12 @@ class BrowseMixin:
         feed_est: dict[int, float] = defaultdict(float)
         feed_hung: set[int] = set()
         pdu_on_ups: dict[int, float] = defaultdict(float)
-        for p in pdus:
+        pdu_count_on_ups: dict[int, int] = defaultdict(int)
+        feed_servers: dict[int, int] = defaultdict(int)
+        for (p,) in pdus:
             if p.ups_id is not None:
                 pdu_on_ups[p.ups_id] += draw_pdu.get(p.id, 0.0)
+                pdu_count_on_ups[p.ups_id] += count_pdu.get(p.id, 0)
         for row in upses:
             u, st = row[0], row[1]
             if on_battery_only and (st is None or "on-battery" not in st.status):
@@ -455,19 +459,22 @@ class BrowseMixin:
             cap = cap_of(u.capacity_w, u.profile)
             est = draw_ups.get(u.id, 0.0) + pdu_on_ups.get(u.id, 0.0)
             measured = cap * st.load_pct / 100 if cap and st is not None and st.load_pct is not None else None
+            n_servers = count_ups.get(u.id, 0) + pdu_count_on_ups.get(u.id, 0)
             if u.feed_id is not None:
                 feed_est[u.feed_id] += est
+                feed_servers[u.feed_id] += n_servers
                 feed_hung.add(u.feed_id)
             elements.append(PowerElement("ups", u.name, codes.get(u.site_id), racks.get(u.rack_id), cap, measured,
                                          est or None, st.status if st is not None else "unknown",
                                          st.charge_pct if st is not None else None,
                                          st.runtime_s if st is not None else None,
-                                         feed_names.get(u.feed_id), count_ups.get(u.id, 0)))
+                                         feed_names.get(u.feed_id), n_servers))
         for row in pdus:
             p = row[0]
             est = draw_pdu.get(p.id, 0.0)
             if p.ups_id is None and p.feed_id is not None:
                 feed_est[p.feed_id] += est
+                feed_servers[p.feed_id] += count_pdu.get(p.id, 0)
                 feed_hung.add(p.feed_id)
             elements.append(PowerElement("pdu", p.name, codes.get(p.site_id), racks.get(p.rack_id),
                                          cap_of(p.capacity_w, p.profile), None, est or None, "",
@@ -480,7 +487,7 @@ class BrowseMixin:
         for row in feeds:
             f = row[0]
             est = feed_est.get(f.id, 0.0)
-            servers = 0
+            servers = feed_servers.get(f.id, 0)
             if f.id not in feed_hung and f.rack_id is not None:  # the rack's servers share its feeds
                 est = rack_draw.get(f.rack_id, 0.0) / max(rack_feeds[f.rack_id], 1)
                 servers = rack_count.get(f.rack_id, 0)

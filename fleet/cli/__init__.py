@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from fleet.errors import FleetError
 
-from . import inventory_cmds, lab_cmds, metrics_cmds, power_cmds, sweep_cmds, ups_cmds
+from . import inventory_cmds, lab_cmds, metrics_cmds, power_cmds, sweep_cmds, tui_cmds, ups_cmds
 from .output import Out
 
 __all__ = ["build_parser", "main"]
@@ -49,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep_cmds.register_remediation(sub, common)
     lab_cmds.register(sub, common)
     metrics_cmds.register(sub, common)
+    tui_cmds.register(sub, common)
     return parser
 
 
@@ -56,8 +57,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):
-        parser.print_help()
-        return EXIT_USAGE
+        if not getattr(args, "json", False) and tui_cmds.wants_tui():  # a person at a terminal
+            args = parser.parse_args(["tui", *(["--db", args.db] if getattr(args, "db", None) else [])])
+        else:
+            parser.print_help()
+            return EXIT_USAGE
     json_mode = bool(getattr(args, "json", False))
     args.json = json_mode
     args.db = getattr(args, "db", None)
