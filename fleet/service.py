@@ -53,6 +53,7 @@ from inventory.validate import check_code, check_hostname
 
 from .errors import ConflictError, DriverError, FleetError, ImportFailed, InputError, NotFound, ValidationError
 from .service_browse import BrowseMixin
+from .service_pxe import PxeMixin
 from .views import (
     AuditRow,
     CredentialRow,
@@ -91,7 +92,7 @@ def current_actor() -> str:
     return os.environ.get("FLEET_ACTOR") or os.environ.get("SUDO_USER") or getpass.getuser()
 
 
-class Fleet(BrowseMixin):
+class Fleet(BrowseMixin, PxeMixin):
     """The fleet: inventory queries and edits now; power, sweeps and imaging as they arrive."""
 
     def __init__(self, engine: Engine, *, profiles: ProfileSet | None = None, keyring: KeyRing | None = None,

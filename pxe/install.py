@@ -1,0 +1,285 @@
+"""Atomic install of a rendered tree: write the whole tree aside, then swap it in.
+
+:func:`install` writes every rendered file, copies the boot loaders and OS images the hosts need,
+and only then puts the new tree in place of the old one with one ``renameat2(RENAME_EXCHANGE)``
+(two renames where the kernel lacks it). A failure at any point before the swap removes the new
+tree and leaves the old one exactly as it was. ``var/`` (dnsmasq's log, leases and PID file, the
+HTTP access log) belongs to the running servers, not to a render: it is carried over into the new
+tree (a directory rename, so open log files keep working).
+
+Boot loaders and images come from the system (:class:`BootSources`); a file the hosts need and
+that is missing is a :class:`~pxe.errors.MissingBootFile` naming the path and the package that
+provides it, raised before anything is written. Copies keep the source's mtime, so the next install
+hard-links an unchanged file from the previous tree instead of copying it again.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import fcntl
+import os
+import shutil
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+from .context import GRUB_DIR
+from .errors import InstallError, MissingBootFile
+from .render import RenderedTree
+
+__all__ = ["DEBIAN_12_NETBOOT", "BootSources", "InstallReport", "install"]
+
+#: Debian's netboot files as the ``debian-installer-12-netboot-amd64`` package installs them.
+DEBIAN_12_NETBOOT = Path("/usr/lib/debian-installer/images/12/amd64/text/debian-installer/amd64")
+
+_KERNEL_NAMES = ("vmlinuz", "linux", "bzImage")
+_INITRD_NAMES = ("initrd", "initrd.gz", "initrd.img")
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
+
+
+@dataclass(frozen=True)
+class BootSources:
+    """Where boot loaders and OS images are taken from. Every path may be changed.
+
+    ``images`` maps an OS name to a directory holding its kernel (``vmlinuz``, ``linux`` or
+    ``bzImage``) and initrd (``initrd``, ``initrd.gz`` or ``initrd.img``); an OS not listed there
+    is looked up as ``image_dir/OS/``. For Ubuntu an ``install.iso`` there is copied too.
+    ``grub_dir`` holds Debian's signed ``bootnetx64.efi`` (shim), ``grubx64.efi`` and ``grub/``.
+    """
+
+    undionly: Path = Path("/usr/lib/ipxe/undionly.kpxe")
+    snponly: Path = Path("/usr/lib/ipxe/snponly.efi")
+    ipxe_efi: Path | None = Path("/usr/lib/ipxe/ipxe.efi")
+    pxelinux: Path = Path("/usr/lib/PXELINUX/pxelinux.0")
+    ldlinux: Path = Path("/usr/lib/syslinux/modules/bios/ldlinux.c32")
+    grub_dir: Path = DEBIAN_12_NETBOOT
+    images: Mapping[str, Path] = field(default_factory=lambda: {"debian-12": DEBIAN_12_NETBOOT})
+    image_dir: Path | None = None
+
+    def loader_files(self, loaders: frozenset[str]) -> list[tuple[Path, str, str]]:
+        """(source, tree path, package) for every loader file the given loaders need."""
+        files: list[tuple[Path, str, str]] = []
+        if "ipxe" in loaders:
+            files += [(self.undionly, "tftp/undionly.kpxe", "ipxe"), (self.snponly, "tftp/snponly.efi", "ipxe")]
+        if "pxelinux" in loaders:
+            files += [(self.pxelinux, "tftp/pxelinux.0", "pxelinux"),
+                      (self.ldlinux, "tftp/ldlinux.c32", "syslinux-common")]
+        if "grub" in loaders:
+            grub_base = PurePosixPath(GRUB_DIR).parent
+            pkg = "debian-installer-12-netboot-amd64"
+            files += [(self.grub_dir / "bootnetx64.efi", f"{grub_base}/bootnetx64.efi", pkg),
+                      (self.grub_dir / "grubx64.efi", f"{grub_base}/grubx64.efi", pkg)]
+            modules = self.grub_dir / "grub"
+            if not modules.is_dir():
+                raise MissingBootFile(f"GRUB's module directory {modules} is missing (install {pkg}, or set the "
+                                      "GRUB directory)", path=str(modules))
+            for path in sorted(modules.rglob("*")):
+                rel = path.relative_to(modules).as_posix()
+                if path.is_file() and rel != "grub.cfg":  # ours replaces Debian's menu
+                    files.append((path, f"{GRUB_DIR}/{rel}", pkg))
+        return files
+
+    def image_files(self, os_name: str) -> list[tuple[Path, str]]:
+        """(source, tree path) of one OS's kernel and initrd, in ``tftp/images/OS/`` (``http/`` links to them)."""
+        where = self.images.get(os_name) or (self.image_dir / os_name if self.image_dir else None)
+        if where is None:
+            raise MissingBootFile(f"no image directory for {os_name}: give one (--images DIR, with DIR/{os_name}/"
+                                  "vmlinuz and initrd)", path=None)
+        kernel = next((where / n for n in _KERNEL_NAMES if (where / n).is_file()), None)
+        initrd = next((where / n for n in _INITRD_NAMES if (where / n).is_file()), None)
+        if kernel is None or initrd is None:
+            missing = "a kernel (vmlinuz, linux)" if kernel is None else "an initrd (initrd, initrd.gz, initrd.img)"
+            hint = " (install debian-installer-12-netboot-amd64)" if where == DEBIAN_12_NETBOOT else ""
+            raise MissingBootFile(f"{os_name}: {where} holds no {missing}{hint}", path=str(where))
+        files = [(kernel, f"tftp/images/{os_name}/vmlinuz"), (initrd, f"tftp/images/{os_name}/initrd")]
+        iso = where / "install.iso"
+        if iso.is_file():
+            files.append((iso, f"tftp/images/{os_name}/install.iso"))
+        return files
+
+
+@dataclass(frozen=True)
+class InstallReport:
+    """What :func:`install` did: files written, copied, hard-linked; bytes written; seconds."""
+
+    root: Path
+    written: int
+    copied: int
+    linked: int
+    bytes_written: int
+    seconds: float
+
+    def to_json(self) -> dict[str, object]:
+        return {"root": str(self.root), "written": self.written, "copied": self.copied, "linked": self.linked,
+                "bytes_written": self.bytes_written, "seconds": round(self.seconds, 3)}
+
+
+def _safe_rel(path: str) -> str:
+    p = PurePosixPath(path)
+    if p.is_absolute() or not p.parts or any(part in ("", ".", "..") for part in p.parts) or "\\" in path \
+            or any(ord(c) < 0x20 for c in path):
+        raise InstallError(f"refusing to write outside the tree: {path!r}")
+    return p.as_posix()
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two directories atomically. False if the system cannot (then the caller renames twice)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
+        return False
+    raise OSError(err, os.strerror(err), str(a))
+
+
+@contextmanager
+def _lock(root: Path) -> Iterator[None]:
+    """One install at a time per root (a lock file beside it)."""
+    lock_path = root.parent / f".{root.name}.lock"
+    fd = os.open(lock_path, os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+class _Writer:
+    def __init__(self, base: Path, previous: Path | None) -> None:
+        self.base = base
+        self.previous = previous
+        self.dirs: set[str] = set()
+        self.written = self.copied = self.linked = self.bytes = 0
+
+    def _parent(self, rel: str) -> Path:
+        parent = rel.rpartition("/")[0]
+        if parent and parent not in self.dirs:
+            os.makedirs(self.base / parent, exist_ok=True)
+            # Every ancestor now exists too.
+            while parent and parent not in self.dirs:
+                self.dirs.add(parent)
+                parent = parent.rpartition("/")[0]
+        return self.base / rel
+
+    def write(self, rel: str, data: bytes, mode: int = 0o644) -> None:
+        target = self._parent(_safe_rel(rel))
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
+        self.written += 1
+        self.bytes += len(data)
+
+    def copy(self, src: Path, rel: str) -> None:
+        """Copy ``src`` (keeping its mtime), or hard-link the previous tree's identical copy."""
+        target = self._parent(_safe_rel(rel))
+        st = src.stat()
+        if self.previous is not None:
+            old = self.previous / rel
+            try:
+                ost = old.stat()
+                if ost.st_size == st.st_size and ost.st_mtime_ns == st.st_mtime_ns:
+                    os.link(old, target)
+                    self.linked += 1
+                    return
+            except OSError:
+                pass
+        shutil.copyfile(src, target)
+        os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
+        os.chmod(target, 0o644)
+        self.copied += 1
+
+    def link(self, existing_rel: str, rel: str) -> None:
+        os.link(self.base / existing_rel, self._parent(_safe_rel(rel)))
+        self.linked += 1
+
+
+def install(rendered: RenderedTree, sources: BootSources | None = None) -> InstallReport:
+    """Install ``rendered`` at ``rendered.root``, atomically. Returns what was done.
+
+    Checks every source file first (:class:`~pxe.errors.MissingBootFile`); then writes the new
+    tree beside the root, swaps it in, and removes the old one. On failure the old tree is intact
+    and :class:`~pxe.errors.InstallError` is raised.
+    """
+    sources = sources or BootSources()
+    started = time.perf_counter()
+    root = Path(rendered.root)
+    copies: list[tuple[Path, str]] = []
+    for src, rel, package in sources.loader_files(rendered.loaders):
+        if not src.is_file():
+            raise MissingBootFile(f"boot loader {src} is missing (install the {package} package, or give its path)",
+                                  path=str(src))
+        copies.append((src, rel))
+    if "ipxe" in rendered.loaders and sources.ipxe_efi is not None and sources.ipxe_efi.is_file():
+        copies.append((sources.ipxe_efi, "tftp/ipxe.efi"))
+    images: list[tuple[Path, str]] = []
+    for os_name in rendered.oses:
+        images += sources.image_files(os_name)
+    try:
+        root.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InstallError(f"cannot create {root.parent}: {exc.strerror or exc}") from exc
+    with _lock(root):
+        stage = root.parent / f".{root.name}.new-{os.getpid()}"
+        if stage.exists():
+            shutil.rmtree(stage)
+        previous = root if root.is_dir() else None
+        writer = _Writer(stage, previous)
+        try:
+            stage.mkdir(mode=0o755)
+            for rel, data in rendered.files.items():
+                writer.write(rel, data, 0o600 if rel == "hosts.json" else 0o644)
+            for src, rel in copies + images:
+                writer.copy(src, rel)
+            for _src, rel in images:  # the HTTP server serves the same images (iPXE fetches them over HTTP)
+                writer.link(rel, "http/" + rel.removeprefix("tftp/"))
+            _swap(stage, root)
+        except BaseException as exc:
+            shutil.rmtree(stage, ignore_errors=True)
+            if isinstance(exc, OSError) and not isinstance(exc, InstallError):
+                raise InstallError(f"installing {root} failed, the old tree is intact: "
+                                   f"{exc.strerror or exc}: {exc.filename or ''}") from exc
+            raise
+        shutil.rmtree(stage, ignore_errors=True)  # after the swap, the old tree
+    return InstallReport(root=root, written=writer.written, copied=writer.copied, linked=writer.linked,
+                         bytes_written=writer.bytes, seconds=time.perf_counter() - started)
+
+
+def _swap(stage: Path, root: Path) -> None:
+    """Put ``stage`` at ``root``, carrying ``root/var`` over. Leaves the old tree at ``stage``."""
+    old_var = root / "var"
+    if not root.exists():
+        (stage / "var").mkdir(mode=0o755)
+        os.rename(stage, root)
+        return
+    if old_var.is_dir():
+        os.rename(old_var, stage / "var")
+    else:
+        (stage / "var").mkdir(mode=0o755)
+    try:
+        if not _exchange(stage, root):
+            aside = root.parent / f".{root.name}.old-{os.getpid()}"
+            os.rename(root, aside)
+            try:
+                os.rename(stage, root)
+            except BaseException:
+                os.rename(aside, root)
+                raise
+            os.rename(aside, stage)
+    except BaseException:
+        if (stage / "var").is_dir() and not old_var.exists():
+            os.rename(stage / "var", old_var)  # give the old tree its var/ back
+        raise

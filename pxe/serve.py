@@ -1,0 +1,326 @@
+"""Serve an installed tree: the real dnsmasq (DHCP + TFTP) and an aiohttp HTTP server.
+
+:class:`PxeServer` runs both until stopped::
+
+    async with PxeServer("/srv/pxe", interface="br0") as server:   # listens where manager_url says
+        await server.wait()                                           # until stop() or dnsmasq exits
+
+HTTP, read-only, on ``listen`` (default: the host and port of the tree's ``manager_url``):
+
+- ``GET|HEAD /PATH``: the file ``ROOT/http/PATH`` (no directory listings; ``..``, backslashes, NULs
+  and symlinks leading out of ``http/`` are refused with 404);
+- ``GET|POST /cb/HOSTNAME/early|late?token=T``: an installer callback; 200 if ``T`` is the host's
+  token in ``hosts.json``, 403 if not, 404 for an unknown host or phase.
+
+Every request is appended to ``ROOT/var/http.jsonl`` as one JSON object: ``ts`` (ISO 8601, UTC),
+``client``, ``method``, ``path``, ``status``, ``bytes``; callbacks add ``host``, ``phase``, ``ok``.
+:mod:`pxe.evidence` reads it back.
+
+dnsmasq runs as ``dnsmasq --keep-in-foreground --conf-file=ROOT/dnsmasq.conf`` and is stopped by
+its PID (SIGTERM, then SIGKILL). It needs root (or CAP_NET_ADMIN/NET_BIND_SERVICE/NET_RAW) for DHCP;
+it drops to its own user (``user=`` in the tree, or ``dnsmasq_user`` here), which must be able to
+read ``ROOT/tftp``. :func:`check_config` runs ``dnsmasq --test`` on a config file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+from urllib.parse import urlsplit
+
+from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+
+from .context import PHASES, verify_token
+from .errors import ServeError
+from .evidence import DNSMASQ_LOG, HTTP_LOG, HostIndex
+
+__all__ = ["DEFAULT_DNSMASQ", "PxeServer", "check_config", "dnsmasq_command", "make_app"]
+
+DEFAULT_DNSMASQ = "/usr/sbin/dnsmasq"
+_CB_PATH = re.compile(r"^/cb/(?P<host>[a-z0-9.-]{1,253})/(?P<phase>[a-z]{1,16})/?$")
+_NOTE = web.AppKey("rackfleet_note", dict)
+_STATE = web.AppKey("rackfleet_state", "_AppState")
+
+
+def find_dnsmasq() -> str | None:
+    """dnsmasq's path: /usr/sbin/dnsmasq, else on PATH."""
+    if os.access(DEFAULT_DNSMASQ, os.X_OK):
+        return DEFAULT_DNSMASQ
+    return shutil.which("dnsmasq")
+
+
+def check_config(conf: str | Path, *, dnsmasq: str | None = None) -> str:
+    """``dnsmasq --test -C CONF``: returns dnsmasq's message, raises :class:`ServeError` if it refuses."""
+    exe = dnsmasq or find_dnsmasq()
+    if exe is None:
+        raise ServeError("dnsmasq is not installed (apt-get install dnsmasq-base)")
+    proc = subprocess.run([exe, "--test", f"--conf-file={conf}"], capture_output=True, text=True, timeout=30)
+    message = (proc.stdout + proc.stderr).strip()
+    if proc.returncode != 0:
+        raise ServeError(f"dnsmasq refuses {conf}: {message}")
+    return message
+
+
+def _conf_interfaces(conf: Path) -> list[str]:
+    found = []
+    for line in conf.read_text().splitlines():
+        key, _, value = line.strip().partition("=")
+        if key == "interface":
+            found.append(value.strip())
+    return found
+
+
+def dnsmasq_command(root: str | Path, *, interface: str | None = None, dnsmasq: str | None = None,
+                    user: str | None = None, extra: Sequence[str] = ()) -> list[str]:
+    """The dnsmasq command line for a tree. ``interface`` is required unless dnsmasq.conf names one
+    (and must agree with it): dnsmasq never answers DHCP on every interface of the manager."""
+    conf = Path(root) / "dnsmasq.conf"
+    if not conf.is_file():
+        raise ServeError(f"{conf} does not exist: render the tree first (fleet pxe render)")
+    exe = dnsmasq or find_dnsmasq()
+    if exe is None:
+        raise ServeError("dnsmasq is not installed (apt-get install dnsmasq-base)")
+    named = _conf_interfaces(conf)
+    cmd = [exe, "--keep-in-foreground", f"--conf-file={conf}"]
+    if interface:
+        if named and interface not in named:
+            raise ServeError(f"{conf} serves interface {', '.join(named)}, not {interface}: re-render with "
+                             f"--interface {interface}, or leave --interface out")
+        if not named:
+            cmd.append(f"--interface={interface}")
+    elif not named:
+        raise ServeError(f"{conf} names no interface: give one (--interface IF), so that dnsmasq does not "
+                         "answer DHCP on every interface")
+    if user:
+        cmd.append(f"--user={user}")
+    cmd.extend(extra)
+    return cmd
+
+
+class _AppState:
+    def __init__(self, root: Path, log: IO[str] | None) -> None:
+        self.root = root
+        self.log = log
+        self._index: HostIndex | None = None
+        self._index_key: tuple[int, int] | None = None
+
+    @property
+    def index(self) -> HostIndex:
+        """hosts.json, reloaded when a new tree is installed."""
+        path = self.root / "hosts.json"
+        try:
+            st = path.stat()
+            key = (st.st_ino, st.st_mtime_ns)
+        except FileNotFoundError:
+            key = (0, 0)
+        if self._index is None or key != self._index_key:
+            self._index = HostIndex.load(self.root)
+            self._index_key = key
+        return self._index
+
+
+class _JsonAccessLog(AbstractAccessLogger):
+    """One JSON line per request in var/http.jsonl (and nothing on aiohttp's logger)."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        state: _AppState | None = request.app.get(_STATE) if hasattr(request, "app") else None
+        if state is None or state.log is None:
+            return
+        rec: dict[str, Any] = {
+            "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            "client": request.remote,
+            "method": request.method,
+            "path": request.path,
+            "status": response.status,
+            "bytes": response.content_length if response.content_length is not None else response.body_length,
+        }
+        with contextlib.suppress(KeyError):
+            rec.update(request[_NOTE])
+        state.log.write(json.dumps(rec, sort_keys=True) + "\n")
+        state.log.flush()
+
+
+async def _callback(request: web.Request, host: str, phase: str) -> web.Response:
+    state = request.app[_STATE]
+    token = request.query.get("token", "")
+    expected = state.index.token(host)
+    known = expected is not None and phase in PHASES
+    ok = known and verify_token(expected or "", token)
+    request[_NOTE] = {"host": host, "phase": phase, "ok": bool(ok)}
+    if not known:
+        return web.Response(status=404, text="unknown host or phase\n")
+    if not ok:
+        return web.Response(status=403, text="bad token\n")
+    return web.Response(text="ok\n")
+
+
+async def _handle(request: web.Request) -> web.StreamResponse:
+    path = request.path
+    if (m := _CB_PATH.match(path)) is not None:
+        if request.method not in ("GET", "POST"):
+            raise web.HTTPMethodNotAllowed(request.method, ["GET", "POST"])
+        return await _callback(request, m.group("host"), m.group("phase"))
+    if request.method not in ("GET", "HEAD"):
+        raise web.HTTPMethodNotAllowed(request.method, ["GET", "HEAD"])
+    state = request.app[_STATE]
+    parts = path.split("/")[1:]
+    if not parts or any(p in ("", ".", "..") or "\\" in p or "\x00" in p for p in parts):
+        raise web.HTTPNotFound()
+    base = os.path.realpath(state.root / "http")
+    target = os.path.realpath(os.path.join(base, *parts))
+    if not target.startswith(base + os.sep) or not os.path.isfile(target):
+        raise web.HTTPNotFound()
+    return web.FileResponse(target, headers={"Cache-Control": "no-store"})
+
+
+def make_app(root: str | Path, *, access_log: IO[str] | None = None) -> web.Application:
+    """The HTTP application for a tree (files under ``http/`` and callbacks); ``access_log`` gets JSON lines."""
+    app = web.Application()
+    app[_STATE] = _AppState(Path(root), access_log)
+    app.router.add_route("*", "/{tail:.*}", _handle)
+    return app
+
+
+class PxeServer:
+    """dnsmasq and the HTTP server for one installed tree. ``dnsmasq=False`` runs HTTP only (tests).
+
+    ``listen`` is ``(host, port)``; by default the tree's manager URL's. Port 0 picks a free port
+    (:attr:`port` tells which).
+    """
+
+    def __init__(self, root: str | Path, *, interface: str | None = None, listen: tuple[str, int] | None = None,
+                 dnsmasq: bool | str = True, dnsmasq_user: str | None = None,
+                 dnsmasq_args: Sequence[str] = (), start_timeout: float = 10.0) -> None:
+        self.root = Path(root)
+        self.interface = interface
+        self.listen = listen or self._default_listen()
+        self._dnsmasq = dnsmasq
+        self._dnsmasq_user = dnsmasq_user
+        self._dnsmasq_args = tuple(dnsmasq_args)
+        self.start_timeout = start_timeout
+        self.proc: asyncio.subprocess.Process | None = None
+        self._runner: web.AppRunner | None = None
+        self._site: web.TCPSite | None = None
+        self._log: IO[str] | None = None
+        self._stderr: asyncio.Task[bytes] | None = None
+        self.port: int | None = None
+
+    def _default_listen(self) -> tuple[str, int]:
+        try:
+            doc = json.loads((self.root / "hosts.json").read_text())
+            parts = urlsplit(doc["manager_url"])
+            return parts.hostname or "0.0.0.0", parts.port or 80
+        except (OSError, ValueError, KeyError) as exc:
+            raise ServeError(f"{self.root}: not an installed tree ({exc}); render it first") from None
+
+    @property
+    def url(self) -> str:
+        host = self.listen[0]
+        return f"http://{f'[{host}]' if ':' in host else host}:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    async def start(self) -> None:
+        """Start HTTP, then dnsmasq; returns once both are up (dnsmasq logged 'started')."""
+        if not (self.root / "dnsmasq.conf").is_file():
+            raise ServeError(f"{self.root} is not an installed tree (no dnsmasq.conf): render it first")
+        (self.root / "var").mkdir(exist_ok=True)
+        self._log = open(self.root / HTTP_LOG, "a", encoding="utf-8")  # noqa: SIM115 - closed in stop()
+        try:
+            await self._start_http()
+            if self._dnsmasq:
+                await self._start_dnsmasq()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start_http(self) -> None:
+        self._runner = web.AppRunner(make_app(self.root, access_log=self._log), access_log_class=_JsonAccessLog,
+                                     handle_signals=False)
+        await self._runner.setup()
+        host, port = self.listen
+        self._site = web.TCPSite(self._runner, host, port, reuse_address=True)
+        try:
+            await self._site.start()
+        except OSError as exc:
+            raise ServeError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+        sockets = self._runner.addresses
+        self.port = sockets[0][1] if sockets else port
+
+    async def _start_dnsmasq(self) -> None:
+        exe = self._dnsmasq if isinstance(self._dnsmasq, str) else None
+        cmd = dnsmasq_command(self.root, interface=self.interface, dnsmasq=exe, user=self._dnsmasq_user,
+                              extra=self._dnsmasq_args)
+        log = self.root / DNSMASQ_LOG
+        offset = log.stat().st_size if log.exists() else 0
+        self.proc = await asyncio.create_subprocess_exec(*cmd, stdin=asyncio.subprocess.DEVNULL,
+                                                         stdout=asyncio.subprocess.DEVNULL,
+                                                         stderr=asyncio.subprocess.PIPE)
+        assert self.proc.stderr is not None
+        self._stderr = asyncio.ensure_future(self.proc.stderr.read())
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.start_timeout
+        while loop.time() < deadline:
+            if self.proc.returncode is not None or self._stderr.done():
+                code = await self.proc.wait()
+                err = (await self._stderr).decode(errors="replace").strip()
+                self.proc = None
+                raise ServeError(f"dnsmasq exited at start (exit code {code}): {err or 'no message'}")
+            if log.exists():
+                with open(log, "rb") as fh:
+                    fh.seek(offset)
+                    if b"started, version" in fh.read():
+                        return
+            await asyncio.sleep(0.05)
+        raise ServeError(f"dnsmasq did not report 'started' within {self.start_timeout:.0f} s (log: {log})")
+
+    async def wait(self) -> int | None:
+        """Wait until dnsmasq exits (or forever with HTTP only; cancel to stop). Returns its exit code."""
+        if self.proc is None:
+            await asyncio.Event().wait()
+            return None
+        return await self.proc.wait()
+
+    async def stop(self) -> None:
+        """Stop dnsmasq (by its PID: SIGTERM, SIGKILL after 5 s) and the HTTP server. Safe to call twice."""
+        proc, self.proc = self.proc, None
+        if proc is not None and proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGTERM)
+            try:
+                await asyncio.wait_for(proc.wait(), 5)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.pid, signal.SIGKILL)
+                await proc.wait()
+        if self._stderr is not None:
+            self._stderr.cancel()
+            with contextlib.suppress(BaseException):
+                await self._stderr
+            self._stderr = None
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    async def __aenter__(self) -> PxeServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
