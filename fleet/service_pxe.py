@@ -56,9 +56,9 @@ __all__ = ["HOST_SETTINGS", "PxeMixin", "PxeOverrides", "PxeRenderResult"]
 #: Per-host settings an overrides file (or a call) may set, and their defaults.
 HOST_SETTINGS: Mapping[str, Any] = {
     "os": "debian-12", "loader": "ipxe", "console": "ttyS0,115200", "kernel_args": (), "disk": "",
-    "disk_layout": "atomic", "mirror": "", "tags": (), "ssh_keys": (),
+    "disk_layout": "atomic", "mirror": "", "tags": (), "ssh_keys": (), "extra_initrds": (),
 }
-_LIST_SETTINGS = ("kernel_args", "tags", "ssh_keys")
+_LIST_SETTINGS = ("kernel_args", "tags", "ssh_keys", "extra_initrds")
 #: Server tags that choose a setting: ``pxe-os:debian-12``, ``pxe-loader:grub``, ``pxe-layout:lvm``.
 _TAG_SETTINGS = {"pxe-os:": "os", "pxe-loader:": "loader", "pxe-layout:": "disk_layout"}
 _KEY_META = "pxe.callback_key"

@@ -43,6 +43,7 @@ __all__ = [
     "callback_token",
     "check_console",
     "check_disk",
+    "check_image_path",
     "check_kernel_arg",
     "check_manager_url",
     "check_os",
@@ -85,6 +86,7 @@ _TOKEN_RE = re.compile(r"^[0-9a-f]{32}\Z")
 _URL_PATH_RE = re.compile(r"^(/[A-Za-z0-9._~-]+)*\Z")
 _IFACE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}\Z")
 _USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}\Z")
+_IMAGE_REL_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}(/[A-Za-z0-9_][A-Za-z0-9._-]{0,63}){0,3}\Z")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -148,6 +150,13 @@ def check_disk(value: object, field_name: str = "disk") -> str:
         return ""
     if not isinstance(value, str) or not _DISK_RE.match(value) or "/../" in value or value.endswith("/.."):
         raise _refuse(field_name, value, "is not a disk device path (/dev/...)")
+    return value
+
+
+def check_image_path(value: object, field_name: str = "extra_initrds") -> str:
+    """A file under the tree's ``images/`` (``firmware/firmware.cpio.gz``): no ``..``, no leading dot or slash."""
+    if not isinstance(value, str) or not _IMAGE_REL_RE.match(value) or ".." in value:
+        raise _refuse(field_name, value, "is not a plain path under images/ (letters, digits, . _ - and /)")
     return value
 
 
@@ -259,7 +268,8 @@ class HostContext:
 
     ``loader`` picks the boot path (:data:`LOADERS`); ``tags`` are extra dnsmasq tags set for this
     host (e.g. for a test that picks options per host). ``kernel_args`` are appended after ours.
-    ``disk`` empty lets the installer pick the first disk.
+    ``disk`` empty lets the installer pick the first disk. ``extra_initrds`` are more initrds (paths
+    under the tree's ``images/``, e.g. Debian's ``firmware.cpio.gz``) loaded after the OS's own.
     """
 
     hostname: str
@@ -278,6 +288,7 @@ class HostContext:
     ssh_keys: tuple[str, ...] = ()
     tags: tuple[str, ...] = ()
     mirror: str = ""
+    extra_initrds: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         _check_host(self.hostname, "hostname")
@@ -296,7 +307,7 @@ class HostContext:
         if self.loader not in LOADERS:
             raise _refuse("loader", self.loader, f"is not a boot loader ({', '.join(LOADERS)})")
         check_console(self.console)
-        for name in ("kernel_args", "ssh_keys", "tags"):
+        for name in ("kernel_args", "ssh_keys", "tags", "extra_initrds"):
             object.__setattr__(self, name, _tuple(getattr(self, name), name))
         for arg in self.kernel_args:
             check_kernel_arg(arg)
@@ -311,6 +322,11 @@ class HostContext:
                 raise _refuse("tags", tag, "is reserved (loader and firmware tags are set by Rackfleet)")
         if self.mirror:
             check_manager_url(self.mirror, "mirror")
+        for rel in self.extra_initrds:
+            check_image_path(rel)
+        if len(set(self.initrd_names)) != len(self.initrd_names):
+            raise _refuse("extra_initrds", self.extra_initrds, "holds two files of the same name (or one named "
+                                                               "'initrd')")
 
     # Derived names and URLs (pure functions of the fields).
 
@@ -361,6 +377,21 @@ class HostContext:
     @property
     def initrd_path(self) -> str:
         return f"images/{self.os}/initrd"
+
+    @property
+    def initrd_names(self) -> tuple[str, ...]:
+        """The names the initrds are loaded under (iPXE ``--name``, the kernel's ``initrd=``)."""
+        return ("initrd", *(rel.rsplit("/", 1)[-1] for rel in self.extra_initrds))
+
+    @property
+    def initrd_paths(self) -> tuple[str, ...]:
+        """Every initrd, relative to the TFTP and HTTP roots: the OS's, then the extra ones."""
+        return (self.initrd_path, *(f"images/{rel}" for rel in self.extra_initrds))
+
+    @property
+    def initrds(self) -> tuple[tuple[str, str], ...]:
+        """(name, path) of every initrd, in load order."""
+        return tuple(zip(self.initrd_names, self.initrd_paths, strict=True))
 
     @property
     def kernel_url(self) -> str:
@@ -483,6 +514,11 @@ class TreeContext:
     def oses(self) -> tuple[str, ...]:
         """The OSes some host installs, sorted."""
         return tuple(sorted({h.os for h in self.hosts}))
+
+    @property
+    def extra_images(self) -> tuple[str, ...]:
+        """Extra files under ``images/`` some host loads (its ``extra_initrds``), sorted."""
+        return tuple(sorted({rel for h in self.hosts for rel in h.extra_initrds}))
 
     @property
     def host_tags(self) -> tuple[str, ...]:

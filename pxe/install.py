@@ -48,6 +48,8 @@ class BootSources:
     ``images`` maps an OS name to a directory holding its kernel (``vmlinuz``, ``linux`` or
     ``bzImage``) and initrd (``initrd``, ``initrd.gz`` or ``initrd.img``); an OS not listed there
     is looked up as ``image_dir/OS/``. For Ubuntu an ``install.iso`` there is copied too.
+    ``extra_images`` maps a path under ``images/`` (a host's ``extra_initrds``, e.g.
+    ``firmware/firmware.cpio.gz``) to the file to install there.
     ``grub_dir`` holds Debian's signed ``bootnetx64.efi`` (shim), ``grubx64.efi`` and ``grub/``.
     """
 
@@ -59,6 +61,7 @@ class BootSources:
     grub_dir: Path = DEBIAN_12_NETBOOT
     images: Mapping[str, Path] = field(default_factory=lambda: {"debian-12": DEBIAN_12_NETBOOT})
     image_dir: Path | None = None
+    extra_images: Mapping[str, Path] = field(default_factory=dict)
 
     def loader_files(self, loaders: frozenset[str]) -> list[tuple[Path, str, str]]:
         """(source, tree path, package) for every loader file the given loaders need."""
@@ -228,6 +231,12 @@ def install(rendered: RenderedTree, sources: BootSources | None = None) -> Insta
     images: list[tuple[Path, str]] = []
     for os_name in rendered.oses:
         images += sources.image_files(os_name)
+    for rel in rendered.extra_images:
+        src = sources.extra_images.get(rel)
+        if src is None or not Path(src).is_file():
+            raise MissingBootFile(f"extra initrd images/{rel}: no file given for it" if src is None else
+                                  f"extra initrd images/{rel}: {src} does not exist", path=str(src) if src else None)
+        images.append((Path(src), f"tftp/images/{rel}"))
     try:
         root.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

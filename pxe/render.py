@@ -108,13 +108,15 @@ def _yaml_str(value: str) -> str:
 class RenderedTree:
     """The rendered text files of a tree, by path relative to its root, and what else it needs.
 
-    ``loaders`` and ``oses`` tell :func:`pxe.install` which boot loaders and OS images to copy in.
+    ``loaders``, ``oses`` and ``extra_images`` tell :func:`pxe.install` which boot loaders, OS images
+    and extra initrds to copy in.
     """
 
     root: str
     files: Mapping[str, bytes]
     loaders: frozenset[str]
     oses: tuple[str, ...]
+    extra_images: tuple[str, ...] = ()
     hosts: int = 0
     meta: Mapping[str, Any] = field(default_factory=dict)
 
@@ -231,4 +233,5 @@ def render_tree(tree: TreeContext, *, renderer: Renderer | None = None,
     for host in tree.hosts:
         files.update(r.host_files(host))
     files["hosts.json"] = _index(tree)
-    return RenderedTree(root=tree.root, files=files, loaders=tree.loaders, oses=tree.oses, hosts=len(tree.hosts))
+    return RenderedTree(root=tree.root, files=files, loaders=tree.loaders, oses=tree.oses,
+                        extra_images=tree.extra_images, hosts=len(tree.hosts))

@@ -53,6 +53,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     r.add_argument("--images", type=Path, metavar="DIR", help="OS images as DIR/OS/{vmlinuz,initrd}")
     r.add_argument("--image", action="append", default=[], metavar="OS=DIR",
                    help="one OS's image directory (repeatable)")
+    r.add_argument("--extra-image", action="append", default=[], metavar="REL=PATH",
+                   help="a file to install as images/REL, for hosts' extra_initrds (repeatable)")
     r.add_argument("--loader", action="append", default=[], metavar="NAME=PATH",
                    help=f"a boot loader's path ({', '.join(_LOADER_KEYS)}; repeatable)")
     r.add_argument("--lease-time", default="1h", help="DHCP lease time (default 1h)")
@@ -110,6 +112,7 @@ def _sources(args: argparse.Namespace) -> Any:
     kwargs.update({k: Path(v) for k, v in loaders.items()})
     kwargs["images"] = images
     kwargs["image_dir"] = args.images
+    kwargs["extra_images"] = {k: Path(v) for k, v in _pairs(args.extra_image, "--extra-image").items()}
     return BootSources(**kwargs)
 
 
