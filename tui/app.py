@@ -81,10 +81,12 @@ class FleetApp(App[None]):
         self.switch_mode("servers")
         screen = self.screen
         if isinstance(screen, ServersScreen):
-            from .widgets import FilterBox
-
-            screen.query_one("#filter", FilterBox).value = selector
-            screen.set_selector(selector)
+            boxes = screen.query("#filter")
+            if boxes:  # already on show: put the selector in its box (the box then queries)
+                boxes.first().value = selector  # type: ignore[attr-defined]
+                screen.set_selector(selector)
+            else:  # composed in a moment, with this selector
+                screen.selector = selector
 
     def open_server(self, hostname: str) -> None:
         self.push_screen(ServerScreen(hostname))
