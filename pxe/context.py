@@ -77,7 +77,7 @@ _OS_RE = re.compile(r"^([a-z]+)-([0-9]+(?:\.[0-9]+)?)\Z")
 _KARG_RE = re.compile(r"^[A-Za-z0-9_.][A-Za-z0-9_.,:/=+@%-]{0,199}\Z")
 _CONSOLE_RE = re.compile(r"^tty[A-Za-z]{0,8}[0-9]{1,3}(,[0-9]{3,7}([noe][5-8]?)?)?\Z")
 _TAG_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}\Z")
-_DISK_RE = re.compile(r"^/dev/[a-z][a-z0-9/_-]{0,62}\Z")
+_DISK_RE = re.compile(r"^/dev/[A-Za-z0-9][A-Za-z0-9/_.:+-]{0,120}\Z")
 _SSH_KEY_RE = re.compile(
     r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)|sk-ssh-ed25519@openssh\.com) [A-Za-z0-9+/]+={0,3}"
     r"( [A-Za-z0-9@._:+-]{1,64})?\Z")
@@ -148,7 +148,7 @@ def check_disk(value: object, field_name: str = "disk") -> str:
     """An install disk (``/dev/sda``, ``/dev/nvme0n1``, ``/dev/disk/by-id/...``) or ``""`` (the installer picks)."""
     if value == "":
         return ""
-    if not isinstance(value, str) or not _DISK_RE.match(value) or "/../" in value or value.endswith("/.."):
+    if not isinstance(value, str) or not _DISK_RE.match(value) or ".." in value or "//" in value:
         raise _refuse(field_name, value, "is not a disk device path (/dev/...)")
     return value
 

@@ -51,7 +51,8 @@ _ACK = re.compile(r"^(?:[0-9]+ )?DHCPACK\((?P<iface>[^)]*)\) (?P<ip>[0-9.]+) (?P
 _IGNORED = re.compile(r"^(?:[0-9]+ )?DHCP(?:DISCOVER|REQUEST)\((?P<iface>[^)]*)\) (?:[0-9.]+ )?"
                       r"(?P<mac>[0-9a-f:]{17}) (?:ignored|no address available)")
 _SENT = re.compile(r"^sent (?P<file>\S+) to (?P<ip>[0-9a-fA-F.:]+)")
-_TFTP_FAIL = re.compile(r"^(?:file (?P<file>\S+) not found|failed sending (?P<file2>\S+) to (?P<ip>[0-9a-fA-F.:]+))")
+_TFTP_FAIL = re.compile(r"^(?:file (?P<file>\S+) not found(?: for (?P<ip>[0-9a-fA-F.:]+))?"
+                        r"|failed sending (?P<file2>\S+) to (?P<ip2>[0-9a-fA-F.:]+))")
 _MONTHS = {m: i for i, m in enumerate(("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov",
                                        "Dec"), start=1)}
 _HOST_SCRIPT = re.compile(r"^/hosts/([0-9a-f]{2}(?:-[0-9a-f]{2}){5})\.ipxe$")
@@ -168,7 +169,7 @@ class EvidenceReader:
         if (s := _SENT.match(msg)) is not None:
             return self._tftp(ts, s.group("file"), s.group("ip"), ok=True)
         if (f := _TFTP_FAIL.match(msg)) is not None:
-            return self._tftp(ts, f.group("file") or f.group("file2"), f.group("ip"), ok=False)
+            return self._tftp(ts, f.group("file") or f.group("file2"), f.group("ip") or f.group("ip2"), ok=False)
         return None
 
     def _tftp(self, ts: datetime, file: str, ip: str | None, *, ok: bool) -> Evidence:
