@@ -95,9 +95,10 @@ class BootSources:
         kernel = next((where / n for n in _KERNEL_NAMES if (where / n).is_file()), None)
         initrd = next((where / n for n in _INITRD_NAMES if (where / n).is_file()), None)
         if kernel is None or initrd is None:
-            missing = "a kernel (vmlinuz, linux)" if kernel is None else "an initrd (initrd, initrd.gz, initrd.img)"
+            missing = f"kernel ({', '.join(_KERNEL_NAMES)})" if kernel is None else \
+                f"initrd ({', '.join(_INITRD_NAMES)})"
             hint = " (install debian-installer-12-netboot-amd64)" if where == DEBIAN_12_NETBOOT else ""
-            raise MissingBootFile(f"{os_name}: {where} holds no {missing}{hint}", path=str(where))
+            raise MissingBootFile(f"{os_name}: no {missing} in {where}{hint}", path=str(where))
         files = [(kernel, f"tftp/images/{os_name}/vmlinuz"), (initrd, f"tftp/images/{os_name}/initrd")]
         iso = where / "install.iso"
         if iso.is_file():
@@ -124,7 +125,7 @@ class InstallReport:
 def _safe_rel(path: str) -> str:
     p = PurePosixPath(path)
     if p.is_absolute() or not p.parts or any(part in ("", ".", "..") for part in p.parts) or "\\" in path \
-            or any(ord(c) < 0x20 for c in path):
+            or any(ord(c) < 0x20 for c in path) or p.as_posix() != path:
         raise InstallError(f"refusing to write outside the tree: {path!r}")
     return p.as_posix()
 

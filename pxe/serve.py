@@ -49,7 +49,7 @@ __all__ = ["DEFAULT_DNSMASQ", "PxeServer", "check_config", "dnsmasq_command", "m
 
 DEFAULT_DNSMASQ = "/usr/sbin/dnsmasq"
 _CB_PATH = re.compile(r"^/cb/(?P<host>[a-z0-9.-]{1,253})/(?P<phase>[a-z]{1,16})/?$")
-_NOTE = web.AppKey("rackfleet_note", dict)
+_NOTE = web.RequestKey("rackfleet_note", dict)
 _STATE = web.AppKey("rackfleet_state", "_AppState")
 
 

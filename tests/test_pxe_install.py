@@ -1,0 +1,228 @@
+"""PXE install: the whole tree is written aside and swapped in; a failure leaves the old tree intact."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from pxe import BootSources, InstallError, MissingBootFile, install, render_tree
+from pxe.install import DEBIAN_12_NETBOOT
+
+from .test_pxe_context import sample_host, sample_tree
+
+# The package re-exports the function install(), which shadows the module of the same name.
+install_mod = importlib.import_module("pxe.install")
+
+
+def fake_sources(base: Path) -> BootSources:
+    """Tiny stand-ins for every loader and image, so tests copy bytes, not 50 MB."""
+    def f(rel: str, data: bytes | None = None) -> Path:
+        p = base / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data if data is not None else rel.encode())
+        return p
+
+    grub = base / "di"
+    f("di/bootnetx64.efi")
+    f("di/grubx64.efi")
+    f("di/grub/grub.cfg", b"debian's menu\n")
+    f("di/grub/x86_64-efi/linux.mod")
+    f("di/grub/font.pf2")
+    images = {}
+    for os_name in ("debian-12", "ubuntu-24.04", "rocky-9"):
+        f(f"img/{os_name}/linux")
+        f(f"img/{os_name}/initrd.gz")
+        images[os_name] = base / "img" / os_name
+    return BootSources(undionly=f("ipxe/undionly.kpxe"), snponly=f("ipxe/snponly.efi"), ipxe_efi=f("ipxe/ipxe.efi"),
+                       pxelinux=f("pxelinux.0"), ldlinux=f("ldlinux.c32"), grub_dir=grub, images=images,
+                       extra_images={"firmware/firmware.cpio.gz": f("firmware.cpio.gz")})
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def sources(tmp_path: Path) -> BootSources:
+    return fake_sources(tmp_path / "src")
+
+
+def test_install_writes_the_whole_tree(tmp_path: Path, sources: BootSources) -> None:
+    root = tmp_path / "pxe"
+    rendered = render_tree(sample_tree(root=str(root)))
+    report = install(rendered, sources)
+    files = snapshot(root)
+    for rel in rendered.files:
+        assert (root / rel).read_bytes() == rendered.files[rel]
+    for rel in ("tftp/undionly.kpxe", "tftp/snponly.efi", "tftp/ipxe.efi", "tftp/pxelinux.0", "tftp/ldlinux.c32",
+                "tftp/debian-installer/amd64/bootnetx64.efi", "tftp/debian-installer/amd64/grubx64.efi",
+                "tftp/debian-installer/amd64/grub/x86_64-efi/linux.mod", "tftp/images/debian-12/vmlinuz",
+                "tftp/images/debian-12/initrd", "http/images/rocky-9/vmlinuz", "http/images/ubuntu-24.04/initrd",
+                "tftp/images/firmware/firmware.cpio.gz", "http/images/firmware/firmware.cpio.gz"):
+        assert rel in files, rel
+    # Ours replaces Debian's GRUB menu; HTTP images are the TFTP ones (hard links).
+    assert (root / "tftp/debian-installer/amd64/grub/grub.cfg").read_bytes() == rendered.files[
+        "tftp/debian-installer/amd64/grub/grub.cfg"]
+    assert os.path.samefile(root / "tftp/images/debian-12/vmlinuz", root / "http/images/debian-12/vmlinuz")
+    assert (root / "var").is_dir()
+    assert (root / "hosts.json").stat().st_mode & 0o777 == 0o600
+    assert (root / "dnsmasq.conf").stat().st_mode & 0o777 == 0o644
+    assert report.written == len(rendered.files) and report.copied > 0 and report.linked >= 4
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".pxe.new")]
+
+
+def test_only_needed_loaders_are_installed(tmp_path: Path, sources: BootSources) -> None:
+    root = tmp_path / "pxe"
+    tree = sample_tree(root=str(root), hosts=(sample_host(),))
+    install(render_tree(tree), sources)
+    tftp = sorted(p.name for p in (root / "tftp").iterdir())
+    assert tftp == ["images", "ipxe.efi", "snponly.efi", "undionly.kpxe"]
+
+
+def test_reinstall_links_unchanged_files_and_keeps_var(tmp_path: Path, sources: BootSources) -> None:
+    root = tmp_path / "pxe"
+    rendered = render_tree(sample_tree(root=str(root)))
+    install(rendered, sources)
+    (root / "var/dnsmasq.log").write_text("line 1\n")
+    old_inode = (root / "dnsmasq.conf").stat().st_ino
+    with open(root / "var/dnsmasq.log", "a") as log:  # a running dnsmasq holds its log open across installs
+        report = install(rendered, sources)
+        assert report.copied == 0 and report.linked > 0
+        log.write("line 2\n")
+    assert (root / "var/dnsmasq.log").read_text() == "line 1\nline 2\n"
+    assert (root / "dnsmasq.conf").stat().st_ino != old_inode  # a new tree, not files rewritten in place
+
+
+@pytest.mark.parametrize("when", ["write", "copy", "link"])
+def test_failure_mid_install_leaves_the_old_tree(tmp_path: Path, sources: BootSources,
+                                                 monkeypatch: pytest.MonkeyPatch, when: str) -> None:
+    root = tmp_path / "pxe"
+    install(render_tree(sample_tree(root=str(root))), sources)
+    (root / "var/dnsmasq.leases").write_text("lease\n")
+    before = snapshot(root)
+    calls = {"n": 0}
+    original = getattr(install_mod._Writer, when)
+
+    def failing(self: object, *args: object, **kwargs: object) -> None:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise OSError(28, "No space left on device")
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(install_mod._Writer, when, failing)
+    changed = sample_tree(root=str(root), hosts=(sample_host("new-host", 0x40),))
+    with pytest.raises(InstallError, match=r"old tree is intact.*No space left"):
+        install(render_tree(changed), sources)
+    assert snapshot(root) == before
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == [".pxe.lock"]
+
+
+def test_failure_at_the_swap_gives_var_back(tmp_path: Path, sources: BootSources,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    root = tmp_path / "pxe"
+    install(render_tree(sample_tree(root=str(root))), sources)
+    (root / "var/http.jsonl").write_text("{}\n")
+    before = snapshot(root)
+
+    def broken(a: Path, b: Path) -> bool:
+        raise OSError(5, "Input/output error", str(a))
+
+    monkeypatch.setattr(install_mod, "_exchange", broken)
+    with pytest.raises(InstallError):
+        install(render_tree(sample_tree(root=str(root))), sources)
+    assert snapshot(root) == before
+
+
+def test_fallback_without_renameat2(tmp_path: Path, sources: BootSources, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = tmp_path / "pxe"
+    install(render_tree(sample_tree(root=str(root), hosts=(sample_host(),))), sources)
+    monkeypatch.setattr(install_mod, "_exchange", lambda a, b: False)
+    install(render_tree(sample_tree(root=str(root))), sources)
+    assert (root / "tftp/pxelinux.0").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == [".pxe.lock"]
+
+
+def test_readers_never_see_a_missing_tree(tmp_path: Path, sources: BootSources) -> None:
+    """With renameat2(RENAME_EXCHANGE) the root always holds a complete tree, even mid-swap."""
+    root = tmp_path / "pxe"
+    rendered = render_tree(sample_tree(root=str(root)))
+    install(rendered, sources)
+    misses: list[str] = []
+    stop = threading.Event()
+
+    def reader() -> None:
+        while not stop.is_set():
+            for rel in ("dnsmasq.conf", "http/boot.ipxe", "tftp/undionly.kpxe"):
+                try:
+                    (root / rel).read_bytes()
+                except OSError as exc:
+                    misses.append(f"{rel}: {exc}")
+
+    t = threading.Thread(target=reader)
+    t.start()
+    try:
+        for _ in range(15):
+            install(rendered, sources)
+    finally:
+        stop.set()
+        t.join()
+    assert misses == []
+
+
+def test_missing_loader_is_named_before_anything_is_written(tmp_path: Path, sources: BootSources) -> None:
+    root = tmp_path / "pxe"
+    bad = BootSources(**{**sources.__dict__, "pxelinux": tmp_path / "nope/pxelinux.0"})
+    with pytest.raises(MissingBootFile, match=r"nope/pxelinux\.0 is missing \(install the pxelinux package"):
+        install(render_tree(sample_tree(root=str(root))), bad)
+    assert not root.exists()
+
+
+def test_missing_image_and_extra_initrd(tmp_path: Path, sources: BootSources) -> None:
+    root = tmp_path / "pxe"
+    tree = sample_tree(root=str(root), hosts=(sample_host("a", 0x0A, "debian-11"),))
+    with pytest.raises(MissingBootFile, match="no image directory for debian-11"):
+        install(render_tree(tree), sources)
+    (tmp_path / "images/debian-11").mkdir(parents=True)
+    (tmp_path / "images/debian-11/vmlinuz").write_bytes(b"k")
+    with_dir = BootSources(**{**sources.__dict__, "image_dir": tmp_path / "images"})
+    with pytest.raises(MissingBootFile, match=r"no initrd \(initrd, initrd\.gz, initrd\.img\) in "):
+        install(render_tree(tree), with_dir)
+    (tmp_path / "images/debian-11/initrd.img").write_bytes(b"i")
+    install(render_tree(tree), with_dir)
+    assert (root / "tftp/images/debian-11/initrd").read_bytes() == b"i"
+    extra = sample_tree(root=str(root), hosts=(sample_host("b", 0x0B, extra_initrds=("probe/probe.gz",)),))
+    with pytest.raises(MissingBootFile, match=r"images/probe/probe\.gz: no file given"):
+        install(render_tree(extra), sources)
+
+
+def test_grub_module_dir_missing(tmp_path: Path, sources: BootSources) -> None:
+    bad = BootSources(**{**sources.__dict__, "grub_dir": tmp_path / "empty"})
+    with pytest.raises(MissingBootFile, match="GRUB's module directory"):
+        install(render_tree(sample_tree(root=str(tmp_path / "pxe"))), bad)
+
+
+def test_refuses_paths_outside_the_tree(tmp_path: Path, sources: BootSources) -> None:
+    from dataclasses import replace
+
+    rendered = render_tree(sample_tree(root=str(tmp_path / "pxe"), hosts=(sample_host(),)))
+    for evil in ("../escape", "/etc/passwd", "http/../../x", "a//b", "x\n"):
+        bad = replace(rendered, files={**rendered.files, evil: b"x"})
+        with pytest.raises(InstallError, match="outside the tree"):
+            install(bad, sources)
+    assert not (tmp_path / "escape").exists()
+
+
+@pytest.mark.skipif(not (DEBIAN_12_NETBOOT / "linux").exists(), reason="debian-installer-12-netboot-amd64 missing")
+def test_default_sources_are_the_system_packages(tmp_path: Path) -> None:
+    root = tmp_path / "pxe"
+    tree = sample_tree(root=str(root), hosts=tuple(h for h in sample_tree().hosts if h.os == "debian-12"
+                                                   and not h.extra_initrds))
+    install(render_tree(tree))
+    assert (root / "tftp/images/debian-12/vmlinuz").stat().st_size == (DEBIAN_12_NETBOOT / "linux").stat().st_size
+    assert (root / "tftp/undionly.kpxe").stat().st_size > 10_000
