@@ -47,16 +47,21 @@ class FactsResult:
                 "events_opened": self.opened, "events_resolved": self.resolved}
 
 
-async def collect(fleet: Fleet, selector: str | Sequence[str] | None, *, concurrency: int = 16) -> FactsResult:
+async def collect(fleet: Fleet, selector: str | Sequence[str] | None, *, concurrency: int = 16,
+                  configured_only: bool = False) -> FactsResult:
+    """Facts of the selected servers; ``configured_only`` (sweeps) skips servers with no SSH credential."""
     from .sweep import Finding, record_events
 
     result = FactsResult()
     sel = fleet.selector(selector)
     with fleet.engine.connect() as conn:
-        rows = conn.execute(sel.apply(select(Server.id, Server.hostname, Server.state, Server.serial,
-                                             Server.primary_ip, Server.ssh_host_key, Credential.name.label("cred"),
-                                             Credential.username, Credential.secret, Credential.options)
-                                      .outerjoin(Credential, Credential.id == Server.ssh_credential_id))).all()
+        query = sel.apply(select(Server.id, Server.hostname, Server.state, Server.serial,
+                                 Server.primary_ip, Server.ssh_host_key, Credential.name.label("cred"),
+                                 Credential.username, Credential.secret, Credential.options)
+                          .outerjoin(Credential, Credential.id == Server.ssh_credential_id))
+        if configured_only:
+            query = query.where(Server.ssh_credential_id.is_not(None))
+        rows = conn.execute(query).all()
         ids = [r.id for r in rows]
         disks: dict[int, list[InventoryDisk]] = {}
         nics: dict[int, list[InventoryNic]] = {}

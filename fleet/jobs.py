@@ -12,6 +12,7 @@ State lives in the database only, so a later worker on another host can take a j
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import time
@@ -19,6 +20,7 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import insert, select, update
+from sqlalchemy.exc import OperationalError
 
 from inventory.models import Job, utcnow
 
@@ -26,6 +28,12 @@ __all__ = ["STALE_AFTER_S", "JobTracker", "mark_interrupted", "owner_alive"]
 
 STALE_AFTER_S = 300.0
 _HOST = socket.gethostname()
+log = logging.getLogger(__name__)
+
+
+def _busy(exc: OperationalError) -> bool:
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
 
 
 def _owner() -> str:
@@ -82,20 +90,34 @@ class JobTracker:
         self.id: int | None = job_id
         self._min_write_s = min_write_s
         self._last_write = 0.0
+        self._started = utcnow()
 
     def __enter__(self) -> JobTracker:
-        now = utcnow()
-        with self.fleet._session() as s:
-            if self.id is None:
-                self.id = s.execute(insert(Job).values(
-                    kind=self.kind, selector=self.selector, params=self.params, status="running",
-                    total=self.total, actor=self.fleet.actor, owner=_owner(), created_at=now, started_at=now,
-                    heartbeat_at=now, result={}).returning(Job.id)).scalar_one()
-            else:  # taking over (resuming) an existing job
-                s.execute(update(Job).where(Job.id == self.id).values(
-                    status="running", owner=_owner(), heartbeat_at=now, finished_at=None))
+        self._started = utcnow()
+        self._insert_or_take_over()
         self._last_write = time.monotonic()
         return self
+
+    def _insert_or_take_over(self) -> bool:
+        """Write the job's row; False when the database is busy (locked): bookkeeping never stops the work,
+        the row is written at the next progress or at the end."""
+        now = utcnow()
+        try:
+            with self.fleet._session() as s:
+                if self.id is None:
+                    self.id = s.execute(insert(Job).values(
+                        kind=self.kind, selector=self.selector, params=self.params, status="running",
+                        total=self.total, actor=self.fleet.actor, owner=_owner(), created_at=self._started,
+                        started_at=self._started, heartbeat_at=now, result={}).returning(Job.id)).scalar_one()
+                else:  # taking over (resuming) an existing job
+                    s.execute(update(Job).where(Job.id == self.id).values(
+                        status="running", owner=_owner(), heartbeat_at=now, finished_at=None))
+        except OperationalError as exc:
+            if not _busy(exc):
+                raise
+            log.warning("job %s: database busy, its row will be written later", self.kind)
+            return False
+        return True
 
     def progress(self, done: int | None = None, *, failed: int | None = None, total: int | None = None,
                  advance: int = 0, force: bool = False, **result: Any) -> None:
@@ -119,11 +141,24 @@ class JobTracker:
         self.params.update(params)
         self._write()
 
-    def _write(self, **extra: Any) -> None:
-        with self.fleet._session() as s:
-            s.execute(update(Job).where(Job.id == self.id).values(
-                done=self.done, failed=self.failed, total=self.total, result=dict(self.result),
-                params=dict(self.params), heartbeat_at=utcnow(), **extra))
+    def _write(self, *, final: bool = False, **extra: Any) -> None:
+        attempts = 6 if final else 1
+        for attempt in range(attempts):
+            try:
+                if self.id is None and not self._insert_or_take_over():
+                    raise OperationalError("insert job", {}, Exception("database is locked"))
+                with self.fleet._session() as s:
+                    s.execute(update(Job).where(Job.id == self.id).values(
+                        done=self.done, failed=self.failed, total=self.total, result=dict(self.result),
+                        params=dict(self.params), heartbeat_at=utcnow(), **extra))
+                return
+            except OperationalError as exc:
+                if not _busy(exc):
+                    raise
+                if attempt + 1 < attempts:
+                    time.sleep(0.5 * (attempt + 1))
+        log.warning("job %s: database busy, %s", self.kind,
+                    "its end could not be recorded" if final else "progress not recorded this time")
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
         if exc is not None:
@@ -132,4 +167,4 @@ class JobTracker:
             self.result["error"] = str(exc)[:500] or exc_type.__name__
         elif self.status == "done" and self.failed:
             self.status = "partial"
-        self._write(status=self.status, finished_at=utcnow())
+        self._write(final=True, status=self.status, finished_at=utcnow())

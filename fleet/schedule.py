@@ -23,8 +23,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
 
-from .errors import InputError
+from .errors import FleetError, InputError
 
 if TYPE_CHECKING:
     from .service import Fleet
@@ -83,8 +84,15 @@ def sweep_lock(fleet: Fleet) -> Iterator[bool]:
 
 def run_every(fleet: Fleet, interval_s: float, *, selector: Any = None, ups: bool = True,
               on_result: Callable[[Any], None] | None = None, on_skip: Callable[[str], None] | None = None,
-              max_runs: int | None = None) -> int:
-    """Sweep every ``interval_s`` until SIGTERM/SIGINT (or ``max_runs``); returns how many sweeps ran."""
+              max_runs: int | None = None, facts: bool = False, remediate: bool = False,
+              policy: Any = None, on_remediation: Callable[[Any], None] | None = None,
+              on_error: Callable[[str], None] | None = None) -> int:
+    """Sweep every ``interval_s`` until SIGTERM/SIGINT (or ``max_runs``); returns how many sweeps ran.
+
+    ``facts`` adds SSH facts to each sweep; ``remediate`` applies the policies after each sweep (within
+    their limits). A sweep that fails as a whole (e.g. the database unreachable past its retries) is
+    reported through ``on_error`` and the service goes on at the next slot rather than exiting.
+    """
     stopping = False
 
     def stop(_signum: int, _frame: Any) -> None:
@@ -99,10 +107,18 @@ def run_every(fleet: Fleet, interval_s: float, *, selector: Any = None, ups: boo
         while not stopping and (max_runs is None or runs < max_runs):
             with sweep_lock(fleet) as held:
                 if held:
-                    result = asyncio.run(_one(fleet, selector, ups))
+                    try:
+                        result, remediation = asyncio.run(_one(fleet, selector, ups, facts, remediate, policy))
+                    except (FleetError, OperationalError) as exc:
+                        if on_error is None:
+                            raise
+                        on_error(f"this sweep failed: {exc}")
+                    else:
+                        if on_result:
+                            on_result(result)
+                        if remediation is not None and on_remediation:
+                            on_remediation(remediation)
                     runs += 1
-                    if on_result:
-                        on_result(result)
                 elif on_skip:
                     on_skip("another sweep holds the lock; this run is skipped")
             slot += 1
@@ -119,9 +135,12 @@ def run_every(fleet: Fleet, interval_s: float, *, selector: Any = None, ups: boo
     return runs
 
 
-async def _one(fleet: Fleet, selector: Any, ups: bool) -> Any:
+async def _one(fleet: Fleet, selector: Any, ups: bool, facts: bool, remediate: bool, policy: Any
+               ) -> tuple[Any, Any]:
     try:
-        return await fleet.sweep(selector, ups=ups)
+        result = await fleet.sweep(selector, ups=ups, facts=facts)
+        remediation = await fleet.remediate(selector, policy=policy, apply=True) if remediate else None
+        return result, remediation
     finally:
         await fleet.aclose()
 

@@ -933,9 +933,11 @@ class Fleet(BrowseMixin, PxeMixin):
     # -- sweeps and events ---------------------------------------------------------------------------------
 
     async def sweep(self, selector: str | Sequence[str] | None = None, *, ups: bool = True,
-                    concurrency: int = 256, min_interval_s: float = 0.0, probe_all: bool = False) -> Any:
+                    concurrency: int = 256, min_interval_s: float = 0.0, probe_all: bool = False,
+                    facts: bool = False, facts_concurrency: int = 16) -> Any:
         """One health sweep (see :mod:`fleet.sweep`): readings, latest states, events opened and resolved.
 
+        With ``facts``, SSH facts of the selected servers that have an SSH credential too (drift events).
         Recorded as a job (``kind="sweep"``) with live progress."""
         from .jobs import JobTracker
         from .sweep import sweep
@@ -947,6 +949,14 @@ class Fleet(BrowseMixin, PxeMixin):
             job.failed = len(result.errors)
             job.done = max(0, result.servers - result.servers_skipped - job.failed)
             job.total = max(job.total, result.servers - result.servers_skipped)
+            if facts:
+                from .facts_ops import collect
+
+                got = await collect(self, selector, concurrency=facts_concurrency, configured_only=True)
+                result.facts_read = len(got.facts)
+                result.opened += got.opened
+                result.resolved += got.resolved
+                result.errors.update({h: f"ssh: {e}" for h, e in got.errors.items() if h not in result.errors})
             job.result.update(servers=result.servers, read=result.servers_read, skipped=result.servers_skipped,
                               opened=len(result.opened), resolved=len(result.resolved))
         with self._session() as s:

@@ -71,13 +71,14 @@ class SweepResult:
     resolved: list[str] = field(default_factory=list)
     errors: dict[str, str] = field(default_factory=dict)
     write_s: float = 0.0
+    facts_read: int | None = None  # servers whose SSH facts were read (None: facts not asked for)
 
     def to_json(self) -> dict[str, Any]:
         return {"started_at": self.started_at.isoformat(timespec="seconds"), "duration_s": round(self.duration_s, 3),
                 "servers": self.servers, "servers_read": self.servers_read, "servers_skipped": self.servers_skipped,
                 "ups": self.ups, "ups_read": self.ups_read, "readings": self.readings, "events_opened": self.opened,
                 "events_updated": self.updated, "events_resolved": self.resolved, "errors": self.errors,
-                "write_s": round(self.write_s, 3)}
+                "write_s": round(self.write_s, 3), "facts_read": self.facts_read}
 
 
 def _is_ecc(text: str) -> bool:

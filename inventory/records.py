@@ -589,12 +589,21 @@ def _as_phases(v: Any, f: str, _loc: str | None) -> int:
     return phases
 
 
+def _is_pem_key(v: str) -> bool:
+    text = v.strip()
+    return text.startswith("-----BEGIN ") and text.endswith("PRIVATE KEY-----") and len(text) <= 16384 \
+        and "\x00" not in text
+
+
 def _as_secret(v: Any, f: str, _loc: str | None) -> str:
     if isinstance(v, int) and not isinstance(v, bool):
         v = str(v)
+    if isinstance(v, str) and _is_pem_key(v):
+        return v.strip() + "\n"  # an SSH private key (PEM/OpenSSH block): only for kind ssh, checked on write
     if not isinstance(v, str) or not v or len(v) > 1024 or any(c in v for c in "\x00\r\n"):
         # Never echo the value: it is a secret.
-        raise ValidationError("a secret must be one line of text, at most 1024 characters", field=f)
+        raise ValidationError("a secret must be one line of text, at most 1024 characters (or, for kind ssh, a "
+                              "private key block)", field=f)
     return v
 
 
@@ -1286,6 +1295,9 @@ class _Writer:
             row = existing.get(rec.name)
             vals: dict[str, Any] = {"name": rec.name, "kind": rec.cred_kind, "username": rec.username,
                                     "options": None if rec.options is None else dict(rec.options)}
+            if rec.secret is not None and "\n" in rec.secret and rec.cred_kind != "ssh":
+                raise _refused("only an ssh credential may hold a private key block", field="secret",
+                               loc=_at(rec, "secret"))
             if rec.secret is not None:
                 same = row is not None and keyring.open(row["secret"], name=f"credential {rec.name}").reveal() \
                     == rec.secret

@@ -90,3 +90,49 @@ def test_a_database_locked_past_its_busy_timeout_delays_the_sweep_but_loses_no_r
     result = json.loads(done.stdout)
     after = sqlite3.connect(db).execute("SELECT count(*) FROM readings").fetchone()[0]
     assert after - before == result["readings"] > 0
+
+
+def _documents(text: str) -> list[dict]:
+    decoder, docs, at = json.JSONDecoder(), [], 0
+    while True:
+        while at < len(text) and text[at].isspace():
+            at += 1
+        if at >= len(text):
+            return docs
+        doc, at = decoder.raw_decode(text, at)
+        docs.append(doc)
+
+
+def test_sweep_every_survives_a_hung_bmc_and_a_locked_database_without_losing_a_reading(lab_env, tmp_path) -> None:
+    lab = tmp_path / "lab"
+    assert fleet(lab_env, "lab", "fault", "lab1-r01-s01", "slow", "--value", "60000", "--dir", str(lab)
+                 ).returncode == 0  # answers after a minute: past every deadline
+    db = lab_env["FLEET_DB"]
+    before = sqlite3.connect(db).execute("SELECT count(*) FROM readings").fetchone()[0]
+    proc = subprocess.Popen([FLEET, "sweep", "--every", "10s", "--json"], env=lab_env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    locker = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+    try:
+        time.sleep(3.0)
+        locker.execute("BEGIN EXCLUSIVE")  # held across the first sweep's write, past the 5 s busy timeout
+        time.sleep(7.0)
+        locker.execute("COMMIT")
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and proc.poll() is None:
+            if len(json.loads(fleet(lab_env, "audit", "--action", "sweep", "--json").stdout)) >= 3:
+                break
+            time.sleep(1.0)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        locker.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    runs = _documents(out)
+    assert len(runs) >= 3, err
+    assert all(r["servers_read"] == 1 for r in runs)  # the healthy one, every time
+    assert "lab1-r01-s01" in runs[0]["errors"]  # the hung one cost its deadline, then its breaker held it back
+    after = sqlite3.connect(db).execute("SELECT count(*) FROM readings").fetchone()[0]
+    assert after - before == sum(r["readings"] for r in runs) > 0

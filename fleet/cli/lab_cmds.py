@@ -24,6 +24,10 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--no-ups", action="store_true", help="no per-server UPSes (NUT upsd + one dummy-ups each)")
     p.add_argument("--no-rack-power", action="store_true",
                    help="no rack UPS and switched PDU per rack (snmpsim serving real APC recordings)")
+    ssh = p.add_mutually_exclusive_group()
+    ssh.add_argument("--ssh", dest="ssh", action="store_true", default=None,
+                     help="servers answer SSH on their primary IPs (default: when root and sshd are there)")
+    ssh.add_argument("--no-ssh", dest="ssh", action="store_false")
     p.set_defaults(func=cmd_start)
 
     p = lab_sub.add_parser("stop", parents=[common], help="stop everything the lab started")
@@ -37,7 +41,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p = lab_sub.add_parser("fault", parents=[common], help="inject or clear a fault on a lab device")
     p.add_argument("host", help="the server (its BMC) or UPS, by name")
     p.add_argument("kind", help="BMC: dead, slow, wrong-password, stuck-power, sensor-critical, ecc; "
-                   "UPS: on-battery, low-battery, replace-battery")
+                   "UPS: on-battery, low-battery, replace-battery; host (over SSH): disk-failing, serial-changed")
     p.add_argument("--clear", action="store_true")
     p.add_argument("--value", help="e.g. milliseconds for slow, a sensor name for sensor-critical")
     p.add_argument("--dir", type=Path, default=Path(_DEFAULT_DIR))
@@ -48,13 +52,15 @@ def cmd_start(args: argparse.Namespace, out: Out) -> int:
     from fleet.lab.datacenter import start_lab
 
     info = start_lab(args.dir, racks=args.racks, servers_per_rack=args.servers_per_rack, sites=args.sites,
-                     port=args.port, server_ups=not args.no_ups, rack_power=not args.no_rack_power)
+                     port=args.port, server_ups=not args.no_ups, rack_power=not args.no_rack_power, ssh=args.ssh)
     if args.json:
         out.json(info)
     else:
         out.info(f"lab: {info.servers} servers in {info.racks} racks, {info.sites} site(s), {info.ups} UPS(es), "
-                 f"{info.pdus} PDU(s); "
+                 f"{info.pdus} PDU(s), {info.ssh_hosts} SSH host(s); "
                  f"BMC server pid {info.bmc_pid}, port {info.port}")
+        for note in info.notes:
+            out.info(f"note: {note}")
         out.info(f"import it: fleet import {args.dir / 'inventory.yaml'} --secrets {args.dir / 'secrets.yaml'}")
     return 0
 

@@ -21,6 +21,11 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
                    help="skip a BMC read more recently than this")
     p.add_argument("--probe-all", action="store_true", help="read every BMC now, past circuit breakers")
     p.add_argument("--every", metavar="INTERVAL", help="run as a service: a sweep every 30s/5m/1h until SIGTERM")
+    p.add_argument("--facts", action="store_true",
+                   help="also collect SSH facts of the selected servers that have an SSH credential (drift events)")
+    p.add_argument("--remediate", action="store_true",
+                   help="after each sweep, apply the remediation policies (within their limits; audited)")
+    p.add_argument("--policy", type=Path, help="policy file for --remediate (default: examples/policies/default.yaml)")
     p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("schedule", parents=[common], help="print a systemd unit or a crontab line for sweeps")
@@ -48,8 +53,11 @@ def cmd_sweep(args: argparse.Namespace, out: Out) -> int:
     if args.every:
         interval = parse_interval(args.every)
         out.info(f"sweeping every {args.every}; SIGTERM finishes the current sweep and stops")
-        run_every(fleet, interval, selector=args.selector, ups=not args.no_ups,
-                  on_result=lambda r: _show(r, args, out), on_skip=out.warn)
+        run_every(fleet, interval, selector=args.selector, ups=not args.no_ups, facts=args.facts,
+                  remediate=args.remediate, policy=args.policy, on_result=lambda r: _show(r, args, out),
+                  on_skip=out.warn, on_error=out.warn,
+                  on_remediation=lambda run: out.info(f"remediation: {len(run.applied)} action(s) applied, "
+                                                      f"{len(run.plan.held)} held by limits"))
         return 0
     with sweep_lock(fleet) as held:
         if not held:
@@ -57,8 +65,13 @@ def cmd_sweep(args: argparse.Namespace, out: Out) -> int:
             return EXIT_SKIPPED
         result = run_async(fleet, lambda: fleet.sweep(args.selector, ups=not args.no_ups,
                                                       concurrency=args.concurrency,
-                                                      min_interval_s=args.min_interval, probe_all=args.probe_all))
+                                                      min_interval_s=args.min_interval, probe_all=args.probe_all,
+                                                      facts=args.facts))
+        run = run_async(fleet, lambda: fleet.remediate(args.selector, policy=args.policy, apply=True)) \
+            if args.remediate else None
     _show(result, args, out)
+    if run is not None and not args.json:
+        out.info(f"remediation: {len(run.applied)} action(s) applied, {len(run.plan.held)} held by limits")
     return 1 if result.errors else 0
 
 
@@ -69,6 +82,7 @@ def _show(result: Any, args: argparse.Namespace, out: Out) -> None:
         out.kv([("servers", f"{result.servers_read} read of {result.servers} ({result.servers_skipped} skipped: "
                             "circuit breaker or minimum interval)"),
                 ("ups", f"{result.ups_read} read of {result.ups}"), ("readings", result.readings),
+                *([("ssh facts", f"{result.facts_read} server(s)")] if result.facts_read is not None else []),
                 ("events opened", ", ".join(result.opened) or "none"),
                 ("events resolved", ", ".join(result.resolved) or "none"),
                 ("took", f"{result.duration_s:.1f} s (writing {result.write_s:.2f} s)")])

@@ -26,13 +26,17 @@ import yaml
 
 from fleet.errors import InputError, NotFound
 
+from .sshlab import HOST_FAULTS
+
 __all__ = ["LAB_FILE", "LabInfo", "lab_fault", "lab_status", "plan_lab", "start_lab", "stop_lab"]
 
 LAB_FILE = "lab.json"
 BMC_STATE = "bmc"
 FIRST_BMC_HOST = "127.10.0.1"
+FIRST_SERVER_IP = "127.20.0.1"  # the servers' own (primary) addresses, where the lab's sshd answers
 SERVER_FAULTS = ("dead", "slow", "wrong-password", "stuck-power", "sensor-critical", "ecc")
 UPS_FAULTS = ("on-battery", "low-battery", "replace-battery", "normal")
+SSH_STATE = "ssh"
 NUT_STATE = "nut"
 SNMP_STATE = "snmp"
 RACK_UPS_MODEL, PDU_MODEL, PDU_OUTLETS = "apc-smart-ups", "apc-8641", 24
@@ -48,11 +52,13 @@ class LabInfo:
     port: int
     ups: int = 0
     pdus: int = 0
+    ssh_hosts: int = 0
+    notes: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {"directory": str(self.directory), "servers": self.servers, "racks": self.racks,
                 "sites": self.sites, "bmc_pid": self.bmc_pid, "port": self.port, "ups": self.ups,
-                "pdus": self.pdus}
+                "pdus": self.pdus, "ssh_hosts": self.ssh_hosts, "notes": list(self.notes)}
 
 
 def _default_port() -> int:
@@ -63,6 +69,7 @@ def plan_lab(*, racks: int, servers_per_rack: int, sites: int = 1, port: int | N
              password: str | None = None) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     """The BMC server spec, the inventory and the secrets of a lab (pure: nothing is started)."""
     from .bmcserver import loopback_hosts
+    from .sshlab import disks_of
 
     if racks < 1 or servers_per_rack < 1 or sites < 1:
         raise InputError("a lab needs at least one site, one rack and one server per rack")
@@ -74,6 +81,7 @@ def plan_lab(*, racks: int, servers_per_rack: int, sites: int = 1, port: int | N
     password = password or pysecrets.token_urlsafe(12)[:16]
     total = racks * servers_per_rack
     hosts = loopback_hosts(total, first=FIRST_BMC_HOST)
+    server_ips = loopback_hosts(total, first=FIRST_SERVER_IP)
     units = max(42, servers_per_rack)
     site_list: list[dict[str, Any]] = [
         {"code": f"lab{s + 1}", "name": f"Lab site {s + 1}",
@@ -94,7 +102,10 @@ def plan_lab(*, racks: int, servers_per_rack: int, sites: int = 1, port: int | N
                 "serial": f"LAB{index + 1:06d}", "state": "deployed", "bmc": f"{hosts[index]}:{port}",
                 "bmc_credential": "lab-bmc", "priority": 100 if n % 4 else 50,
                 "tags": ["lab"] + (["gpu"] if n % 10 == 0 else []),
+                "primary_ip": server_ips[index],
                 "nics": [{"name": "eth0", "mac": mac, "pxe": True}],
+                "disks": [{k: d[k] for k in ("slot", "kind", "model", "serial")} | {"size_gb": d["size"] // 10**9}
+                          for d in disks_of(index)],
             })
             bmcs.append({"name": hostname, "host": hosts[index], "port": port, "serial": f"LAB{index + 1:06d}"})
             index += 1
@@ -119,13 +130,16 @@ def _write(path: Path, text: str, mode: int = 0o644) -> None:
 
 
 def start_lab(directory: str | os.PathLike[str], *, racks: int = 2, servers_per_rack: int = 8, sites: int = 1,
-              port: int | None = None, server_ups: bool = True, rack_power: bool = True) -> LabInfo:
+              port: int | None = None, server_ups: bool = True, rack_power: bool = True,
+              ssh: bool | None = None) -> LabInfo:
     """Start the virtual datacenter in the background; write its inventory and secrets to ``directory``.
 
     ``server_ups``: every server gets its own small UPS, served by NUT's upsd with one dummy-ups each.
     ``rack_power``: every rack gets an APC Smart-UPS on its feed and an APC switched PDU behind it whose
     outlets feed the servers, simulated by snmpsim from real recordings (v2c; each device's community is
     its name, so each has its own credential). Servers then have two PSUs: 1 on their own UPS, 2 on the PDU.
+    ``ssh``: the servers answer SSH on their primary IPs (one real sshd, see :mod:`fleet.lab.sshlab`), so
+    ``fleet facts`` and ``fleet sweep --facts`` work; ``None`` = when possible (root, OpenSSH installed).
     """
     from . import bmcserver
 
@@ -134,6 +148,16 @@ def start_lab(directory: str | os.PathLike[str], *, racks: int = 2, servers_per_
     if (root / LAB_FILE).exists() and _running(root):
         raise InputError(f"a lab is already running in {root}: 'fleet lab stop --dir {root}' first")
     spec, inventory, secrets = plan_lab(racks=racks, servers_per_rack=servers_per_rack, sites=sites, port=port)
+    notes: list[str] = []
+    ssh_why: str | None = "not asked for"
+    if ssh is not False:
+        from . import sshlab
+
+        ssh_why = sshlab.ssh_lab_available()
+        if ssh_why and ssh:
+            raise InputError(ssh_why)
+        if ssh_why:
+            notes.append(f"no SSH hosts: {ssh_why}")
     nut = None
     if server_ups:
         from .nutlab import start_nut_lab
@@ -152,9 +176,12 @@ def start_lab(directory: str | os.PathLike[str], *, racks: int = 2, servers_per_
                     index += 1
         secrets["credentials"] += nut.credentials()
     snmp_devices = 0
+    ssh_hosts = 0
     try:
         if rack_power:
             snmp_devices = _add_rack_power(root, inventory, secrets, racks)
+        if ssh_why is None:
+            ssh_hosts = _add_ssh_hosts(root, inventory, secrets)
         _write(root / "bmc-spec.json", json.dumps(spec), 0o600)  # it holds the lab password
         header = ("# The virtual datacenter of `fleet lab start`. Import with:\n"
                   f"#   fleet import {root / 'inventory.yaml'} --secrets {root / 'secrets.yaml'}\n")
@@ -170,11 +197,34 @@ def start_lab(directory: str | os.PathLike[str], *, racks: int = 2, servers_per_
             stop_nut_lab(root / NUT_STATE)
         if snmp_devices:
             stop_snmpsim(root / SNMP_STATE)
+        if ssh_hosts:
+            from .sshlab import stop_ssh_lab
+
+            stop_ssh_lab(root / SSH_STATE)
         raise
     info = LabInfo(root, len(spec["bmcs"]), racks, sites, pid, spec["bmcs"][0]["port"],
-                   (len(nut.ups) if nut is not None else 0) + snmp_devices // 2, snmp_devices // 2)
+                   (len(nut.ups) if nut is not None else 0) + snmp_devices // 2, snmp_devices // 2, ssh_hosts,
+                   tuple(notes))
     _write(root / LAB_FILE, json.dumps(info.to_json(), indent=2))
     return info
+
+
+def _add_ssh_hosts(root: Path, inventory: dict[str, Any], secrets: dict[str, Any]) -> int:
+    """Start the lab's sshd for every server and give each its SSH credential and pinned host key."""
+    from .sshlab import SSH_PORT, disks_of, start_ssh_lab
+
+    servers = [srv for site in inventory["sites"] for rack in site["pods"][0]["racks"] for srv in rack["servers"]]
+    hosts = [{"hostname": srv["hostname"], "ip": srv["primary_ip"], "serial": srv["serial"],
+              "disks": disks_of(i), "nics": srv["nics"]} for i, srv in enumerate(servers)]
+    keys = start_ssh_lab(root / SSH_STATE, hosts, port=SSH_PORT)
+    for srv in servers:
+        srv["ssh_credential"] = "lab-ssh"
+        srv["ssh_host_key"] = keys["host_key"]
+    import pwd
+
+    secrets["credentials"].append({"name": "lab-ssh", "kind": "ssh", "username": pwd.getpwuid(os.geteuid()).pw_name,
+                                   "secret": keys["private_key"], "options": {"port": str(SSH_PORT)}})
+    return len(hosts)
 
 
 def _add_rack_power(root: Path, inventory: dict[str, Any], secrets: dict[str, Any], racks: int) -> int:
@@ -233,6 +283,10 @@ def stop_lab(directory: str | os.PathLike[str]) -> bool:
         stopped = stop_nut_lab(root / NUT_STATE) or stopped
     if (root / SNMP_STATE).exists():
         stopped = stop_snmpsim(root / SNMP_STATE) or stopped
+    if (root / SSH_STATE).exists():
+        from .sshlab import stop_ssh_lab
+
+        stopped = stop_ssh_lab(root / SSH_STATE) or stopped
     (root / LAB_FILE).unlink(missing_ok=True)
     return stopped
 
@@ -242,15 +296,22 @@ def lab_fault(directory: str | os.PathLike[str], target: str, kind: str, *, clea
     """Flip a fault of a lab device: a server's BMC (by host name), or a UPS (by its name or its server's).
 
     UPS faults: on-battery, low-battery, replace-battery; ``--clear`` (or ``normal``) puts it back on line.
+    Host faults (the server's OS, over SSH): disk-failing, serial-changed.
     """
     from .bmcserver import lab_control
 
     root = Path(directory)
-    if kind not in SERVER_FAULTS + UPS_FAULTS:
+    if kind not in SERVER_FAULTS + UPS_FAULTS + HOST_FAULTS:
         raise InputError(f"unknown fault {kind!r}; server faults: {', '.join(SERVER_FAULTS)}; "
-                         f"UPS faults: {', '.join(UPS_FAULTS)}")
+                         f"UPS faults: {', '.join(UPS_FAULTS)}; host faults: {', '.join(HOST_FAULTS)}")
     if not (root / LAB_FILE).exists():
         raise NotFound(f"no lab in {root} (start one with 'fleet lab start --dir {root}')")
+    if kind in HOST_FAULTS:
+        from .sshlab import ssh_fault
+
+        if not (root / SSH_STATE / "hosts.json").exists():
+            raise NotFound(f"the lab in {root} has no SSH hosts (it needs root and OpenSSH's sshd)")
+        return {"name": target, "faults": ssh_fault(root / SSH_STATE, target, kind, clear=clear)}
     if kind in UPS_FAULTS:
         fault = "normal" if clear else kind
         if (root / SNMP_STATE).exists() and target.startswith("lab-ups-"):  # a rack UPS on SNMP

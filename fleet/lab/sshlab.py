@@ -1,0 +1,209 @@
+"""SSH hosts for the lab: one real OpenSSH ``sshd`` answering for every lab server's primary IP.
+
+Each lab server gets a primary IP on loopback (``127.20.x.y``); one ``sshd`` (OpenSSH's own, run with
+``-D -f CONFIG``) listens on all of them on port :data:`SSH_PORT`, with a host key made for the lab and
+an authorized client key whose private half goes into the lab's ``secrets.yaml`` (credential
+``lab-ssh``). Its ``ForceCommand`` is :data:`HOST_SCRIPT`, a small program that plays the server's
+operating system: it finds which server was reached from ``$SSH_CONNECTION`` (the address the client
+connected to) and answers Rackfleet's facts script (:data:`fleet.facts.FACTS_SCRIPT`) with that
+server's host name, kernel, DMI serial, disks (``lsblk -J`` shape), SMART health (``smartctl --json``
+shape) and NICs, and a few plain commands (``hostname``, ``true``).
+
+Faults (``fleet lab fault HOST disk-failing|serial-changed``) are kept in ``faults.json``, written
+atomically, and read on every login: a failing disk answers SMART FAILED; a changed serial answers
+another DMI serial (a swapped board). The SSH transport, authentication and host-key checks are the
+real sshd's; only the commands' output is simulated. It needs root (sshd switches users and binds
+one address per server); without root, :func:`start_ssh_lab` raises and the lab runs without SSH.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from fleet.errors import FleetError, InputError
+
+from ._proc import cmdline_has, terminate
+
+__all__ = [
+    "HOST_FAULTS",
+    "SSHD",
+    "SSH_PORT",
+    "disks_of",
+    "ssh_fault",
+    "ssh_lab_available",
+    "start_ssh_lab",
+    "stop_ssh_lab",
+]
+
+SSHD = "/usr/sbin/sshd"
+SSH_PORT = 2222
+HOST_FAULTS = ("disk-failing", "serial-changed")
+_PRIVSEP = Path("/run/sshd")
+
+#: The "operating system" of a lab server: Python, run by sshd as the ForceCommand.
+HOST_SCRIPT = r'''
+import json, os, sys
+here = os.path.dirname(os.path.abspath(__file__))
+conn = os.environ.get("SSH_CONNECTION", "").split()
+addr = conn[2] if len(conn) >= 3 else ""
+with open(os.path.join(here, "hosts.json")) as fh:
+    host = json.load(fh).get(addr)
+if host is None:
+    sys.stderr.write("no lab server at %s\n" % addr)
+    sys.exit(255)
+try:
+    with open(os.path.join(here, "faults.json")) as fh:
+        faults = json.load(fh).get(host["hostname"], {})
+except (OSError, ValueError):
+    faults = {}
+cmd = os.environ.get("SSH_ORIGINAL_COMMAND", "")
+serial = host["serial"] + ("-SWAPPED" if faults.get("serial-changed") else "")
+M = "@@rackfleet"
+if M in cmd:
+    out = [M + " hostname", host["hostname"], M + " kernel", "6.1.0-rackfleet-lab", M + " serial", serial]
+    devices = [{"name": d["name"], "serial": d["serial"], "model": d["model"], "size": d["size"], "type": "disk"}
+               for d in host["disks"]]
+    out += [M + " lsblk", json.dumps({"blockdevices": devices})]
+    for i, d in enumerate(host["disks"]):
+        ok = not (faults.get("disk-failing") and i == len(host["disks"]) - 1)
+        doc = {"json_format_version": [1, 0], "smartctl": {"version": [7, 3], "exit_status": 0 if ok else 8},
+               "device": {"name": "/dev/" + d["name"], "type": "sat", "protocol": "ATA"},
+               "model_name": d["model"], "serial_number": d["serial"], "smart_status": {"passed": ok}}
+        out += [M + " smart " + d["name"], json.dumps(doc)]
+    out += [M + " nics"] + ["%s %s physical" % (n["name"], n["mac"]) for n in host["nics"]]
+    out += [M + " end"]
+    print("\n".join(out))
+elif cmd.strip() in ("hostname", "uname -n"):
+    print(host["hostname"])
+elif cmd.strip() in ("true", ""):
+    pass
+else:
+    sys.stderr.write("lab server %s: command not simulated: %s\n" % (host["hostname"], cmd[:80]))
+    sys.exit(127)
+'''
+
+
+def ssh_lab_available() -> str | None:
+    """Why SSH hosts cannot run here, or None when they can."""
+    if os.geteuid() != 0:
+        return "SSH hosts in the lab need root (sshd binds one address per server and switches users)"
+    if not os.access(SSHD, os.X_OK) or shutil.which("ssh-keygen") is None:
+        return f"SSH hosts in the lab need OpenSSH's server ({SSHD}) and ssh-keygen (Debian: openssh-server)"
+    return None
+
+
+def disks_of(index: int) -> list[dict[str, Any]]:
+    """The two disks of lab server number ``index`` (0-based): an SSD for the OS and an HDD for data."""
+    return [
+        {"slot": "0", "name": "sda", "kind": "ssd", "model": "LabSSD 480", "serial": f"LABD{index + 1:06d}A",
+         "size": 480103981056},
+        {"slot": "1", "name": "sdb", "kind": "hdd", "model": "LabHDD 4T", "serial": f"LABD{index + 1:06d}B",
+         "size": 4000787030016},
+    ]
+
+
+def _keygen(path: Path) -> None:
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "rackfleet-lab", "-f", str(path)],
+                   check=True, timeout=30, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data))
+    tmp.replace(path)
+
+
+def start_ssh_lab(state: Path, hosts: list[dict[str, Any]], *, port: int = SSH_PORT) -> dict[str, str]:
+    """Start one sshd for ``hosts`` (dicts: hostname, ip, serial, disks, nics); return the client key
+    (``private_key``) and the host key line (``host_key``) for the inventory and secrets."""
+    why = ssh_lab_available()
+    if why:
+        raise FleetError(why)
+    state.mkdir(parents=True, exist_ok=True)
+    os.chmod(state, 0o755)
+    host_key, client_key = state / "ssh_host_ed25519_key", state / "client_ed25519"
+    for key in (host_key, client_key):
+        if not key.exists():
+            _keygen(key)
+    (state / "authorized_keys").write_text(client_key.with_suffix(".pub").read_text())
+    os.chmod(state / "authorized_keys", 0o600)
+    script = state / "labhost"
+    script.write_text(f"#!{sys.executable} -I\n{HOST_SCRIPT}")
+    os.chmod(script, 0o755)
+    _write_json(state / "hosts.json", {h["ip"]: h for h in hosts})
+    if not (state / "faults.json").exists():
+        _write_json(state / "faults.json", {})
+    listen = "".join(f"ListenAddress {h['ip']}:{port}\n" for h in hosts)
+    (state / "sshd_config").write_text(
+        f"# Rackfleet lab: one sshd for every lab server's primary IP.\n{listen}"
+        f"HostKey {host_key}\nPidFile {state / 'sshd.pid'}\nAuthorizedKeysFile {state / 'authorized_keys'}\n"
+        "PermitRootLogin prohibit-password\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
+        "UsePAM no\nStrictModes no\nPrintMotd no\nLogLevel ERROR\nMaxStartups 200:30:400\n"
+        f"ForceCommand {script}\nSubsystem sftp internal-sftp\n")
+    made_privsep = not _PRIVSEP.exists()
+    if made_privsep:
+        _PRIVSEP.mkdir(mode=0o755)
+        (state / "made-privsep").write_text("1")
+    log = open(state / "sshd.log", "ab")  # noqa: SIM115 - handed to the child
+    proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(state / "sshd_config")], stdin=subprocess.DEVNULL,
+                            stdout=log, stderr=log, start_new_session=True)
+    log.close()
+    (state / "sshd.pid").write_text(str(proc.pid))
+    deadline = time.monotonic() + 10
+    import socket
+
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise FleetError(f"lab sshd exited: {(state / 'sshd.log').read_text()[-500:]}")
+        with socket.socket() as s:
+            s.settimeout(0.5)
+            if s.connect_ex((hosts[-1]["ip"], port)) == 0:
+                break
+        time.sleep(0.05)
+    else:
+        stop_ssh_lab(state)
+        raise FleetError("lab sshd did not start listening within 10 s")
+    return {"private_key": client_key.read_text(),
+            "host_key": " ".join(host_key.with_suffix(".pub").read_text().split()[:2])}
+
+
+def stop_ssh_lab(state: Path) -> bool:
+    """Stop the lab's sshd (by PID, if it is ours)."""
+    pid_file = state / "sshd.pid"
+    stopped = False
+    with contextlib.suppress(ValueError, OSError):
+        pid = int(pid_file.read_text().strip())
+        stopped = terminate(pid, lambda p: cmdline_has(p, str(state / "sshd_config").encode()))
+    pid_file.unlink(missing_ok=True)
+    if (state / "made-privsep").exists():
+        with contextlib.suppress(OSError):
+            _PRIVSEP.rmdir()
+        (state / "made-privsep").unlink(missing_ok=True)
+    return stopped
+
+
+def ssh_fault(state: Path, hostname: str, kind: str, *, clear: bool = False) -> dict[str, bool]:
+    """Set or clear a host fault (``disk-failing``, ``serial-changed``); returns the host's faults."""
+    if kind not in HOST_FAULTS:
+        raise InputError(f"unknown host fault {kind!r}; host faults: {', '.join(HOST_FAULTS)}")
+    hosts = json.loads((state / "hosts.json").read_text())
+    if hostname not in {h["hostname"] for h in hosts.values()}:
+        raise InputError(f"no lab server {hostname!r} with SSH")
+    faults = json.loads((state / "faults.json").read_text())
+    mine = faults.setdefault(hostname, {})
+    if clear:
+        mine.pop(kind, None)
+    else:
+        mine[kind] = True
+    if not mine:
+        faults.pop(hostname)
+    _write_json(state / "faults.json", faults)
+    return dict(mine)
