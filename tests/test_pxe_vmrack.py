@@ -13,14 +13,26 @@ preseed fetched by the right IP). See docs/vmrack.md for timings and pitfalls.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import json
 import os
 import re
 import secrets
 import shutil
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
+
+from fleet.drivers.base import Target
+from fleet.drivers.ipmi import IpmiDriver
+from fleet.lab import bmcserver
+from fleet.lab._proc import pid_alive
+from fleet.lab.qemu import VmSpec
+from fleet.profiles import load_profiles
+from inventory.secrets import Secret
 
 from .vmrack import (
     DI_GRUB_EFI,
@@ -223,3 +235,94 @@ def test_four_boot_paths_each_boot_their_own_config_by_mac_and_an_unknown_mac_ge
     assert "Command line:" not in serial and "FLEET-" not in serial
     assert UNKNOWN_MAC not in dhcp_acks(rack.read(rack.workdir / "dnsmasq.log"))
     assert {ip for ip, _, _ in http_gets(rack.read(rack.workdir / "http.log"))} <= {h.ip for h in HOSTS}
+
+
+# ---------------------------------------------------------------------------------------------
+# A lab BMC that powers a QEMU VM over QMP, driven by Rackfleet's IPMI driver and by ipmitool
+# ---------------------------------------------------------------------------------------------
+
+BMC_HOST, BMC_PORT = "127.0.0.1", 16650
+
+
+def _ipmitool(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["ipmitool", "-I", "lanplus", "-C", "17", "-H", BMC_HOST, "-p", str(BMC_PORT), "-U", "admin",
+                           "-P", "password", "-N", "2", "-R", "2", *args], capture_output=True, text=True, timeout=30)
+
+
+def _vm_state(state_dir: Path) -> dict:  # type: ignore[type-arg]
+    answer = bmcserver.lab_control(state_dir, {"op": "get", "bmc": "host-a"})
+    assert answer["ok"], answer
+    return answer["bmc"]
+
+
+def test_a_qmp_backed_lab_bmc_boots_powers_and_stops_a_vm_through_rackfleets_ipmi_driver(rack: VmRack) -> None:
+    host = HOSTS[0]  # BIOS + iPXE: boot_set n|c switches its next boot live
+    root = rack.workdir / "root"
+    rack.start_dnsmasq(write_handmade_tree(root, (host,), rack.workdir / "leases"))
+    rack.start_http(root)
+    vm = VmSpec(name=host.name, mac=host.mac, tap=rack.add_tap(), state_dir=rack.workdir / "bmc-vms",
+                firmware=host.firmware, netns=rack.ns, boot="disk")
+    spec = rack.workdir / "bmc.json"
+    spec.write_text(json.dumps({"bmcs": [{"name": host.name, "host": BMC_HOST, "port": BMC_PORT, "power": "off",
+                                          "qemu": vm.to_dict()}]}))
+    state = rack.workdir / "bmc-state"
+    pid = bmcserver.start(spec, state)
+    profile = load_profiles().get("rackfleet-lab")
+    assert profile.ipmi is not None
+    target = Target(name=host.name, host=BMC_HOST, port=BMC_PORT, username="admin", password=Secret("password"),
+                    timeout=5.0, options={"profile": profile.name, "cipher_suites": tuple(profile.ipmi.cipher_suites),
+                                          "quirks": {q.id: q.value for q in profile.quirks}})
+    driver = IpmiDriver(workers=1)
+    serial = vm.serial_log
+
+    def boots() -> int:
+        return rack.read(serial).count("FLEETPROBE done")
+
+    try:
+        async def first_boot() -> tuple[str, str]:
+            before = await driver.power_status(target)
+            await driver.set_boot(target, "pxe")
+            await driver.power_on(target)
+            return before, await driver.power_status(target)
+
+        t0 = time.monotonic()
+        assert asyncio.run(first_boot()) == ("off", "on")
+        rack.wait_for(lambda: boots() == 1, timeout=120, what="the first PXE boot's probe")
+        first_boot_s = time.monotonic() - t0
+        assert f"fleet.token={host.token}" in rack.read(serial)
+        assert _vm_state(state)["vm"]["launches"] == 1
+        # The probe powered the guest off: the BMC reports it off once QEMU says so.
+        rack.wait_for(lambda: asyncio.run(driver.power_status(target)) == "off", timeout=15, what="power off")
+
+        # ipmitool: bootdev pxe, power on boots it again (a guest-halted QEMU is reset, not relaunched).
+        assert _ipmitool("chassis", "bootdev", "pxe").returncode == 0
+        on = _ipmitool("chassis", "power", "on")
+        assert on.returncode == 0, on.stderr
+        assert "Chassis Power is on" in _ipmitool("chassis", "power", "status").stdout
+        rack.wait_for(lambda: boots() == 2, timeout=120, what="the second PXE boot's probe")
+        vm_state = _vm_state(state)["vm"]
+        assert vm_state["launches"] == 1 and vm_state["errors"] == []
+        qemu_pid = vm_state["pid"]
+        assert qemu_pid and pid_alive(qemu_pid)
+
+        # Power off is QMP quit: the QEMU process is gone; on relaunches it; reset is system_reset.
+        asyncio.run(driver.power_off(target))
+        rack.wait_for(lambda: not pid_alive(qemu_pid), timeout=15, what="QEMU quitting")
+        assert asyncio.run(driver.power_status(target)) == "off"
+
+        async def on_then_reset() -> None:
+            await driver.set_boot(target, "pxe")
+            await driver.power_on(target)
+            await asyncio.sleep(3)
+            await driver.set_boot(target, "pxe")
+            await driver.power_reset(target)
+
+        asyncio.run(on_then_reset())
+        rack.wait_for(lambda: boots() == 3, timeout=120, what="the third PXE boot's probe")
+        vm_state = _vm_state(state)["vm"]
+        assert (vm_state["launches"], vm_state["resets"], vm_state["errors"]) == (2, 1, [])
+        print(f"first PXE boot through the QMP BMC: {first_boot_s:.1f} s")
+    finally:
+        driver.close()
+        assert bmcserver.stop(state, pid=pid)
+    assert not list(rack.workdir.glob("bmc-vms/*.pid"))

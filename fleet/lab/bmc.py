@@ -20,7 +20,7 @@ import time
 import uuid
 import zlib
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from fleet.errors import ValidationError
 
@@ -32,6 +32,7 @@ __all__ = [
     "SENSOR_PROFILES",
     "Bmc",
     "BmcSpec",
+    "PowerBackend",
     "SensorDef",
     "SensorSet",
     "parse_spec",
@@ -335,6 +336,23 @@ class BmcSpec:
     guid: bytes = b""
     fru: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     sel: tuple[bytes, ...] = ()
+    #: A QEMU VM this BMC powers (fleet.lab.qemu.VmSpec as JSON); None: the simulated power model.
+    qemu: Mapping[str, Any] | None = None
+
+
+class PowerBackend(Protocol):
+    """What really holds a BMC's host power when it is not simulated (e.g. :class:`fleet.lab.qemu.QemuBackend`).
+
+    ``set_power`` gets ``on``, ``off``, ``soft``, ``cycle`` or ``reset`` and, when the action starts the
+    host, the one-time or persistent boot device the BMC's flags name (``pxe``, ``disk``...) or None.
+    It must not block: the BMC answers at once and the backend acts in the background.
+    """
+
+    def power_state(self) -> bool: ...
+
+    def set_power(self, action: str, boot: str | None) -> None: ...
+
+    def state(self) -> dict[str, Any]: ...
 
 
 _SPEC_KEYS = {f.name for f in dataclasses.fields(BmcSpec)}
@@ -413,12 +431,21 @@ def parse_spec(doc: Mapping[str, Any], where: str = "spec") -> tuple[list[BmcSpe
         if len(guid) != 16:
             raise ValidationError("must be 32 hex digits", field="guid", location=loc)
         sel = tuple(_sel_record(e, f"{loc}.sel[{j}]") for j, e in enumerate(item.get("sel", ())))
+        qemu = item.get("qemu")
+        if qemu is not None:
+            from .qemu import VmSpec  # only for specs that name a VM
+
+            try:
+                VmSpec.from_dict(qemu)
+            except (ValueError, TypeError, KeyError) as exc:
+                raise ValidationError(f"not a VM spec: {exc}", field="qemu", location=loc) from None
         bmcs.append(BmcSpec(
             name=item["name"], host=item["host"], port=port, username=str(item.get("username", "admin")),
             password=str(item.get("password", "password")), serial=str(item.get("serial") or f"LAB-{item['name']}"),
             sensors=sensors, power=item.get("power", "on"), power_on_delay=float(item.get("power_on_delay", 0.0)),
             cold_reset_seconds=float(item.get("cold_reset_seconds", 3.0)),
             session_timeout=float(item.get("session_timeout", 60.0)), guid=guid, fru=fru, sel=sel,
+            qemu=None if qemu is None else dict(qemu),
         ))
         if len(bmcs[-1].username.encode()) > 16 or len(bmcs[-1].password.encode()) > 20:
             raise ValidationError("user names hold at most 16 bytes, passwords 20", field="password", location=loc)
@@ -469,7 +496,7 @@ class Bmc:
     """
 
     __slots__ = (
-        "_pending", "boot_count", "boot_flags", "boot_info_ack", "boot_valid_clearing", "dark_until", "dead",
+        "_pending", "backend", "boot_count", "boot_flags", "boot_info_ack", "boot_valid_clearing", "dark_until", "dead",
         "ecc_count", "last_boot", "overrides", "phase", "power_on", "reset_count", "restart_cause",
         "sdr_reservation", "sel", "sel_erased", "sel_next_id", "sel_overflow", "sel_reservation",
         "sel_time_offset", "sel_updated", "sensors", "slow_ms", "spec", "stuck_power", "wrong_password",
@@ -480,6 +507,7 @@ class Bmc:
         self.sensors = sensors
         self.power_on = spec.power == "on"
         self._pending: tuple[float, bool] | None = None  # (when, power state to take then)
+        self.backend: PowerBackend | None = None  # set by the server for a BMC that drives a VM
         self.boot_flags = bytes(5)  # parameter 5: no override
         self.boot_info_ack = 0x00
         self.boot_valid_clearing = 0x00
@@ -515,6 +543,8 @@ class Bmc:
 
     def powered(self, now: float | None = None) -> bool:
         """The power state, after any transition that is due by ``now``."""
+        if self.backend is not None:
+            return self.backend.power_state()
         if self._pending is not None:
             when, state = self._pending
             if (time.monotonic() if now is None else now) >= when:
@@ -527,8 +557,11 @@ class Bmc:
             self._booted()
         self.power_on = on
 
-    def _booted(self) -> None:
-        """The host starts: it uses the boot flags; a one-time override is then cleared."""
+    def _booted(self) -> str | None:
+        """The host starts: it uses the boot flags; a one-time override is then cleared.
+
+        Returns the device the flags override the boot with, or None when they do not.
+        """
         self.boot_count += 1
         flags = self.boot_flags
         valid = bool(flags[0] & 0x80)
@@ -536,11 +569,15 @@ class Bmc:
         self.last_boot = "disk" if device == "none" else device
         if valid and not flags[0] & 0x40:
             self.boot_flags = bytes([flags[0] & 0x7F]) + flags[1:]
+        return None if device == "none" else device
 
     def power(self, action: str, now: float | None = None) -> None:
         """``on``, ``off``, ``cycle``, ``reset`` or ``soft`` (ACPI shutdown), as Chassis Control does it."""
         now = time.monotonic() if now is None else now
         if self.stuck_power:
+            return
+        if self.backend is not None:
+            self._backend_power(action)
             return
         on = self.powered(now)
         delay = self.spec.power_on_delay
@@ -561,6 +598,21 @@ class Bmc:
         else:
             raise ValueError(f"unknown power action {action!r}")
         self.restart_cause = 0x01  # chassis control command
+
+    def _backend_power(self, action: str) -> None:
+        """Chassis Control on a backend: the boot flags are consumed here, the backend acts."""
+        if action not in ("on", "off", "soft", "cycle", "reset"):
+            raise ValueError(f"unknown power action {action!r}")
+        on = self.backend.power_state() if self.backend is not None else False
+        boot = None
+        if (action == "on" and not on) or (action in ("cycle", "reset") and on):
+            boot = self._booted()
+            self.reset_count += action == "reset"
+        if action in ("cycle", "reset") and not on:
+            return  # as the simulation: cycling or resetting a host that is off leaves it off
+        assert self.backend is not None
+        self.backend.set_power(action, boot)
+        self.restart_cause = 0x01
 
     def _schedule(self, when: float, state: bool, now: float) -> None:
         if when <= now:
@@ -644,6 +696,7 @@ class Bmc:
             "resetting": self.dark_until > now, "sel_entries": len(self.sel), "serial": self.spec.serial,
             "faults": self.faults(),
             "sensors": {s.name: self.sensor_value(s, now) for s in self.sensors.sensors if not s.discrete},
+            **({"vm": self.backend.state()} if self.backend is not None else {}),
         }
 
     def sensor_raw(self, sensor: SensorDef, now: float) -> int | None:

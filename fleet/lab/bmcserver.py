@@ -229,6 +229,12 @@ class LabServer:
         if spec.port == 0:
             spec = _replace_port(spec, sock.getsockname()[1])
         ep = Endpoint(Bmc(spec, self.sensor_sets[spec.sensors]), sock)
+        if spec.qemu is not None:  # this BMC powers a QEMU VM over QMP (docs/vmrack.md)
+            from .qemu import QemuBackend, QemuVm, VmSpec
+
+            ep.bmc.backend = QemuBackend(QemuVm(VmSpec.from_dict(spec.qemu)))
+            if spec.power == "on":
+                ep.bmc.backend.set_power("on", None)
         self.endpoints.append(ep)
         self.by_key[spec.name] = ep
         self.by_key[f"{spec.host}:{spec.port}"] = ep
@@ -263,11 +269,18 @@ class LabServer:
             if self.state_dir is not None:
                 with contextlib.suppress(FileNotFoundError):
                     (self.state_dir / CONTROL_SOCKET).unlink()
+        for ep in self.endpoints:  # VMs behind BMCs are powered off (QMP quit, then by PID)
+            backend = ep.bmc.backend
+            if backend is not None and hasattr(backend, "aclose"):
+                with contextlib.suppress(Exception):
+                    await backend.aclose()
         self.close()
 
     def close(self) -> None:
-        """Unregister and close every BMC socket."""
+        """Unregister and close every BMC socket (and stop by PID any VM a BMC still runs)."""
         for ep in self.endpoints:
+            if ep.bmc.backend is not None and hasattr(ep.bmc.backend, "kill"):
+                ep.bmc.backend.kill()
             if ep.sock.fileno() >= 0:
                 if self._loop is not None:
                     self._loop.remove_reader(ep.sock.fileno())

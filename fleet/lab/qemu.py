@@ -149,7 +149,8 @@ def qemu_command(spec: VmSpec, boot: str | None = None, *, qemu: str = QEMU) -> 
            "-accel", "tcg,tb-size=128", "-m", str(spec.memory_mb), "-nographic", "-monitor", "none",
            "-S", "-no-shutdown",
            "-qmp", f"unix:{spec.qmp_socket},server=on,wait=off",
-           "-serial", f"file:{spec.serial_log}",
+           # append: a relaunched VM (power on after quit) adds to its console log rather than truncating it
+           "-chardev", f"file,id=console0,path={spec.serial_log},append=on", "-serial", "chardev:console0",
            "-netdev", f"tap,id=n0,ifname={spec.tap},script=no,downscript=no",
            "-pidfile", str(spec.pid_file)]
     if spec.firmware == "bios":
