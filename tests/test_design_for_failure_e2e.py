@@ -146,3 +146,24 @@ def test_asking_for_ssh_hosts_where_sshd_cannot_run_is_refused_before_anything_s
     with pytest.raises(InputError, match="need root"):
         datacenter.start_lab(tmp_path / "lab", racks=1, servers_per_rack=1, ssh=True, port=16633)
     assert not (tmp_path / "lab" / "lab.json").exists() and not (tmp_path / "lab" / "nut").exists()
+
+
+def test_every_lab_server_of_two_sites_answers_ssh_with_what_its_inventory_record_says(env, tmp_path) -> None:
+    why = ssh_lab_available()
+    if why:
+        missing_peer(why)
+    lab = tmp_path / "lab"
+    # 18 servers: more than one sshd's 16 listening sockets; two sites interleave the racks.
+    assert fleet(env, "lab", "start", "--dir", str(lab), "--sites", "2", "--racks", "2", "--servers-per-rack", "9",
+                 "--no-ups", "--no-rack-power", "--ssh", "--port", "16634").returncode == 0
+    try:
+        assert fleet(env, "import", str(lab / "inventory.yaml"), "--secrets", str(lab / "secrets.yaml")
+                     ).returncode == 0
+        got = json.loads(fleet(env, "facts", "tag=lab", "--json").stdout)
+        assert len(got["facts"]) == 18 and got["errors"] == {}
+        assert all(drift == [] for drift in got["drift"].values()), got["drift"]
+        assert got["facts"]["lab2-r02-s09"]["serial"] == json.loads(fleet(env, "show", "lab2-r02-s09", "--json"
+                                                                             ).stdout)["serial"]
+    finally:
+        assert fleet(env, "lab", "stop", "--dir", str(lab)).returncode == 0
+    assert not list((lab / "ssh").glob("sshd.*.pid"))  # every sshd stopped

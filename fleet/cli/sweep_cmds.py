@@ -83,11 +83,17 @@ def _show(result: Any, args: argparse.Namespace, out: Out) -> None:
                             "circuit breaker or minimum interval)"),
                 ("ups", f"{result.ups_read} read of {result.ups}"), ("readings", result.readings),
                 *([("ssh facts", f"{result.facts_read} server(s)")] if result.facts_read is not None else []),
-                ("events opened", ", ".join(result.opened) or "none"),
-                ("events resolved", ", ".join(result.resolved) or "none"),
+                ("events opened", _some(result.opened)), ("events resolved", _some(result.resolved)),
                 ("took", f"{result.duration_s:.1f} s (writing {result.write_s:.2f} s)")])
         for name, err in sorted(result.errors.items()):
             out.warn(f"{name}: {err}")
+
+
+def _some(names: list[str], shown: int = 12) -> str:
+    if not names:
+        return "none"
+    more = f" and {len(names) - shown} more (fleet events)" if len(names) > shown else ""
+    return f"{len(names)}: " + ", ".join(names[:shown]) + more
 
 
 def cmd_schedule(args: argparse.Namespace, out: Out) -> int:

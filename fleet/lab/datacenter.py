@@ -181,7 +181,7 @@ def start_lab(directory: str | os.PathLike[str], *, racks: int = 2, servers_per_
         if rack_power:
             snmp_devices = _add_rack_power(root, inventory, secrets, racks)
         if ssh_why is None:
-            ssh_hosts = _add_ssh_hosts(root, inventory, secrets)
+            ssh_hosts = _add_ssh_hosts(root, inventory, secrets, spec["bmcs"][0]["port"])
         _write(root / "bmc-spec.json", json.dumps(spec), 0o600)  # it holds the lab password
         header = ("# The virtual datacenter of `fleet lab start`. Import with:\n"
                   f"#   fleet import {root / 'inventory.yaml'} --secrets {root / 'secrets.yaml'}\n")
@@ -209,21 +209,26 @@ def start_lab(directory: str | os.PathLike[str], *, racks: int = 2, servers_per_
     return info
 
 
-def _add_ssh_hosts(root: Path, inventory: dict[str, Any], secrets: dict[str, Any]) -> int:
-    """Start the lab's sshd for every server and give each its SSH credential and pinned host key."""
-    from .sshlab import SSH_PORT, disks_of, start_ssh_lab
+def _add_ssh_hosts(root: Path, inventory: dict[str, Any], secrets: dict[str, Any], port: int) -> int:
+    """Start the lab's sshds for every server and give each its SSH credential and pinned host key.
+
+    SSH listens on the lab's BMC port number (TCP on the servers' addresses, where the BMCs use UDP on
+    theirs), so two labs on different ports never meet."""
+    from .sshlab import disks_of, start_ssh_lab
 
     servers = [srv for site in inventory["sites"] for rack in site["pods"][0]["racks"] for srv in rack["servers"]]
+    # The disks each server's OS reports are the ones its inventory record lists (by the lab's index).
     hosts = [{"hostname": srv["hostname"], "ip": srv["primary_ip"], "serial": srv["serial"],
-              "disks": disks_of(i), "nics": srv["nics"]} for i, srv in enumerate(servers)]
-    keys = start_ssh_lab(root / SSH_STATE, hosts, port=SSH_PORT)
+              "disks": disks_of(int(srv["serial"].removeprefix("LAB")) - 1), "nics": srv["nics"]}
+             for srv in servers]
+    keys = start_ssh_lab(root / SSH_STATE, hosts, port=port)
     for srv in servers:
         srv["ssh_credential"] = "lab-ssh"
         srv["ssh_host_key"] = keys["host_key"]
     import pwd
 
     secrets["credentials"].append({"name": "lab-ssh", "kind": "ssh", "username": pwd.getpwuid(os.geteuid()).pw_name,
-                                   "secret": keys["private_key"], "options": {"port": str(SSH_PORT)}})
+                                   "secret": keys["private_key"], "options": {"port": str(port)}})
     return len(hosts)
 
 

@@ -1,13 +1,15 @@
-"""SSH hosts for the lab: one real OpenSSH ``sshd`` answering for every lab server's primary IP.
+"""SSH hosts for the lab: real OpenSSH ``sshd`` answering on every lab server's primary IP.
 
-Each lab server gets a primary IP on loopback (``127.20.x.y``); one ``sshd`` (OpenSSH's own, run with
-``-D -f CONFIG``) listens on all of them on port :data:`SSH_PORT`, with a host key made for the lab and
-an authorized client key whose private half goes into the lab's ``secrets.yaml`` (credential
-``lab-ssh``). Its ``ForceCommand`` is :data:`HOST_SCRIPT`, a small program that plays the server's
-operating system: it finds which server was reached from ``$SSH_CONNECTION`` (the address the client
-connected to) and answers Rackfleet's facts script (:data:`fleet.facts.FACTS_SCRIPT`) with that
-server's host name, kernel, DMI serial, disks (``lsblk -J`` shape), SMART health (``smartctl --json``
-shape) and NICs, and a few plain commands (``hostname``, ``true``).
+Each lab server gets a primary IP on loopback (``127.20.x.y``) where ``sshd`` (OpenSSH's own, run with
+``-D -f CONFIG``) answers on the lab's port number (TCP; the lab's BMCs use that number on UDP at their
+own addresses), with a host key made for the lab and an authorized client key whose private half goes
+into the lab's ``secrets.yaml`` (credential ``lab-ssh``). OpenSSH listens on at most 16 sockets per
+daemon, so there is one ``sshd`` per 16 servers (about 4 MiB each). Their ``ForceCommand`` is
+:data:`HOST_SCRIPT`, a small program that plays the server's operating system: it finds which server was
+reached from ``$SSH_CONNECTION`` (the address the client connected to) and answers Rackfleet's facts
+script (:data:`fleet.facts.FACTS_SCRIPT`) with that server's host name, kernel, DMI serial, disks
+(``lsblk -J`` shape), SMART health (``smartctl --json`` shape) and NICs, and a few plain commands
+(``hostname``, ``true``).
 
 Faults (``fleet lab fault HOST disk-failing|serial-changed``) are kept in ``faults.json``, written
 atomically, and read on every login: a failing disk answers SMART FAILED; a changed serial answers
@@ -45,6 +47,7 @@ __all__ = [
 
 SSHD = "/usr/sbin/sshd"
 SSH_PORT = 2222
+_LISTEN_PER_SSHD = 16
 HOST_FAULTS = ("disk-failing", "serial-changed")
 _PRIVSEP = Path("/run/sshd")
 
@@ -141,48 +144,69 @@ def start_ssh_lab(state: Path, hosts: list[dict[str, Any]], *, port: int = SSH_P
     _write_json(state / "hosts.json", {h["ip"]: h for h in hosts})
     if not (state / "faults.json").exists():
         _write_json(state / "faults.json", {})
-    listen = "".join(f"ListenAddress {h['ip']}:{port}\n" for h in hosts)
-    (state / "sshd_config").write_text(
-        f"# Rackfleet lab: one sshd for every lab server's primary IP.\n{listen}"
-        f"HostKey {host_key}\nPidFile {state / 'sshd.pid'}\nAuthorizedKeysFile {state / 'authorized_keys'}\n"
-        "PermitRootLogin prohibit-password\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
-        "UsePAM no\nStrictModes no\nPrintMotd no\nLogLevel ERROR\nMaxStartups 200:30:400\n"
-        f"ForceCommand {script}\nSubsystem sftp internal-sftp\n")
     made_privsep = not _PRIVSEP.exists()
     if made_privsep:
         _PRIVSEP.mkdir(mode=0o755)
         (state / "made-privsep").write_text("1")
-    log = open(state / "sshd.log", "ab")  # noqa: SIM115 - handed to the child
-    proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(state / "sshd_config")], stdin=subprocess.DEVNULL,
-                            stdout=log, stderr=log, start_new_session=True)
-    log.close()
-    (state / "sshd.pid").write_text(str(proc.pid))
-    deadline = time.monotonic() + 10
-    import socket
-
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise FleetError(f"lab sshd exited: {(state / 'sshd.log').read_text()[-500:]}")
-        with socket.socket() as s:
-            s.settimeout(0.5)
-            if s.connect_ex((hosts[-1]["ip"], port)) == 0:
-                break
-        time.sleep(0.05)
-    else:
+    # OpenSSH listens on at most 16 sockets per sshd (MAX_LISTEN_SOCKS): one sshd per 16 servers.
+    groups = [hosts[i:i + _LISTEN_PER_SSHD] for i in range(0, len(hosts), _LISTEN_PER_SSHD)]
+    procs = []
+    try:
+        for n, group in enumerate(groups):
+            listen = "".join(f"ListenAddress {h['ip']}:{port}\n" for h in group)
+            config = state / f"sshd_config.{n}"
+            config.write_text(
+                f"# Rackfleet lab: sshd {n} of {len(groups)}, for {len(group)} lab servers' primary IPs.\n{listen}"
+                f"HostKey {host_key}\nPidFile none\nAuthorizedKeysFile {state / 'authorized_keys'}\n"
+                "PermitRootLogin prohibit-password\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
+                "UsePAM no\nStrictModes no\nPrintMotd no\nLogLevel ERROR\nMaxStartups 100:30:200\n"
+                f"ForceCommand {script}\nSubsystem sftp internal-sftp\n")
+            with open(state / "sshd.log", "ab") as log:
+                proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)], stdin=subprocess.DEVNULL,
+                                        stdout=log, stderr=log, start_new_session=True)
+            procs.append(proc)
+            (state / f"sshd.{n}.pid").write_text(str(proc.pid))
+        _wait_listening(state, procs, [g[-1]["ip"] for g in groups], port)
+        failed = [line for line in (state / "sshd.log").read_text(errors="replace").splitlines()
+                  if "Bind to port" in line or "Cannot bind" in line]
+        if failed:  # sshd goes on when some of its addresses are taken: we do not
+            raise FleetError(f"lab sshd could not listen on every server's address ({len(failed)} failed; is "
+                             f"another lab using port {port}?): {failed[0]}")
+    except BaseException:
         stop_ssh_lab(state)
-        raise FleetError("lab sshd did not start listening within 10 s")
+        raise
     return {"private_key": client_key.read_text(),
             "host_key": " ".join(host_key.with_suffix(".pub").read_text().split()[:2])}
 
 
+def _wait_listening(state: Path, procs: list[subprocess.Popen], probes: list[str], port: int) -> None:
+    import socket
+
+    deadline = time.monotonic() + 20
+    pending = list(zip(procs, probes, strict=True))
+    while pending and time.monotonic() < deadline:
+        proc, ip = pending[0]
+        if proc.poll() is not None:
+            raise FleetError(f"lab sshd exited: {(state / 'sshd.log').read_text()[-500:]}")
+        with socket.socket() as s:
+            s.settimeout(0.5)
+            if s.connect_ex((ip, port)) == 0:
+                pending.pop(0)
+                continue
+        time.sleep(0.05)
+    if pending:
+        raise FleetError(f"{len(pending)} lab sshd(s) did not start listening within 20 s")
+
+
 def stop_ssh_lab(state: Path) -> bool:
-    """Stop the lab's sshd (by PID, if it is ours)."""
-    pid_file = state / "sshd.pid"
+    """Stop the lab's sshds (by PID, if they are ours)."""
     stopped = False
-    with contextlib.suppress(ValueError, OSError):
-        pid = int(pid_file.read_text().strip())
-        stopped = terminate(pid, lambda p: cmdline_has(p, str(state / "sshd_config").encode()))
-    pid_file.unlink(missing_ok=True)
+    for pid_file in sorted(state.glob("sshd.*.pid")):
+        config = state / f"sshd_config.{pid_file.name.split('.')[1]}"
+        with contextlib.suppress(ValueError, OSError):
+            pid = int(pid_file.read_text().strip())
+            stopped = terminate(pid, lambda p, c=config: cmdline_has(p, str(c).encode())) or stopped
+        pid_file.unlink(missing_ok=True)
     if (state / "made-privsep").exists():
         with contextlib.suppress(OSError):
             _PRIVSEP.rmdir()
