@@ -326,3 +326,86 @@ def test_a_qmp_backed_lab_bmc_boots_powers_and_stops_a_vm_through_rackfleets_ipm
         driver.close()
         assert bmcserver.stop(state, pid=pid)
     assert not list(rack.workdir.glob("bmc-vms/*.pid"))
+
+
+# ---------------------------------------------------------------------------------------------
+# The same four boot paths from the pxe/ renderer's tree, served by `fleet pxe serve` in the namespace
+# ---------------------------------------------------------------------------------------------
+
+MANAGER_URL = f"http://{SERVER_IP}"
+CALLBACK_KEY = b"vmrack-test-key"
+
+
+def rendered_tree(rack: VmRack, hosts: tuple[Host, ...], *, callbacks: str = "early") -> Path:
+    """Render and install the pxe/ tree for ``hosts`` (each host's loader from its path), with the
+    probe as an extra initrd; the probe calls the answer file's ``callbacks``."""
+    from pxe import BootSources, HostContext, Network, TreeContext, callback_token, install, render_tree
+
+    net = Network("10.77.0.0/24", gateway=SERVER_IP, dns=(SERVER_IP,))
+    probe = write_probe_initrd(rack.workdir / "probe.gz")
+    contexts = []
+    for h in hosts:
+        fqdn = f"{h.name}.lab.example.net"
+        args = [f"fleet.token={h.token}"] + ([f"fleet.probe.callbacks={callbacks}"] if callbacks else [])
+        contexts.append(HostContext(
+            hostname=fqdn, mac=h.mac, ip=h.ip, os="debian-12", manager_url=MANAGER_URL, network=net,
+            token=callback_token(CALLBACK_KEY, fqdn), loader={"snponly": "ipxe"}.get(h.path, h.path),
+            kernel_args=tuple(args), extra_initrds=("probe/probe.gz",)))
+    root = rack.workdir / "pxe"
+    tree = TreeContext(root=str(root), manager_url=MANAGER_URL, server_ip=SERVER_IP, network=net,
+                       hosts=tuple(contexts), interface="br0", dnsmasq_user="root")
+    install(render_tree(tree), BootSources(extra_images={"probe/probe.gz": probe}))
+    # Debian's shim (bootnetx64.efi) asks TFTP for "grubx64.efi" at the TFTP root, not beside itself
+    # (dnsmasq logs "file .../tftp/grubx64.efi not found"); until pxe/install puts it there, link it.
+    shim_grub, root_grub = root / "tftp/debian-installer/amd64/grubx64.efi", root / "tftp/grubx64.efi"
+    if shim_grub.exists() and not root_grub.exists():
+        os.link(shim_grub, root_grub)
+    return root
+
+
+def start_fleet_pxe_serve(rack: VmRack, root: Path) -> None:
+    """``fleet pxe serve`` (aiohttp + dnsmasq) inside the namespace; ready once HTTP and DHCP listen."""
+    fleet_cli = Path(os.environ.get("VIRTUAL_ENV", Path(__file__).resolve().parent.parent / ".venv")) / "bin/fleet"
+    cmd = [str(fleet_cli), "pxe", "serve", "--root", str(root), "--interface", "br0"]
+    log = rack.workdir / "fleet-pxe-serve.out"
+    proc = rack.start_http(root, cmd=cmd, log=log)
+    rack.wait_listening(proc, "udp", 67, "dnsmasq under fleet pxe serve", log)
+
+
+def http_jsonl(root: Path) -> list[dict]:  # type: ignore[type-arg]
+    path = root / "var/http.jsonl"
+    return [json.loads(line) for line in VmRack.read(path).splitlines() if line.strip()]
+
+
+def test_the_renderers_tree_boots_all_four_paths_by_mac_and_the_evidence_reader_sees_it(rack: VmRack) -> None:
+    from pxe import read_evidence
+
+    root = rendered_tree(rack, HOSTS)
+    start_fleet_pxe_serve(rack, root)
+    vms = {h.name: rack.add_vm(h.name, h.mac, firmware=h.firmware) for h in HOSTS}
+    rack.power_on(*vms.values())
+    times = rack.wait_all_serial({name: r"FLEETPROBE done" for name in vms}, timeout=230)
+    print("seconds from power-on to the probe's fetch (rendered tree):", times)
+    acks = dhcp_acks(rack.read(root / "var/dnsmasq.log"))
+    log = http_jsonl(root)
+    for h in HOSTS:
+        fqdn = f"{h.name}.lab.example.net"
+        serial = rack.serial(vms[h.name])
+        assert f"Rackfleet: {fqdn} installs debian-12" in serial, f"{h.name} did not run its own script/config"
+        cmdline = re.search(r"Command line: (.*)", serial)
+        assert cmdline and f"fleet.token={h.token}" in cmdline.group(1).split(), f"{h.name}: kernel args"
+        preseed = f"/answers/{fqdn}/preseed.cfg"
+        assert f"url={MANAGER_URL}{preseed}" in cmdline.group(1).split()
+        assert f"FLEETPROBE fetched url={MANAGER_URL}{preseed} token={h.token}" in serial
+        assert "FLEETPROBE callback early ok" in serial
+        assert acks.get(h.mac) == (h.ip, h.name), f"{h.name}: lease {acks.get(h.mac)}"
+        fetched = {(e["client"], e["status"]) for e in log if e["path"] == preseed}
+        assert fetched == {(h.ip, 200)}, f"{h.name}'s preseed: {fetched}"
+        assert any(e["path"].startswith(f"/cb/{fqdn}/early") and e["client"] == h.ip and e["status"] == 200
+                   for e in log)
+    evidence = read_evidence(root)
+    for h in HOSTS:
+        fqdn = f"{h.name}.lab.example.net"
+        kinds = {e.kind for e in evidence if e.hostname == fqdn and e.ok}
+        assert {"lease", "fetch", "callback"} <= kinds, f"{fqdn}: {kinds}"
+    assert "snponly.efi" in rack.read(root / "var/dnsmasq.log")

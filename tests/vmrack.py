@@ -57,7 +57,9 @@ MAX_VMS = 4
 
 #: The probe that replaces the Debian installer's /init (appended to its initrd as an extra cpio):
 #: print the kernel command line, get an address by DHCP, fetch the preseed URL named by ``url=``,
-#: print a marker with what it fetched, power off. Uses only the installer's own busybox and kmod.
+#: print a marker with what it fetched, optionally call the answer file's callback URLs
+#: (``fleet.probe.callbacks=early,late``: a stand-in for a finished install), power off.
+#: Uses only the installer's own busybox, wget and kmod.
 PROBE_INIT = r"""#!/bin/sh
 export PATH=/sbin:/bin:/usr/sbin:/usr/bin
 mount -t proc proc /proc
@@ -66,10 +68,12 @@ mount -t devtmpfs devtmpfs /dev 2>/dev/null
 echo "FLEETPROBE start cmdline=$(cat /proc/cmdline)"
 url=
 token=
+callbacks=
 for arg in $(cat /proc/cmdline); do
   case "$arg" in
     url=*|preseed/url=*) url="${arg#*url=}" ;;
     fleet.token=*) token="${arg#fleet.token=}" ;;
+    fleet.probe.callbacks=*) callbacks="$(echo "${arg#fleet.probe.callbacks=}" | tr , ' ')" ;;
   esac
 done
 for mod in virtio_pci virtio_net e1000; do modprobe "$mod" 2>/dev/null; done
@@ -81,6 +85,16 @@ if udhcpc -i eth0 -n -q -t 8 -T 2 -s /etc/udhcpc/default.script >/tmp/udhcpc.log
   echo "FLEETPROBE address $(ip -4 -o addr show dev eth0 | awk '{print $4}')"
   if wget -q -O /tmp/answer "$url"; then
     echo "FLEETPROBE fetched url=$url token=$token first=$(head -n 1 /tmp/answer)"
+    # Stand in for the installer's callbacks named by fleet.probe.callbacks=early[,late]: the URLs
+    # (with their tokens) are the ones the answer file holds.
+    for phase in $callbacks; do
+      cb="$(grep -o "http://[^' \"]*/cb/[^' \"]*/$phase?token=[0-9a-f]*" /tmp/answer | head -n 1)"
+      if [ -n "$cb" ] && wget -q -O /dev/null "$cb"; then
+        echo "FLEETPROBE callback $phase ok"
+      else
+        echo "FLEETPROBE callback $phase failed"
+      fi
+    done
   else
     echo "FLEETPROBE fetch-failed url=$url"
   fi
@@ -288,7 +302,7 @@ class VmRack:
         proc = self.spawn("dnsmasq", [DNSMASQ, "-k", "-C", str(conf), "--user=root", "--group=root",
                                       f"--log-facility={log}", f"--pid-file={self.workdir / 'dnsmasq.pid'}"],
                           log=self.workdir / "dnsmasq.out")
-        self._wait_listening(proc, "udp", 67, "dnsmasq", self.workdir / "dnsmasq.out")
+        self.wait_listening(proc, "udp", 67, "dnsmasq", self.workdir / "dnsmasq.out")
         return proc
 
     def start_http(self, root: Path, *, port: int = 80, log: Path | None = None,
@@ -299,10 +313,10 @@ class VmRack:
         cmd = list(cmd) if cmd else [sys.executable, "-u", "-m", "http.server", "--bind", self.server_ip,
                                      "--directory", str(root), str(port)]
         proc = self.spawn("http", cmd, log=log)
-        self._wait_listening(proc, "tcp", port, "the HTTP server", log)
+        self.wait_listening(proc, "tcp", port, "the HTTP server", log)
         return proc
 
-    def _wait_listening(self, proc: subprocess.Popen[bytes], proto: str, port: int, what: str, log: Path,
+    def wait_listening(self, proc: subprocess.Popen[bytes], proto: str, port: int, what: str, log: Path,
                         timeout: float = 20.0) -> None:
         deadline = time.monotonic() + timeout
         flag = "-uln" if proto == "udp" else "-tln"
