@@ -6,7 +6,8 @@ that maps the inventory onto those contexts:
 - a server's PXE NIC (``pxe`` flag, else its first NIC by name) gives the MAC; the NIC's IP, else the
   server's primary IP, gives the address (``fleet image`` allocates it from the rack's pool first);
 - the IP pool holding that address (the rack's, else the site's, else a global pool; ``provisioning``
-  pools first) gives the network: CIDR, gateway, DNS servers. One tree serves one network;
+  pools first) gives the network: CIDR, gateway, DNS servers. A tree serves every network its hosts
+  are on (one DHCP range each; networks other than dnsmasq's interface's come through a DHCP relay);
 - per-host choices (OS, loader, console, kernel arguments, disk, disk layout, mirror, dnsmasq tags,
   SSH keys) come from, lowest first: built-in defaults, an overrides file's ``[defaults]``, its
   ``[rack.NAME]``, the server's ``pxe-os:``/``pxe-loader:``/``pxe-layout:`` tags, its ``[host."NAME"]``,
@@ -251,7 +252,7 @@ class PxeMixin:
         """The frozen :class:`~pxe.context.TreeContext` for the servers ``selector`` matches.
 
         Raises :class:`~fleet.errors.ValidationError` (naming the server) for a value unfit for config
-        text, a server without a MAC or an address, or servers on more than one network.
+        text, or a server without a MAC, an address, or a pool holding that address.
         """
         sel = parse_selector(selector)
         if isinstance(overrides, Mapping):
@@ -262,13 +263,11 @@ class PxeMixin:
             raise NotFound(f"no server matches {str(sel) or 'the empty selector'}")
         key = token_key or self.pxe_callback_key()
         pools = self._pxe_pools()
-        network: Network | None = None
-        network_of: dict[str, str] = {}
+        networks: dict[str, Network] = {}
         hosts: list[HostContext] = []
         with Session(self.engine) as s:
             site_codes = dict(s.execute(select(Site.id, Site.code)).all())
         for row in rows:
-            where = f"server {row.hostname}"
             try:
                 tag_settings = _tag_settings(row.tags)
                 if not row.mac:
@@ -281,16 +280,10 @@ class PxeMixin:
                 if pool is None:
                     raise ValidationError(f"{ip} lies in no IP pool of its rack or site "
                                           f"({site_codes.get(row.site_id, '-')}/{row.rack or '-'})", field="ip")
-                if network is None or pool.cidr != network.cidr:
-                    candidate = Network(cidr=pool.cidr, gateway=pool.gateway,
-                                        dns=tuple(d for d in pool.dns.split(",") if d))
-                    if network is not None:
-                        first = next(iter(network_of))
-                        raise ValidationError(
-                            f"is on {candidate.cidr} (pool {pool.name}), {first} on {network.cidr}: one tree "
-                            "serves one network; render each pool's servers into their own tree", field="ip")
-                    network = candidate
-                network_of.setdefault(row.hostname, pool.cidr)
+                network = networks.get(pool.cidr)
+                if network is None:
+                    network = networks[pool.cidr] = Network(cidr=pool.cidr, gateway=pool.gateway,
+                                                            dns=tuple(d for d in pool.dns.split(",") if d))
                 settings = overrides.for_host(row.hostname, row.rack, tag_settings)
                 if os is not None:
                     settings["os"] = os
@@ -298,12 +291,12 @@ class PxeMixin:
                     hostname=row.hostname, mac=row.mac, ip=ip, manager_url=manager_url, network=network,
                     token=callback_token(key, row.hostname), **settings))
             except ValidationError as exc:
-                raise exc.at(where) from None
-        assert network is not None
+                raise exc.at(f"server {row.hostname}") from None
+        nets = tuple(networks[c] for c in sorted(networks, key=lambda c: ipaddress.ip_network(c)))
         if server_ip is None:
-            server_ip = _server_ip(manager_url, network)
+            server_ip = _server_ip(manager_url, nets)
         return TreeContext(root=str(Path(root).absolute()), manager_url=manager_url, server_ip=server_ip,
-                           network=network, hosts=tuple(hosts), interface=interface, lease_time=lease_time,
+                           networks=nets, hosts=tuple(hosts), interface=interface, lease_time=lease_time,
                            ra_prefix=ra_prefix, dnsmasq_user=dnsmasq_user)
 
     # -- render and install ----------------------------------------------------------------------------
@@ -395,13 +388,9 @@ def _tag_settings(tags: Sequence[str]) -> dict[str, Any]:
     return out
 
 
-def _server_ip(manager_url: str, network: Network) -> str:
+def _server_ip(manager_url: str, networks: Sequence[Network]) -> str:
     host = urlsplit(manager_url).hostname or ""
-    try:
-        addr = ipaddress.ip_address(host)
-    except ValueError:
-        addr = None
-    if addr is None or addr not in ipaddress.ip_network(network.cidr):
-        raise InputError(f"the manager URL {manager_url} is not an address on {network.cidr}: give the manager's "
-                         "address on the provisioning network (--server-ip)")
-    return str(addr)
+    if not any(host in net for net in networks):
+        raise InputError(f"the manager URL {manager_url} is not an address on {', '.join(n.cidr for n in networks)}: "
+                         "give the manager's address on the provisioning network (--server-ip)")
+    return host

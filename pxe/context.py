@@ -23,7 +23,7 @@ import hmac
 import ipaddress
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from fleet.errors import ValidationError
@@ -233,15 +233,17 @@ class Network:
     gateway: str | None = None
     dns: tuple[str, ...] = ()
     domain: str = ""
+    _net: ipaddress.IPv4Network = field(init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self) -> None:
         _exact(check_network(self.cidr, field="cidr"), self.cidr, "cidr")
         net = ipaddress.ip_network(self.cidr)
-        if net.version != 4:
+        if not isinstance(net, ipaddress.IPv4Network):
             raise _refuse("cidr", self.cidr, "is not an IPv4 network")
+        object.__setattr__(self, "_net", net)
         if self.gateway is not None:
             _check_ipv4(self.gateway, "gateway")
-            if ipaddress.ip_address(self.gateway) not in net:
+            if self.gateway not in self:
                 raise _refuse("gateway", self.gateway, f"is not in {self.cidr}")
         for d in _tuple(self.dns, "dns"):
             _check_ipv4(d, "dns")
@@ -251,15 +253,22 @@ class Network:
 
     @property
     def network_address(self) -> str:
-        return str(ipaddress.ip_network(self.cidr).network_address)
+        return str(self._net.network_address)
 
     @property
     def netmask(self) -> str:
-        return str(ipaddress.ip_network(self.cidr).netmask)
+        return str(self._net.netmask)
 
     @property
     def prefixlen(self) -> int:
-        return ipaddress.ip_network(self.cidr).prefixlen
+        return self._net.prefixlen
+
+    def __contains__(self, ip: object) -> bool:
+        """Whether the address ``ip`` (text) lies in this network."""
+        try:
+            return ipaddress.ip_address(str(ip)) in self._net
+        except ValueError:
+            return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,7 +305,7 @@ class HostContext:
         _check_ipv4(self.ip, "ip")
         if not isinstance(self.network, Network):
             raise _refuse("network", self.network, "is not a Network")
-        if ipaddress.ip_address(self.ip) not in ipaddress.ip_network(self.network.cidr):
+        if self.ip not in self.network:
             raise _refuse("ip", self.ip, f"is not in the provisioning network {self.network.cidr}")
         check_os(self.os)
         check_manager_url(self.manager_url)
@@ -442,20 +451,26 @@ class TreeContext:
 
     ``root`` is the absolute path the tree is installed at (dnsmasq.conf names its TFTP root, log
     and lease files by absolute path). ``server_ip`` is the manager's address on the provisioning
-    network (the TFTP server, and the default DNS server when the network names none).
+    network (the TFTP server, and the default DNS server of a network that names none).
     ``interface`` empty leaves it to ``fleet pxe serve --interface``. ``ra_prefix`` empty disables
     router advertisements (iPXE then waits ~13 s for IPv6 on each boot).
+
+    ``networks`` are the provisioning networks served (one static DHCP range each, tagged ``net0``,
+    ``net1``... in this order, with its own router and DNS options); left empty, they are the hosts'
+    networks in order of first use. ``network`` is the first of them (give either). Networks other
+    than the interface's own reach dnsmasq through a DHCP relay.
     """
 
     root: str
     manager_url: str
     server_ip: str
-    network: Network
-    hosts: tuple[HostContext, ...]
+    network: Network | None = None
+    hosts: tuple[HostContext, ...] = ()
     interface: str = ""
     lease_time: str = "1h"
     ra_prefix: str = "fd77::"
     dnsmasq_user: str = ""
+    networks: tuple[Network, ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.root, str) or not self.root.startswith("/") or any(
@@ -478,10 +493,27 @@ class TreeContext:
                     from None
         if self.dnsmasq_user and not _USER_RE.match(self.dnsmasq_user):
             raise _refuse("dnsmasq_user", self.dnsmasq_user, "is not a user name")
+        nets = _tuple(self.networks, "networks")
+        if self.network is not None and self.network not in nets:
+            nets = (self.network, *nets)
+        if not nets:
+            nets = tuple(dict.fromkeys(h.network for h in self.hosts if isinstance(h, HostContext)))
+        if not nets:
+            raise _refuse("networks", nets, "is empty: a tree serves at least one network")
+        cidrs: set[str] = set()
+        for net in nets:
+            if not isinstance(net, Network):
+                raise _refuse("networks", net, "is not a Network")
+            if net.cidr in cidrs:
+                raise _refuse("networks", net.cidr, "is given twice (with different settings)")
+            cidrs.add(net.cidr)
+        object.__setattr__(self, "networks", nets)
+        object.__setattr__(self, "network", nets[0])
         seen_mac: dict[str, str] = {}
         seen_ip: dict[str, str] = {}
         seen_host: set[str] = set()
         seen_short: dict[str, str] = {}
+        served = set(nets)
         for h in self.hosts:
             if not isinstance(h, HostContext):
                 raise _refuse("hosts", h, "is not a HostContext")
@@ -491,8 +523,9 @@ class TreeContext:
                 raise _refuse("mac", h.mac, f"is given to both {seen_mac[h.mac]} and {h.hostname}")
             if h.ip in seen_ip:
                 raise _refuse("ip", h.ip, f"is given to both {seen_ip[h.ip]} and {h.hostname}")
-            if h.network != self.network:
-                raise _refuse("network", h.hostname, f"is on {h.network.cidr}, the tree serves {self.network.cidr}")
+            if h.network not in served:
+                raise _refuse("network", h.hostname, f"is on {h.network.cidr}, which the tree does not serve "
+                                                     f"({', '.join(n.cidr for n in nets)})")
             if h.short_name in seen_short:
                 raise _refuse("hostname", h.hostname, f"has the same short name as {seen_short[h.short_name]} "
                                                       "(dnsmasq names hosts by their short name)")
@@ -502,8 +535,18 @@ class TreeContext:
             seen_ip[h.ip] = h.hostname
 
     @property
+    def tagged_networks(self) -> tuple[tuple[str, Network], ...]:
+        """(dnsmasq tag, network) for each network served: ``net0``, ``net1``..."""
+        return tuple((f"net{i}", net) for i, net in enumerate(self.networks))
+
+    def dns_for(self, net: Network) -> tuple[str, ...]:
+        """The DNS servers offered on ``net``: its own, else the manager."""
+        return net.dns or (self.server_ip,)
+
+    @property
     def dns_servers(self) -> tuple[str, ...]:
-        return self.network.dns or (self.server_ip,)
+        """The DNS servers of the first network."""
+        return self.dns_for(self.networks[0])
 
     @property
     def loaders(self) -> frozenset[str]:

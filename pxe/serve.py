@@ -274,7 +274,8 @@ class PxeServer:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.start_timeout
         while loop.time() < deadline:
-            if self.proc.returncode is not None or self._stderr.done():
+            # dnsmasq may close its stderr once it logs to its file: only its exit is a failure.
+            if self.proc.returncode is not None:
                 code = await self.proc.wait()
                 err = (await self._stderr).decode(errors="replace").strip()
                 self.proc = None

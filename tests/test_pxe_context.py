@@ -160,8 +160,21 @@ def test_duplicates_in_a_tree_refused() -> None:
     net2 = Network("10.78.0.0/24")
     far = HostContext(hostname="far.example.net", mac="52:54:00:77:00:10", ip="10.78.0.5", os="debian-12",
                       manager_url=MANAGER, network=net2, token=callback_token(KEY, "far.example.net"))
-    with pytest.raises(ValidationError, match="serves"):
+    with pytest.raises(ValidationError, match="does not serve"):
         sample_tree(hosts=(a, far))
+    with pytest.raises(ValidationError, match="given twice"):
+        sample_tree(networks=(NET, Network("10.77.0.0/24")))
+
+
+def test_a_tree_may_serve_several_networks() -> None:
+    net2 = Network("10.78.0.0/24", gateway="10.78.0.1")
+    far = HostContext(hostname="far.example.net", mac="52:54:00:77:00:10", ip="10.78.0.5", os="debian-12",
+                      manager_url=MANAGER, network=net2, token=callback_token(KEY, "far.example.net"))
+    tree = sample_tree(hosts=(sample_host(), far), network=None)
+    assert tree.networks == (NET, net2) and tree.network == NET  # in order of first use
+    assert tree.tagged_networks == (("net0", NET), ("net1", net2))
+    assert tree.dns_for(net2) == ("10.77.0.1",) and tree.dns_servers == NET.dns
+    assert "10.78.0.5" in net2 and "10.77.0.5" not in net2 and "x" not in net2
 
 
 def test_contexts_are_frozen() -> None:

@@ -115,9 +115,10 @@ def test_dnsmasq_parse_back(rendered: dict[str, bytes]) -> None:
     assert single["dhcp-leasefile"] == "/srv/rackfleet/pxe/var/dnsmasq.leases"
     assert single["dhcp-ignore"] == "tag:!known"
     ranges = [v for k, v in conf if k == "dhcp-range"]
-    assert ranges == ["10.77.0.0,static,255.255.255.0,1h", "fd77::,ra-only"]
+    assert ranges == ["set:net0,10.77.0.0,static,255.255.255.0,1h", "fd77::,ra-only"]
     options = [v for k, v in conf if k == "dhcp-option"]
-    assert "option:dns-server,10.77.0.1,10.77.0.2" in options and "option:router,10.77.0.1" in options
+    assert options == ["tag:net0,option:router,10.77.0.1", "tag:net0,option:dns-server,10.77.0.1,10.77.0.2",
+                       "tag:net0,option:domain-name,lab.example.net"]
     assert [v for k, v in conf if k == "dhcp-match"] == [
         "set:ipxe,175", "set:efi64,option:client-arch,7", "set:efi64,option:client-arch,9"]
     hosts = [v.split(",") for k, v in conf if k == "dhcp-host" and v]
@@ -162,7 +163,24 @@ def test_dnsmasq_without_optional_parts() -> None:
     conf = parse_dnsmasq(render_tree(tree).files["dnsmasq.conf"].decode())
     keys = [k for k, _ in conf]
     assert "interface" not in keys and "enable-ra" not in keys and ("user", "root") in conf
-    assert ("dhcp-range", "10.77.0.0,static,255.255.255.0,infinite") in conf
+    assert ("dhcp-range", "set:net0,10.77.0.0,static,255.255.255.0,infinite") in conf
+
+
+def test_dnsmasq_with_several_networks() -> None:
+    from pxe import HostContext, Network, callback_token
+
+    from .test_pxe_context import KEY, NET
+
+    net2 = Network("10.78.0.0/25")
+    far = HostContext(hostname="far.example.net", mac="52:54:00:77:00:10", ip="10.78.0.5", os="debian-12",
+                      manager_url=MANAGER, network=net2, token=callback_token(KEY, "far.example.net"))
+    tree = sample_tree(hosts=(sample_host(), far), networks=(NET, net2))
+    conf = parse_dnsmasq(render_tree(tree).files["dnsmasq.conf"].decode())
+    assert [v for k, v in conf if k == "dhcp-range"][:2] == [
+        "set:net0,10.77.0.0,static,255.255.255.0,1h", "set:net1,10.78.0.0,static,255.255.255.128,1h"]
+    assert "tag:net1,option:dns-server,10.77.0.1" in [v for k, v in conf if k == "dhcp-option"]
+    assert not any(v and v.startswith("tag:net1,option:router") for k, v in conf)
+    assert ("dhcp-host", "52:54:00:77:00:10,10.78.0.5,far") in conf
 
 
 # ---------------------------------------------------------------------------------------------------

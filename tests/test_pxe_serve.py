@@ -208,10 +208,14 @@ def dnsmasq() -> str:
 
 
 @pytest.mark.peer
-@pytest.mark.parametrize("variant", ["full", "bare", "one-loader"])
+@pytest.mark.parametrize("variant", ["full", "bare", "one-loader", "two-networks"])
 def test_dnsmasq_accepts_every_generated_config(tmp_path: Path, dnsmasq: str, variant: str) -> None:
+    net2 = Network("10.78.0.0/24", dns=("10.78.0.53",), domain="far.example.net")
+    far = HostContext(hostname="far.example.net", mac="52:54:00:77:00:10", ip="10.78.0.5", os="debian-12",
+                      manager_url="http://10.77.0.1:8080", network=net2, token=callback_token(KEY, "far.example.net"))
     kwargs: dict[str, Any] = {"full": {}, "bare": {"interface": "", "ra_prefix": "", "dnsmasq_user": "nobody"},
-                              "one-loader": {"hosts": (sample_host(),)}}[variant]
+                              "one-loader": {"hosts": (sample_host(),)},
+                              "two-networks": {"hosts": (*sample_tree().hosts, far), "network": None}}[variant]
     root = tmp_path / "pxe"
     install(render_tree(sample_tree(root=str(root), **kwargs)), fake_sources(tmp_path / "src"))
     assert "syntax check OK" in check_config(root / "dnsmasq.conf", dnsmasq=dnsmasq)

@@ -156,8 +156,8 @@ def test_inventory_errors_are_clear(fleet: Fleet, tmp_path: Path) -> None:
     root = tmp_path / "pxe"
     with pytest.raises(ValidationError, match=r"server noip\.lab\.example\.net: ip: has no address"):
         fleet.pxe_contexts("host=noip.lab.example.net", root=root, manager_url=MANAGER)
-    with pytest.raises(ValidationError, match="one tree serves one network"):
-        fleet.pxe_contexts("host=vm1.lab.example.net host=far.lab.example.net", root=root, manager_url=MANAGER)
+    both = fleet.pxe_contexts("host=vm1.lab.example.net host=far.lab.example.net", root=root, manager_url=MANAGER)
+    assert [n.cidr for n in both.networks] == ["10.0.0.0/16", "10.77.0.0/24"] and both.server_ip == "10.77.0.1"
     with pytest.raises(InputError, match="--server-ip"):
         fleet.pxe_contexts("host=far.lab.example.net", root=root, manager_url=MANAGER)
     tree = fleet.pxe_contexts("host=far.lab.example.net", root=root, manager_url=MANAGER, server_ip="10.0.0.1")
