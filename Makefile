@@ -4,6 +4,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 DEMO   ?= .demo
 HEADLESS ?=
+KEEP_LAB ?=
 PYTEST_ARGS ?=
 
 .PHONY: venv test lint bench demo demo-clean clean
@@ -30,13 +31,17 @@ bench: venv
 	$(BIN)/python bench/ipmi_sweep.py $(BENCH_ARGS)
 	$(BIN)/python bench/ups_poll.py $(BENCH_ARGS)
 
-# A fresh SQLite inventory in $(DEMO)/ made from the bundled example fleet, then `fleet list`.
+# The virtual datacenter (fleet lab), imported into a fresh SQLite inventory in $(DEMO)/, swept with a
+# few faults, then the TUI (quitting it stops the lab). HEADLESS=1: all but the TUI; KEEP_LAB=1 with it
+# leaves the lab running.
 demo: venv
+	@if [ -f $(DEMO)/lab/lab.json ]; then $(BIN)/fleet lab stop --dir $(DEMO)/lab; fi
 	rm -rf $(DEMO) && mkdir -p $(DEMO)
-	FLEET_DB=$(DEMO)/fleet.db FLEET_KEY_FILE=$(DEMO)/secret.key HEADLESS=$(HEADLESS) \
-		$(BIN)/python -m fleet.demo
+	FLEET_DB=$(DEMO)/fleet.db FLEET_KEY_FILE=$(DEMO)/secret.key DEMO_DIR=$(DEMO) HEADLESS=$(HEADLESS) \
+		KEEP_LAB=$(KEEP_LAB) $(BIN)/python -m fleet.demo
 
 demo-clean:
+	@if [ -f $(DEMO)/lab/lab.json ]; then $(BIN)/fleet lab stop --dir $(DEMO)/lab; fi
 	rm -rf $(DEMO)
 
 clean: demo-clean

@@ -130,6 +130,7 @@ def start_ssh_lab(state: Path, hosts: list[dict[str, Any]], *, port: int = SSH_P
     why = ssh_lab_available()
     if why:
         raise FleetError(why)
+    state = state.resolve()  # sshd runs from / and re-reads its files for every connection
     state.mkdir(parents=True, exist_ok=True)
     os.chmod(state, 0o755)
     host_key, client_key = state / "ssh_host_ed25519_key", state / "client_ed25519"
@@ -188,11 +189,12 @@ def _wait_listening(state: Path, procs: list[subprocess.Popen], probes: list[str
         proc, ip = pending[0]
         if proc.poll() is not None:
             raise FleetError(f"lab sshd exited: {(state / 'sshd.log').read_text()[-500:]}")
-        with socket.socket() as s:
-            s.settimeout(0.5)
-            if s.connect_ex((ip, port)) == 0:
-                pending.pop(0)
-                continue
+        with socket.socket() as s:  # listening is not enough: it must greet (its host key loads per connection)
+            s.settimeout(2.0)
+            with contextlib.suppress(OSError):
+                if s.connect_ex((ip, port)) == 0 and s.recv(8).startswith(b"SSH-2.0"):
+                    pending.pop(0)
+                    continue
         time.sleep(0.05)
     if pending:
         raise FleetError(f"{len(pending)} lab sshd(s) did not start listening within 20 s")
@@ -200,6 +202,7 @@ def _wait_listening(state: Path, procs: list[subprocess.Popen], probes: list[str
 
 def stop_ssh_lab(state: Path) -> bool:
     """Stop the lab's sshds (by PID, if they are ours)."""
+    state = state.resolve()
     stopped = False
     for pid_file in sorted(state.glob("sshd.*.pid")):
         config = state / f"sshd_config.{pid_file.name.split('.')[1]}"
@@ -216,6 +219,7 @@ def stop_ssh_lab(state: Path) -> bool:
 
 def ssh_fault(state: Path, hostname: str, kind: str, *, clear: bool = False) -> dict[str, bool]:
     """Set or clear a host fault (``disk-failing``, ``serial-changed``); returns the host's faults."""
+    state = state.resolve()
     if kind not in HOST_FAULTS:
         raise InputError(f"unknown host fault {kind!r}; host faults: {', '.join(HOST_FAULTS)}")
     hosts = json.loads((state / "hosts.json").read_text())
