@@ -444,6 +444,34 @@ class WorkOrder(SQLModel, table=True):
     closed_at: datetime | None = Field(default=None)
 
 
+class WipeCertificate(SQLModel, table=True):
+    """How one disk was wiped at decommissioning: the record an auditor asks for.
+
+    Kept when the server row goes (the names are copied in); ``digest`` is a SHA-256 over the fields
+    that matter, so an edited row no longer matches it.
+    """
+
+    __tablename__ = "wipe_certificates"
+    id: int | None = Field(default=None, primary_key=True)
+    server_id: int | None = Field(default=None, foreign_key="servers.id", index=True, ondelete="SET NULL")
+    hostname: str = Field(max_length=253, index=True)
+    server_serial: str = Field(default="", max_length=64)
+    disk_slot: str = Field(default="", max_length=32)
+    disk_serial: str = Field(default="", max_length=64, index=True)
+    disk_model: str = Field(default="", max_length=64)
+    device: str = Field(default="", max_length=64)
+    size_bytes: int | None = Field(default=None, sa_type=BigInteger)
+    method: str = Field(max_length=32)
+    result: str = Field(max_length=16)
+    verified: bool = Field(default=False)
+    started_at: datetime = Field(default_factory=utcnow)
+    finished_at: datetime | None = Field(default=None)
+    actor: str = Field(default="", max_length=64)
+    job_id: int | None = Field(default=None)
+    detail: dict = _json_column()
+    digest: str = Field(default="", max_length=64)
+
+
 class StateChange(SQLModel, table=True):
     """One lifecycle move of one server: from, to, who, why, when."""
 
