@@ -30,7 +30,6 @@ from fleet.drivers.base import Target
 from fleet.drivers.ipmi import IpmiDriver
 from fleet.lab import bmcserver
 from fleet.lab._proc import pid_alive
-from fleet.lab.qemu import VmSpec
 from fleet.profiles import load_profiles
 from inventory.secrets import Secret
 
@@ -249,36 +248,48 @@ def _ipmitool(*args: str) -> subprocess.CompletedProcess[str]:
                            "-P", "password", "-N", "2", "-R", "2", *args], capture_output=True, text=True, timeout=30)
 
 
-def _vm_state(state_dir: Path) -> dict:  # type: ignore[type-arg]
-    answer = bmcserver.lab_control(state_dir, {"op": "get", "bmc": "host-a"})
-    assert answer["ok"], answer
-    return answer["bmc"]
-
-
 def test_a_qmp_backed_lab_bmc_boots_powers_and_stops_a_vm_through_rackfleets_ipmi_driver(rack: VmRack) -> None:
     host = HOSTS[0]  # BIOS + iPXE: boot_set n|c switches its next boot live
+    uefi = HOSTS[1]  # OVMF: another boot device means a relaunch with another bootindex
     root = rack.workdir / "root"
-    rack.start_dnsmasq(write_handmade_tree(root, (host,), rack.workdir / "leases"))
+    rack.start_dnsmasq(write_handmade_tree(root, (host, uefi), rack.workdir / "leases"))
     rack.start_http(root)
-    vm = VmSpec(name=host.name, mac=host.mac, tap=rack.add_tap(), state_dir=rack.workdir / "bmc-vms",
-                firmware=host.firmware, netns=rack.ns, boot="disk")
-    spec = rack.workdir / "bmc.json"
-    spec.write_text(json.dumps({"bmcs": [{"name": host.name, "host": BMC_HOST, "port": BMC_PORT, "power": "off",
-                                          "qemu": vm.to_dict()}]}))
-    state = rack.workdir / "bmc-state"
-    pid = bmcserver.start(spec, state)
+    bvm = rack.add_bmc_vm(host.name, host.mac, port=BMC_PORT, firmware=host.firmware, host=BMC_HOST)
+    uvm = rack.add_bmc_vm(uefi.name, uefi.mac, port=BMC_PORT + 1, firmware=uefi.firmware, host=BMC_HOST)
+    rack.start_bmcs()
     profile = load_profiles().get("rackfleet-lab")
     assert profile.ipmi is not None
+    options = {"profile": profile.name, "cipher_suites": tuple(profile.ipmi.cipher_suites),
+               "quirks": {q.id: q.value for q in profile.quirks}}
     target = Target(name=host.name, host=BMC_HOST, port=BMC_PORT, username="admin", password=Secret("password"),
-                    timeout=5.0, options={"profile": profile.name, "cipher_suites": tuple(profile.ipmi.cipher_suites),
-                                          "quirks": {q.id: q.value for q in profile.quirks}})
+                    timeout=5.0, options=options)
+    utarget = Target(name=uefi.name, host=BMC_HOST, port=BMC_PORT + 1, username="admin",
+                     password=Secret("password"), timeout=5.0, options=options)
     driver = IpmiDriver(workers=1)
-    serial = vm.serial_log
 
+    def nic_bootindex(name: str) -> str:
+        pid = rack.bmc_state(name)["vm"]["pid"]
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        nic = next(a.decode() for a in args if a.startswith(b"virtio-net-pci"))
+        return nic.rsplit("bootindex=", 1)[1]
     def boots() -> int:
-        return rack.read(serial).count("FLEETPROBE done")
+        return rack.serial(bvm).count("FLEETPROBE done")
 
     try:
+        # OVMF behind its BMC: first from disk (NIC bootindex 2), then bootdev pxe + reset relaunches QEMU
+        # with the NIC first; that boot runs host-b's own script (in parallel with host-a below).
+        async def uefi_disk_then_pxe() -> None:
+            await driver.set_boot(utarget, "disk")
+            await driver.power_on(utarget)
+            await asyncio.sleep(1.5)
+            assert rack.bmc_state(uefi.name)["vm"]["launches"] == 1 and nic_bootindex(uefi.name) == "2"
+            await driver.set_boot(utarget, "pxe")
+            await driver.power_reset(utarget)
+
+        asyncio.run(uefi_disk_then_pxe())
+        rack.wait_for(lambda: rack.bmc_state(uefi.name)["vm"]["launches"] == 2, timeout=20, what="OVMF relaunch")
+        assert nic_bootindex(uefi.name) == "1"
+
         async def first_boot() -> tuple[str, str]:
             before = await driver.power_status(target)
             await driver.set_boot(target, "pxe")
@@ -289,8 +300,8 @@ def test_a_qmp_backed_lab_bmc_boots_powers_and_stops_a_vm_through_rackfleets_ipm
         assert asyncio.run(first_boot()) == ("off", "on")
         rack.wait_for(lambda: boots() == 1, timeout=120, what="the first PXE boot's probe")
         first_boot_s = time.monotonic() - t0
-        assert f"fleet.token={host.token}" in rack.read(serial)
-        assert _vm_state(state)["vm"]["launches"] == 1
+        assert f"fleet.token={host.token}" in rack.serial(bvm)
+        assert rack.bmc_state(host.name)["vm"]["launches"] == 1
         # The probe powered the guest off: the BMC reports it off once QEMU says so.
         rack.wait_for(lambda: asyncio.run(driver.power_status(target)) == "off", timeout=15, what="power off")
 
@@ -300,7 +311,7 @@ def test_a_qmp_backed_lab_bmc_boots_powers_and_stops_a_vm_through_rackfleets_ipm
         assert on.returncode == 0, on.stderr
         assert "Chassis Power is on" in _ipmitool("chassis", "power", "status").stdout
         rack.wait_for(lambda: boots() == 2, timeout=120, what="the second PXE boot's probe")
-        vm_state = _vm_state(state)["vm"]
+        vm_state = rack.bmc_state(host.name)["vm"]
         assert vm_state["launches"] == 1 and vm_state["errors"] == []
         qemu_pid = vm_state["pid"]
         assert qemu_pid and pid_alive(qemu_pid)
@@ -319,13 +330,17 @@ def test_a_qmp_backed_lab_bmc_boots_powers_and_stops_a_vm_through_rackfleets_ipm
 
         asyncio.run(on_then_reset())
         rack.wait_for(lambda: boots() == 3, timeout=120, what="the third PXE boot's probe")
-        vm_state = _vm_state(state)["vm"]
+        vm_state = rack.bmc_state(host.name)["vm"]
         assert (vm_state["launches"], vm_state["resets"], vm_state["errors"]) == (2, 1, [])
         print(f"first PXE boot through the QMP BMC: {first_boot_s:.1f} s")
+        rack.wait_serial(uvm, rf"FLEET-HOST-SCRIPT {uefi.name} {uefi.token}", timeout=120)
+        ustate = rack.bmc_state(uefi.name)["vm"]
+        assert (ustate["launches"], ustate["errors"]) == (2, [])
     finally:
         driver.close()
-        assert bmcserver.stop(state, pid=pid)
-    assert not list(rack.workdir.glob("bmc-vms/*.pid"))
+    assert rack.bmc_pid is not None and bmcserver.stop(rack.bmc_state_dir, pid=rack.bmc_pid)
+    rack.bmc_pid = None
+    assert not list(rack.workdir.glob("bmc-vms/*.pid"))  # the server quit its VM on the way out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -409,3 +424,105 @@ def test_the_renderers_tree_boots_all_four_paths_by_mac_and_the_evidence_reader_
         kinds = {e.kind for e in evidence if e.hostname == fqdn and e.ok}
         assert {"lease", "fetch", "callback"} <= kinds, f"{fqdn}: {kinds}"
     assert "snponly.efi" in rack.read(root / "var/dnsmasq.log")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_the_real_debian_installer_fetches_its_preseed_and_calls_back_early(rack: VmRack) -> None:
+    """No probe: Debian's installer boots (BIOS, iPXE over HTTP), takes its lease, fetches its preseed
+    and runs the preseed's early_command, whose callback reaches our HTTP server (~3 min here)."""
+    from pxe import BootSources, HostContext, Network, TreeContext, callback_token, install, render_tree
+
+    h = HOSTS[0]
+    fqdn = f"{h.name}.lab.example.net"
+    net = Network("10.77.0.0/24", gateway=SERVER_IP, dns=(SERVER_IP,))
+    host = HostContext(hostname=fqdn, mac=h.mac, ip=h.ip, os="debian-12", manager_url=MANAGER_URL, network=net,
+                       token=callback_token(CALLBACK_KEY, fqdn), kernel_args=(f"fleet.token={h.token}",))
+    root = rack.workdir / "pxe"
+    install(render_tree(TreeContext(root=str(root), manager_url=MANAGER_URL, server_ip=SERVER_IP, network=net,
+                                    hosts=(host,), interface="br0", dnsmasq_user="root")), BootSources())
+    start_fleet_pxe_serve(rack, root)
+    # 1 GiB: with 512 MiB the installer stops at its "low memory mode" note, whatever the priority.
+    vm = rack.add_vm(h.name, h.mac, firmware=h.firmware, memory_mb=1024)
+    rack.power_on(vm)
+    t0 = time.monotonic()
+
+    def early() -> list[dict]:  # type: ignore[type-arg]
+        return [e for e in http_jsonl(root) if e["path"].startswith(f"/cb/{fqdn}/early")]
+
+    calls = rack.wait_for(early, timeout=420, interval=2.0, what="the installer's early callback")
+    print(f"the real installer's early callback after {time.monotonic() - t0:.0f} s")
+    assert calls[0]["client"] == h.ip and calls[0]["status"] == 200
+    preseed = f"/answers/{fqdn}/preseed.cfg"
+    assert any(e["path"] == preseed and e["client"] == h.ip and e["status"] == 200 for e in http_jsonl(root))
+    assert dhcp_acks(rack.read(root / "var/dnsmasq.log")).get(h.mac) == (h.ip, h.name)
+    assert f"fleet.token={h.token}" in rack.serial(vm)
+
+
+# ---------------------------------------------------------------------------------------------
+# Without VMs: the QEMU command line, the VM spec, and the BMC's backend hook
+# ---------------------------------------------------------------------------------------------
+
+
+def test_qemu_command_boots_bios_by_legacy_order_and_ovmf_by_bootindex(tmp_path: Path) -> None:
+    from fleet.lab.qemu import VmSpec, qemu_command
+
+    bios = VmSpec(name="v1", mac="52:54:00:00:00:01", tap="tap0", state_dir=tmp_path, netns="fvr-1-ab")
+    cmd = qemu_command(bios, "pxe")
+    assert cmd[:4] == ["ip", "netns", "exec", "fvr-1-ab"]
+    assert {"-S", "-no-shutdown", "-nographic"} <= set(cmd) and "tcg,tb-size=128" in cmd
+    assert cmd[cmd.index("-boot") + 1] == "order=n" and qemu_command(bios, "disk")[cmd.index("-boot") + 1] == "order=c"
+    assert f"unix:{tmp_path}/v1.qmp,server=on,wait=off" in cmd
+    assert f"file,id=console0,path={tmp_path}/v1.serial.log,append=on" in cmd
+    uefi = VmSpec(name="v2", mac="52:54:00:00:00:02", tap="tap1", state_dir=tmp_path, firmware="uefi",
+                  disk=tmp_path / "d.img")
+    pxe, disk = qemu_command(uefi, "pxe"), qemu_command(uefi, "disk")
+    assert "virtio-net-pci,netdev=n0,mac=52:54:00:00:00:02,romfile=,bootindex=1" in pxe
+    assert "virtio-blk-pci,drive=d0,bootindex=2" in pxe
+    assert "virtio-net-pci,netdev=n0,mac=52:54:00:00:00:02,romfile=,bootindex=2" in disk
+    assert f"if=pflash,format=raw,unit=1,file={tmp_path}/v2.OVMF_VARS.fd" in pxe and "-boot" not in pxe
+    assert VmSpec.from_dict(json.loads(json.dumps(uefi.to_dict()))) == uefi
+    for bad in ({"mac": "52:54:00:00:00:0G"}, {"firmware": "coreboot"}, {"tap": "x" * 16}, {"boot": "cdrom"}):
+        with pytest.raises(ValueError):
+            VmSpec(**{"name": "v", "mac": "52:54:00:00:00:01", "tap": "t", "state_dir": tmp_path, **bad})
+    with pytest.raises(ValueError, match="unknown VM spec key"):
+        VmSpec.from_dict({**bios.to_dict(), "cpus": 4})
+
+
+class _FakeBackend:
+    def __init__(self) -> None:
+        self.on = False
+        self.calls: list[tuple[str, str | None]] = []
+
+    def power_state(self) -> bool:
+        return self.on
+
+    def set_power(self, action: str, boot: str | None) -> None:
+        self.calls.append((action, boot))
+        self.on = action in ("on", "cycle", "reset") or (self.on and action not in ("off", "soft"))
+
+    def state(self) -> dict:  # type: ignore[type-arg]
+        return {"calls": len(self.calls)}
+
+
+def test_a_bmc_with_a_backend_hands_it_power_and_consumes_one_time_boot_flags(tmp_path: Path) -> None:
+    from fleet.errors import ValidationError
+    from fleet.lab.bmc import BOOT_DEVICES, Bmc, parse_spec
+
+    vm = {"name": "v1", "mac": "52:54:00:00:00:01", "tap": "tap0", "state_dir": str(tmp_path)}
+    specs, sets = parse_spec({"bmcs": [{"name": "v1", "host": "127.0.0.1", "port": 16651, "qemu": vm}]})
+    assert specs[0].qemu == vm
+    with pytest.raises(ValidationError, match="not a VM spec"):
+        parse_spec({"bmcs": [{"name": "v1", "host": "127.0.0.1", "qemu": {**vm, "mac": "nope"}}]})
+    bmc = Bmc(specs[0], sets[specs[0].sensors])
+    bmc.backend = fake = _FakeBackend()
+    assert not bmc.powered()
+    bmc.handle(0x00, 0x08, bytes([5, 0x80, BOOT_DEVICES["pxe"] << 2, 0, 0, 0]), 4)  # bootdev pxe, once
+    bmc.handle(0x00, 0x02, b"\x01", 4)  # power on
+    assert bmc.powered() and fake.calls == [("on", "pxe")]
+    assert bmc.handle(0x00, 0x01, b"", 4)[1][0] & 1  # Get Chassis Status: on
+    bmc.handle(0x00, 0x02, b"\x03", 4)  # reset: the one-time flag was used, no override now
+    bmc.handle(0x00, 0x02, b"\x00", 4)  # off
+    bmc.handle(0x00, 0x02, b"\x02", 4)  # cycle while off: nothing
+    assert fake.calls == [("on", "pxe"), ("reset", None), ("off", None)]
+    assert bmc.state()["vm"] == {"calls": 3} and bmc.state()["reset_count"] == 1

@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import gzip
 import io
+import json
 import os
 import re
 import secrets
@@ -33,6 +35,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
+from fleet.lab import bmcserver
 from fleet.lab._proc import pid_alive, terminate
 from fleet.lab.qemu import OVMF_CODE, OVMF_VARS, QEMU, QemuVm, VmSpec
 
@@ -192,6 +195,19 @@ def write_probe_initrd(path: Path, init: str = PROBE_INIT) -> Path:
 # ---------------------------------------------------------------------------------------------
 
 
+@dataclasses.dataclass(frozen=True)
+class BmcVm:
+    """A VM whose power and boot device a lab BMC holds (QMP behind IPMI): where its BMC answers."""
+
+    name: str
+    mac: str
+    vm: VmSpec
+    host: str
+    port: int
+    username: str = "admin"
+    password: str = "password"
+
+
 class VmRack:
     """A namespace, a bridge, taps, dnsmasq, HTTP and VMs, all torn down (by PID) on exit."""
 
@@ -206,6 +222,9 @@ class VmRack:
         self.taps: list[str] = []
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.started_at: dict[str, float] = {}
+        self.bmc_vms: dict[str, BmcVm] = {}
+        self.bmc_state_dir = self.workdir / "bmc"
+        self.bmc_pid: int | None = None
         self.loop = asyncio.new_event_loop()
         self._created = False
 
@@ -232,6 +251,10 @@ class VmRack:
 
     def close(self) -> None:
         """Stop every VM and process by PID, delete the namespace. Safe to call twice."""
+        if self.bmc_pid is not None:  # the BMC server quits its VMs (QMP), then is stopped by PID
+            with contextlib.suppress(Exception):
+                bmcserver.stop(self.bmc_state_dir, pid=self.bmc_pid, timeout=20.0)
+            self.bmc_pid = None
         for vm in list(self.vms.values()):
             with contextlib.suppress(Exception):
                 self.run(vm.power_off(timeout=3.0))
@@ -341,15 +364,46 @@ class VmRack:
         return tap
 
     def add_vm(self, name: str, mac: str, *, firmware: str = "bios", nic: str = "virtio-net-pci",
-               boot: str = "pxe", disk: Path | None = None) -> QemuVm:
+               boot: str = "pxe", disk: Path | None = None, memory_mb: int = 512) -> QemuVm:
         """A VM on a new tap of the bridge (QEMU is not started yet: :meth:`power_on`)."""
-        if len(self.vms) >= self.max_vms:
+        if len(self.vms) + len(self.bmc_vms) >= self.max_vms:
             raise RuntimeError(f"at most {self.max_vms} VMs at once on this machine")
         spec = VmSpec(name=name, mac=mac, tap=self.add_tap(), state_dir=self.workdir / "vms", firmware=firmware,
-                      netns=self.ns, nic=nic, boot=boot, disk=disk)
+                      netns=self.ns, nic=nic, boot=boot, disk=disk, memory_mb=memory_mb)
         vm = QemuVm(spec)
         self.vms[name] = vm
         return vm
+
+    def add_bmc_vm(self, name: str, mac: str, *, port: int, firmware: str = "bios", host: str = "127.0.0.1",
+                   nic: str = "virtio-net-pci", boot: str = "disk") -> BmcVm:
+        """A VM behind a lab BMC (``host:port``, IPMI over loopback; QEMU is launched by the BMC server on
+        the first power-on). Call :meth:`start_bmcs` once every such VM is added."""
+        if len(self.vms) + len(self.bmc_vms) >= self.max_vms:
+            raise RuntimeError(f"at most {self.max_vms} VMs at once on this machine")
+        if self.bmc_pid is not None:
+            raise RuntimeError("the BMC server already runs: add every BMC VM before start_bmcs()")
+        spec = VmSpec(name=name, mac=mac, tap=self.add_tap(), state_dir=self.workdir / "bmc-vms", firmware=firmware,
+                      netns=self.ns, nic=nic, boot=boot)
+        item = BmcVm(name=name, mac=mac, vm=spec, host=host, port=port)
+        self.bmc_vms[name] = item
+        return item
+
+    def start_bmcs(self) -> int:
+        """One lab BMC server process (root namespace, loopback) for every :meth:`add_bmc_vm`; its PID."""
+        doc = {"bmcs": [{"name": b.name, "host": b.host, "port": b.port, "username": b.username,
+                         "password": b.password, "power": "off", "qemu": b.vm.to_dict()}
+                        for b in self.bmc_vms.values()]}
+        spec = self.workdir / "bmc.json"
+        spec.write_text(json.dumps(doc, indent=1))
+        self.bmc_pid = bmcserver.start(spec, self.bmc_state_dir)
+        return self.bmc_pid
+
+    def bmc_state(self, name: str) -> dict[str, Any]:
+        """The lab BMC's view of one BMC VM (power, boot flags, ``vm``: QEMU pid, launches, resets, errors)."""
+        answer = bmcserver.lab_control(self.bmc_state_dir, {"op": "get", "bmc": name})
+        if not answer.get("ok"):
+            raise RuntimeError(f"lab control: {answer}")
+        return dict(answer["bmc"])
 
     def remove_vm(self, vm: QemuVm) -> None:
         """Power the VM off (QMP quit, then its PID) and free its slot; its tap stays on the bridge."""
@@ -379,8 +433,10 @@ class VmRack:
         except FileNotFoundError:
             return ""
 
-    def serial(self, vm: QemuVm) -> str:
-        return self.read(vm.spec.serial_log)
+    def serial(self, vm: QemuVm | BmcVm | VmSpec) -> str:
+        """The VM's serial console log so far (firmware, boot loader, kernel)."""
+        spec = vm.spec if isinstance(vm, QemuVm) else vm.vm if isinstance(vm, BmcVm) else vm
+        return self.read(spec.serial_log)
 
     def wait_for(self, check: Any, *, timeout: float, interval: float = 0.5, what: str = "a condition") -> Any:
         """Poll ``check()`` until it returns a truthy value; raise TimeoutError naming ``what``."""
@@ -393,12 +449,13 @@ class VmRack:
                 raise TimeoutError(f"{what} not seen within {timeout} s")
             time.sleep(interval)
 
-    def wait_serial(self, vm: QemuVm, pattern: str, *, timeout: float) -> re.Match[str]:
+    def wait_serial(self, vm: QemuVm | BmcVm | VmSpec, pattern: str, *, timeout: float) -> re.Match[str]:
         """Wait for ``pattern`` (a regex) in the VM's serial log; a timeout names the log's tail."""
         rx = re.compile(pattern)
         try:
             return self.wait_for(lambda: rx.search(self.serial(vm)), timeout=timeout,
-                                 what=f"{pattern!r} in {vm.spec.name}'s serial log")
+                                 what=f"{pattern!r} in {vm.name if isinstance(vm, BmcVm | VmSpec) else vm.spec.name}'s"
+                                      " serial log")
         except TimeoutError as exc:
             tail = self.serial(vm)[-1500:]
             raise TimeoutError(f"{exc}; the log ends:\n{tail}") from None
