@@ -526,3 +526,25 @@ def test_a_bmc_with_a_backend_hands_it_power_and_consumes_one_time_boot_flags(tm
     bmc.handle(0x00, 0x02, b"\x02", 4)  # cycle while off: nothing
     assert fake.calls == [("on", "pxe"), ("reset", None), ("off", None)]
     assert bmc.state()["vm"] == {"calls": 3} and bmc.state()["reset_count"] == 1
+
+
+def test_the_harness_inventory_imports_and_renders_a_tree_for_fleet_image(rack: VmRack, env: dict[str, str]) -> None:
+    """What `fleet image` will read: the BMC VMs as ready servers with PXE NICs, the rack's pool, the
+    overrides that load the probe; `fleet pxe render` turns it into a tree (no VM is started here)."""
+    from .clihelp import fleet
+
+    rack.add_bmc_vm("vm-a", HOSTS[0].mac, port=BMC_PORT + 2)
+    rack.add_bmc_vm("vm-d", HOSTS[3].mac, port=BMC_PORT + 3, firmware="uefi")
+    inv, sec, over = rack.write_inventory(rack.workdir / "inv", loaders={"vm-d": "grub"}, addresses=True)
+    done = fleet(env, "import", str(inv), "--secrets", str(sec))
+    assert done.returncode == 0, done.stderr
+    out = rack.workdir / "pxe"
+    done = fleet(env, "pxe", "render", "rack=R1", "--out", str(out), "--manager-url", f"http://{SERVER_IP}",
+                 "--interface", "br0", "--dnsmasq-user", "root", "--overrides", str(over),
+                 "--extra-image", f"probe/probe.gz={rack.probe_initrd()}")
+    assert done.returncode == 0, done.stderr + done.stdout
+    conf = (out / "dnsmasq.conf").read_text()
+    assert f"dhcp-host={HOSTS[0].mac},10.77.0.11,vm-a" in conf
+    assert re.search(rf"dhcp-host={HOSTS[3].mac},set:grub,.*10.77.0.12,vm-d", conf)
+    script = (out / f"http/hosts/{HOSTS[0].mac.replace(':', '-')}.ipxe").read_text()
+    assert "fleet.probe.callbacks=early,late" in script and "probe.gz" in script

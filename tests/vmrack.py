@@ -398,6 +398,58 @@ class VmRack:
         self.bmc_pid = bmcserver.start(spec, self.bmc_state_dir)
         return self.bmc_pid
 
+    def write_inventory(self, directory: Path, *, site: str = "vlab", rack: str = "R1",
+                        loaders: dict[str, str] | None = None, probe: bool = True,
+                        addresses: bool = False) -> tuple[Path, Path, Path]:
+        """Inventory, secrets and PXE overrides for the BMC VMs, for ``fleet import`` and ``fleet image``.
+
+        One site/pod/rack with a provisioning pool on the bridge (10.77.0.11-99, gateway and DNS
+        10.77.0.1); each BMC VM is a ``ready`` server with its BMC at ``host:port`` and one PXE NIC.
+        ``loaders`` maps a VM name to ``pxe``'s loader (``ipxe`` default, ``pxelinux``, ``grub``), given
+        as the server's ``pxe-loader:`` tag. With ``probe``, the overrides file loads the probe initrd
+        (install it with ``--extra-image probe/probe.gz=PATH``: :meth:`probe_initrd`) and asks it to
+        call back early and late, so imaging finishes in about a minute instead of a real install.
+        ``addresses`` gives each NIC its address now (.11, .12, ...); else imaging allocates them.
+        Returns (inventory.yaml, secrets.yaml, overrides.toml).
+        """
+        import yaml
+
+        directory.mkdir(parents=True, exist_ok=True)
+        loaders = loaders or {}
+        servers = []
+        for n, b in enumerate(self.bmc_vms.values()):
+            loader = loaders.get(b.name, "ipxe")
+            servers.append({"hostname": b.name, "position": n + 1, "profile": "rackfleet-lab",
+                            "serial": f"VRACK{n + 1:04d}", "state": "ready", "bmc": f"{b.host}:{b.port}",
+                            "bmc_credential": "vrack-bmc", "tags": ["vrack", f"pxe-loader:{loader}"],
+                            "nics": [{"name": "eth0", "mac": b.mac, "pxe": True,
+                                      **({"ip": f"{self.subnet}.{11 + n}"} if addresses else {})}]})
+        inventory = {"version": 1, "sites": [{"code": site, "name": "Virtual rack", "pods": [
+            {"code": "p1", "name": "Namespace", "kind": "room", "racks": [
+                {"name": rack, "units": 42, "servers": servers,
+                 "pools": [{"name": f"{rack.lower()}-prov", "cidr": f"{self.subnet}.0/24", "purpose": "provisioning",
+                            "gateway": self.server_ip, "first": f"{self.subnet}.11", "last": f"{self.subnet}.99",
+                            "dns": [self.server_ip]}]}]}]}]}
+        users = {(b.username, b.password) for b in self.bmc_vms.values()}
+        if len(users) != 1:
+            raise ValueError("write_inventory: every BMC VM must share one credential")
+        username, password = users.pop()
+        secrets = {"credentials": [{"name": "vrack-bmc", "kind": "ipmi", "username": username, "secret": password}]}
+        inv, sec, over = directory / "inventory.yaml", directory / "secrets.yaml", directory / "pxe-overrides.toml"
+        inv.write_text(yaml.safe_dump(inventory, sort_keys=False))
+        sec.write_text(yaml.safe_dump(secrets, sort_keys=False))
+        sec.chmod(0o600)
+        over.write_text('[defaults]\nkernel_args = ["fleet.probe.callbacks=early,late"]\n'
+                        'extra_initrds = ["probe/probe.gz"]\n' if probe else "")
+        return inv, sec, over
+
+    def probe_initrd(self) -> Path:
+        """The probe initrd in the rack's directory (written once)."""
+        path = self.workdir / "probe.gz"
+        if not path.exists():
+            write_probe_initrd(path)
+        return path
+
     def bmc_state(self, name: str) -> dict[str, Any]:
         """The lab BMC's view of one BMC VM (power, boot flags, ``vm``: QEMU pid, launches, resets, errors)."""
         answer = bmcserver.lab_control(self.bmc_state_dir, {"op": "get", "bmc": name})
