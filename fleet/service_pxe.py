@@ -223,27 +223,27 @@ class PxeMixin:
                 _, _, row.mac, row.ip = min(nics[sid])  # the PXE NIC first, else the first by name
         return list(rows.values())
 
-    def _pxe_pools(self) -> list[tuple[IpPool, ipaddress.IPv4Network | ipaddress.IPv6Network]]:
+    def _pxe_pools(self) -> dict[tuple[str, int | None], list[tuple[IpPool, Any]]]:
+        """Pools by scope: ("rack", id), ("site", id), ("any", None); provisioning pools first in each."""
         with Session(self.engine) as s:
-            pools = list(s.execute(select(IpPool)).scalars())
-        return [(p, ipaddress.ip_network(p.cidr)) for p in pools]
+            pools = list(s.execute(select(IpPool).order_by(IpPool.name)).scalars())
+        scoped: dict[tuple[str, int | None], list[tuple[IpPool, Any]]] = defaultdict(list)
+        for p in sorted(pools, key=lambda p: p.purpose != "provisioning"):
+            key = ("rack", p.rack_id) if p.rack_id is not None else ("site", p.site_id) if p.site_id is not None \
+                else ("any", None)
+            scoped[key].append((p, ipaddress.ip_network(p.cidr)))
+        return scoped
 
     @staticmethod
-    def _pool_for(row: _Row, ip: str, pools: list[Any]) -> IpPool | None:
+    def _pool_for(row: _Row, ip: str, pools: dict[tuple[str, int | None], list[tuple[IpPool, Any]]]
+                  ) -> IpPool | None:
+        """The pool holding ``ip``: the server's rack's, else its site's, else a global one."""
         addr = ipaddress.ip_address(ip)
-        best: tuple[int, IpPool] | None = None
-        for pool, net in pools:
-            if addr not in net:
-                continue
-            if pool.rack_id is not None and pool.rack_id != row.rack_id:
-                continue
-            if pool.rack_id is None and pool.site_id is not None and pool.site_id != row.site_id:
-                continue
-            rank = (0 if pool.rack_id is not None else 1 if pool.site_id is not None else 2) * 2 + (
-                pool.purpose != "provisioning")
-            if best is None or rank < best[0]:
-                best = (rank, pool)
-        return best[1] if best else None
+        for key in (("rack", row.rack_id), ("site", row.site_id), ("any", None)):
+            for pool, net in pools.get(key, ()):
+                if addr in net:
+                    return pool
+        return None
 
     def pxe_contexts(self, selector: str | Sequence[str] | Selector | None, *, root: str | Path, manager_url: str,
                      server_ip: str | None = None, interface: str = "", os: str | None = None,

@@ -3,9 +3,13 @@
 :func:`install` writes every rendered file, copies the boot loaders and OS images the hosts need,
 and only then puts the new tree in place of the old one with one ``renameat2(RENAME_EXCHANGE)``
 (two renames where the kernel lacks it). A failure at any point before the swap removes the new
-tree and leaves the old one exactly as it was. ``var/`` (dnsmasq's log, leases and PID file, the
-HTTP access log) belongs to the running servers, not to a render: it is carried over into the new
-tree (a directory rename, so open log files keep working).
+tree and leaves the old one exactly as it was. The old tree, set aside as ``.ROOT.old-*``, is
+removed by a background thread (the interpreter waits for it at exit; :meth:`InstallReport.wait`
+waits for it now); the next install finishes any removal a crash left undone.
+
+``var/`` (dnsmasq's log, leases and PID file, the HTTP access log) belongs to the running servers,
+not to a render: it is carried over into the new tree (a directory rename, so open log files keep
+working).
 
 Boot loaders and images come from the system (:class:`BootSources`); a file the hosts need and
 that is missing is a :class:`~pxe.errors.MissingBootFile` naming the path and the package that
@@ -20,6 +24,7 @@ import errno
 import fcntl
 import os
 import shutil
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -39,6 +44,8 @@ _KERNEL_NAMES = ("vmlinuz", "linux", "bzImage")
 _INITRD_NAMES = ("initrd", "initrd.gz", "initrd.img")
 _AT_FDCWD = -100
 _RENAME_EXCHANGE = 2
+_cleanups: list[threading.Thread] = []
+_cleanup_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -108,7 +115,8 @@ class BootSources:
 
 @dataclass(frozen=True)
 class InstallReport:
-    """What :func:`install` did: files written, copied, hard-linked; bytes written; seconds."""
+    """What :func:`install` did: files written, copied, hard-linked; bytes written; seconds until the
+    new tree was in place. The previous tree is removed in the background (:meth:`wait`)."""
 
     root: Path
     written: int
@@ -116,6 +124,12 @@ class InstallReport:
     linked: int
     bytes_written: int
     seconds: float
+    cleanup: threading.Thread | None = field(default=None, repr=False, compare=False)
+
+    def wait(self) -> None:
+        """Wait until the previous tree has been removed."""
+        if self.cleanup is not None:
+            self.cleanup.join()
 
     def to_json(self) -> dict[str, object]:
         return {"root": str(self.root), "written": self.written, "copied": self.copied, "linked": self.linked,
@@ -243,6 +257,7 @@ def install(rendered: RenderedTree, sources: BootSources | None = None) -> Insta
     except OSError as exc:
         raise InstallError(f"cannot create {root.parent}: {exc.strerror or exc}") from exc
     with _lock(root):
+        _remove_old_trees(root)
         stage = root.parent / f".{root.name}.new-{os.getpid()}"
         if stage.exists():
             shutil.rmtree(stage)
@@ -256,25 +271,44 @@ def install(rendered: RenderedTree, sources: BootSources | None = None) -> Insta
                 writer.copy(src, rel)
             for _src, rel in images:  # the HTTP server serves the same images (iPXE fetches them over HTTP)
                 writer.link(rel, "http/" + rel.removeprefix("tftp/"))
-            _swap(stage, root)
+            swapped = _swap(stage, root)
         except BaseException as exc:
             shutil.rmtree(stage, ignore_errors=True)
             if isinstance(exc, OSError) and not isinstance(exc, InstallError):
                 raise InstallError(f"installing {root} failed, the old tree is intact: "
                                    f"{exc.strerror or exc}: {exc.filename or ''}") from exc
             raise
-        shutil.rmtree(stage, ignore_errors=True)  # after the swap, the old tree
+        seconds = time.perf_counter() - started
+        cleanup = None
+        if swapped:  # the old tree now sits at the stage's path: set it aside and remove it in the background
+            old = root.parent / f".{root.name}.old-{os.getpid()}-{time.monotonic_ns()}"
+            os.rename(stage, old)
+            cleanup = threading.Thread(target=shutil.rmtree, args=(old,), kwargs={"ignore_errors": True},
+                                       name=f"pxe-cleanup-{root.name}")
+            with _cleanup_lock:
+                _cleanups.append(cleanup)
+            cleanup.start()  # not a daemon: the interpreter waits for it at exit
     return InstallReport(root=root, written=writer.written, copied=writer.copied, linked=writer.linked,
-                         bytes_written=writer.bytes, seconds=time.perf_counter() - started)
+                         bytes_written=writer.bytes, seconds=seconds, cleanup=cleanup)
 
 
-def _swap(stage: Path, root: Path) -> None:
-    """Put ``stage`` at ``root``, carrying ``root/var`` over. Leaves the old tree at ``stage``."""
+def _remove_old_trees(root: Path) -> None:
+    """Finish removing earlier trees: wait for this process's cleanups, remove a crashed run's leftovers."""
+    with _cleanup_lock:
+        pending, _cleanups[:] = list(_cleanups), []
+    for t in pending:
+        t.join()
+    for old in root.parent.glob(f".{root.name}.old-*"):
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _swap(stage: Path, root: Path) -> bool:
+    """Put ``stage`` at ``root``, carrying ``root/var`` over. True if there was an old tree (now at ``stage``)."""
     old_var = root / "var"
     if not root.exists():
         (stage / "var").mkdir(mode=0o755)
         os.rename(stage, root)
-        return
+        return False
     if old_var.is_dir():
         os.rename(old_var, stage / "var")
     else:
@@ -293,3 +327,4 @@ def _swap(stage: Path, root: Path) -> None:
         if (stage / "var").is_dir() and not old_var.exists():
             os.rename(stage / "var", old_var)  # give the old tree its var/ back
         raise
+    return True

@@ -35,7 +35,7 @@ from typing import Any
 import jinja2
 from jinja2.sandbox import SandboxedEnvironment
 
-from .context import GRUB_DIR, HostContext, TreeContext
+from .context import GRUB_DIR, HostContext, Network, TreeContext
 from .errors import TemplateError
 
 __all__ = [
@@ -104,6 +104,20 @@ def _yaml_str(value: str) -> str:
     return json.dumps(str(value))
 
 
+_CONTEXT_TYPES = (HostContext, TreeContext, Network)
+
+
+class _Environment(SandboxedEnvironment):
+    """The sandbox, with a fast path for our own frozen context classes: their public attributes are
+    fields, properties and pure methods, so only private names need refusing there. Everything else
+    (strings, tuples, whatever a filter returns) gets the full sandbox check."""
+
+    def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
+        if type(obj) in _CONTEXT_TYPES:
+            return not attr.startswith("_")
+        return super().is_safe_attribute(obj, attr, value)
+
+
 @dataclass(frozen=True)
 class RenderedTree:
     """The rendered text files of a tree, by path relative to its root, and what else it needs.
@@ -134,7 +148,7 @@ class Renderer:
 
     def __init__(self, template_dirs: Sequence[str | Path] = ()) -> None:
         search = [str(Path(d)) for d in template_dirs] + [str(BUILTIN_TEMPLATES)]
-        self.env = SandboxedEnvironment(
+        self.env = _Environment(
             loader=jinja2.FileSystemLoader(search),
             undefined=jinja2.StrictUndefined,
             keep_trailing_newline=True,

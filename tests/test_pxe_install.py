@@ -143,8 +143,20 @@ def test_fallback_without_renameat2(tmp_path: Path, sources: BootSources, monkey
     root = tmp_path / "pxe"
     install(render_tree(sample_tree(root=str(root), hosts=(sample_host(),))), sources)
     monkeypatch.setattr(install_mod, "_exchange", lambda a, b: False)
-    install(render_tree(sample_tree(root=str(root))), sources)
+    install(render_tree(sample_tree(root=str(root))), sources).wait()
     assert (root / "tftp/pxelinux.0").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == [".pxe.lock"]
+
+
+def test_old_trees_are_removed(tmp_path: Path, sources: BootSources) -> None:
+    root = tmp_path / "pxe"
+    rendered = render_tree(sample_tree(root=str(root)))
+    assert install(rendered, sources).cleanup is None  # nothing to remove the first time
+    crashed = tmp_path / ".pxe.old-1-2"  # left by a run that died while removing it
+    (crashed / "http").mkdir(parents=True)
+    report = install(rendered, sources)
+    assert not crashed.exists()
+    report.wait()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == [".pxe.lock"]
 
 

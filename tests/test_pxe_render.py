@@ -97,6 +97,7 @@ _DNSMASQ_KEYS = {"port", "interface", "bind-interfaces", "user", "pid-file", "lo
 def parse_dnsmasq(text: str) -> list[tuple[str, str | None]]:
     out = []
     for line in text.splitlines():
+        assert len(line) < 1000, "dnsmasq splits long lines (a 250-network header once broke the config)"
         if not line.strip() or line.startswith("#"):
             continue
         assert line == line.strip(), f"stray whitespace: {line!r}"

@@ -208,17 +208,30 @@ def dnsmasq() -> str:
 
 
 @pytest.mark.peer
-@pytest.mark.parametrize("variant", ["full", "bare", "one-loader", "two-networks"])
+@pytest.mark.parametrize("variant", ["full", "bare", "one-loader", "two-networks", "many-networks"])
 def test_dnsmasq_accepts_every_generated_config(tmp_path: Path, dnsmasq: str, variant: str) -> None:
     net2 = Network("10.78.0.0/24", dns=("10.78.0.53",), domain="far.example.net")
     far = HostContext(hostname="far.example.net", mac="52:54:00:77:00:10", ip="10.78.0.5", os="debian-12",
                       manager_url="http://10.77.0.1:8080", network=net2, token=callback_token(KEY, "far.example.net"))
     kwargs: dict[str, Any] = {"full": {}, "bare": {"interface": "", "ra_prefix": "", "dnsmasq_user": "nobody"},
                               "one-loader": {"hosts": (sample_host(),)},
-                              "two-networks": {"hosts": (*sample_tree().hosts, far), "network": None}}[variant]
+                              "two-networks": {"hosts": (*sample_tree().hosts, far), "network": None},
+                              "many-networks": {"hosts": _many(300), "network": None}}[variant]
     root = tmp_path / "pxe"
     install(render_tree(sample_tree(root=str(root), **kwargs)), fake_sources(tmp_path / "src"))
     assert "syntax check OK" in check_config(root / "dnsmasq.conf", dnsmasq=dnsmasq)
+
+
+def _many(n: int) -> tuple[HostContext, ...]:
+    """n hosts, each on its own /24 (a tree for many racks)."""
+    hosts = []
+    for i in range(n):
+        net = Network(f"10.{100 + i // 256}.{i % 256}.0/24", gateway=f"10.{100 + i // 256}.{i % 256}.1")
+        name = f"h{i:04d}.example.net"
+        hosts.append(HostContext(hostname=name, mac=f"52:54:01:00:{i // 256:02x}:{i % 256:02x}",
+                                 ip=f"10.{100 + i // 256}.{i % 256}.10", os="debian-12",
+                                 manager_url="http://10.77.0.1:8080", network=net, token=callback_token(KEY, name)))
+    return tuple(hosts)
 
 
 @pytest.mark.peer
