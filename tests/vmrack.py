@@ -288,9 +288,11 @@ class VmRack:
         """``ip -n NS ARGS`` (raises on failure)."""
         return self._sh("ip", "-n", self.ns, *args)
 
-    def exec(self, *cmd: str, timeout: float = 60.0, check: bool = False) -> subprocess.CompletedProcess[str]:
-        """Run ``cmd`` inside the namespace to completion (e.g. curl the HTTP server)."""
-        res = subprocess.run(["ip", "netns", "exec", self.ns, *cmd], capture_output=True, text=True, timeout=timeout)
+    def exec(self, *cmd: str, timeout: float = 60.0, check: bool = False,
+             env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        """Run ``cmd`` inside the namespace to completion (e.g. curl the HTTP server, ``fleet image``)."""
+        res = subprocess.run(["ip", "netns", "exec", self.ns, *cmd], capture_output=True, text=True, timeout=timeout,
+                             env=env)
         if check and res.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd)}: exit {res.returncode}: {res.stderr.strip()}")
         return res
@@ -375,7 +377,7 @@ class VmRack:
         return vm
 
     def add_bmc_vm(self, name: str, mac: str, *, port: int, firmware: str = "bios", host: str = "127.0.0.1",
-                   nic: str = "virtio-net-pci", boot: str = "disk") -> BmcVm:
+                   nic: str = "virtio-net-pci", boot: str = "disk", memory_mb: int = 512) -> BmcVm:
         """A VM behind a lab BMC (``host:port``, IPMI over loopback; QEMU is launched by the BMC server on
         the first power-on). Call :meth:`start_bmcs` once every such VM is added."""
         if len(self.vms) + len(self.bmc_vms) >= self.max_vms:
@@ -383,19 +385,30 @@ class VmRack:
         if self.bmc_pid is not None:
             raise RuntimeError("the BMC server already runs: add every BMC VM before start_bmcs()")
         spec = VmSpec(name=name, mac=mac, tap=self.add_tap(), state_dir=self.workdir / "bmc-vms", firmware=firmware,
-                      netns=self.ns, nic=nic, boot=boot)
+                      netns=self.ns, nic=nic, boot=boot, memory_mb=memory_mb)
         item = BmcVm(name=name, mac=mac, vm=spec, host=host, port=port)
         self.bmc_vms[name] = item
         return item
 
-    def start_bmcs(self) -> int:
-        """One lab BMC server process (root namespace, loopback) for every :meth:`add_bmc_vm`; its PID."""
+    def start_bmcs(self, *, in_namespace: bool = False) -> int:
+        """One lab BMC server process for every :meth:`add_bmc_vm`; its PID.
+
+        By default it listens on the root namespace's loopback (the test's own IPMI clients reach it).
+        ``in_namespace`` runs it inside the rack's namespace instead, on the namespace's loopback: for a
+        ``fleet image`` run there (via :meth:`exec`), which must reach both the bridge and the BMCs.
+        """
         doc = {"bmcs": [{"name": b.name, "host": b.host, "port": b.port, "username": b.username,
                          "password": b.password, "power": "off", "qemu": b.vm.to_dict()}
                         for b in self.bmc_vms.values()]}
         spec = self.workdir / "bmc.json"
         spec.write_text(json.dumps(doc, indent=1))
-        self.bmc_pid = bmcserver.start(spec, self.bmc_state_dir)
+        python = None
+        if in_namespace:  # exec chain sh -> ip netns exec -> python: one PID, still "fleet.lab.bmcserver"
+            wrapper = self.workdir / "bmc-python.sh"
+            wrapper.write_text(f'#!/bin/sh\nexec ip netns exec {self.ns} {sys.executable} "$@"\n')
+            wrapper.chmod(0o755)
+            python = str(wrapper)
+        self.bmc_pid = bmcserver.start(spec, self.bmc_state_dir, python=python)
         return self.bmc_pid
 
     def write_inventory(self, directory: Path, *, site: str = "vlab", rack: str = "R1",
