@@ -987,6 +987,26 @@ class Fleet(BrowseMixin, PxeMixin):
                     advance=1 if ok else 0, failed=job.failed + (0 if ok else 1)))
         return run
 
+    # -- imaging and decommissioning ---------------------------------------------------------------------
+
+    async def image(self, selector: str | Sequence[str] | None, *, os: str = "", root: str | Path = "",
+                    manager_url: str = "", resume: int | None = None, progress: Any = None, **options: Any) -> Any:
+        """Image the selected servers in waves, on evidence (see :mod:`fleet.imaging`); or ``resume`` a job.
+
+        ``options``: interface, listen, canary, wave, failure_budget, dhcp_timeout_s, fetch_timeout_s,
+        done_timeout_s, reimage, serve, overrides (:class:`fleet.imaging.ImageOptions`)."""
+        from .imaging import ImageOptions, run_image
+
+        if resume is None:
+            if not os or not root or not manager_url:
+                raise InputError("imaging needs --os, --root (where the PXE tree goes) and --manager-url")
+            if parse_selector(selector).is_empty:
+                raise InputError("name the servers to image (a selector)")
+            opts = ImageOptions(os=os, root=str(Path(root).absolute()), manager_url=manager_url, **options)
+        else:
+            opts = ImageOptions(os=os or "-", root=str(root or "-"), manager_url=manager_url or "-")
+        return await run_image(self, selector, opts, resume=resume, progress=progress)
+
     # -- jobs ----------------------------------------------------------------------------------------------
 
     def jobs(self, *, kind: str | None = None, status: str | None = None, limit: int = 50) -> list[JobRow]:

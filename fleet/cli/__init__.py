@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from fleet.errors import FleetError
 
-from . import inventory_cmds, lab_cmds, metrics_cmds, power_cmds, pxe_cmds, sweep_cmds, tui_cmds, ups_cmds
+from . import image_cmds, inventory_cmds, lab_cmds, metrics_cmds, power_cmds, pxe_cmds, sweep_cmds, tui_cmds, ups_cmds
 from .output import Out
 
 __all__ = ["build_parser", "main"]
@@ -48,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep_cmds.register(sub, common)
     sweep_cmds.register_remediation(sub, common)
     lab_cmds.register(sub, common)
+    image_cmds.register(sub, common)
     metrics_cmds.register(sub, common)
     pxe_cmds.register(sub, common)
     tui_cmds.register(sub, common)

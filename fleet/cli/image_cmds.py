@@ -1,0 +1,77 @@
+"""``fleet image`` (PXE imaging in waves, on evidence) and ``fleet decommission`` (drain, wipe, certify)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+from fleet.service import Fleet
+
+from .output import Out, run_async
+from .power_cmds import _confirm
+
+
+def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("image", parents=[common], help="image servers over PXE in waves, canary first, on evidence",
+                       description="Allocate addresses, render and serve the PXE tree, set next boot to PXE, "
+                       "power-cycle in waves (canary first) and move each server deploying -> deployed on evidence "
+                       "(DHCP lease, answer file fetched, late callback), or to failed with the reason. A job: "
+                       "--resume JOB continues after a crash. See docs/imaging.md.")
+    p.add_argument("selector", nargs="*")
+    p.add_argument("--os", help="e.g. debian-12, ubuntu-24.04, rocky-9")
+    p.add_argument("--root", type=Path, help="where the PXE tree is installed (default: $FLEET_PXE_ROOT or pxe-root)")
+    p.add_argument("--manager-url", help="the HTTP server as the servers reach it, e.g. http://10.0.0.1:8080")
+    p.add_argument("--interface", default="", help="the interface dnsmasq serves DHCP on (provisioning network)")
+    p.add_argument("--listen", default="", metavar="HOST:PORT", help="HTTP listen address (default: the URL's)")
+    p.add_argument("--canary", type=int, default=1, help="servers in the first wave (default 1)")
+    p.add_argument("--wave", type=int, default=8, help="servers per later wave (default 8)")
+    p.add_argument("--failure-budget", type=int, default=0, metavar="N",
+                   help="failures tolerated before the next wave is held back (default 0)")
+    p.add_argument("--dhcp-timeout", type=float, default=300.0, metavar="S")
+    p.add_argument("--fetch-timeout", type=float, default=900.0, metavar="S")
+    p.add_argument("--done-timeout", type=float, default=3600.0, metavar="S")
+    p.add_argument("--overrides", default="",
+                   help="PXE overrides file (per rack/server OS, disk, console, kernel arguments)")
+    p.add_argument("--reimage", action="store_true", help="allow servers that are deployed (their data is lost)")
+    p.add_argument("--no-serve", action="store_true",
+                   help="an outside `fleet pxe serve` serves the tree (restart it after the render)")
+    p.add_argument("--resume", type=int, metavar="JOB", help="continue an interrupted image job")
+    p.add_argument("--yes", "-y", action="store_true")
+    p.set_defaults(func=cmd_image)
+
+
+def cmd_image(args: argparse.Namespace, out: Out) -> int:
+    fleet = Fleet.open(args.db)
+    if args.resume is None:
+        hosts = fleet.hostnames(args.selector) if args.selector else []
+        shown = ", ".join(hosts[:8]) + (f" and {len(hosts) - 8} more" if len(hosts) > 8 else "")
+        _confirm(out, f"image {len(hosts)} server(s) with {args.os} (their disks are overwritten): {shown}?",
+                 args.yes)
+    else:
+        _confirm(out, f"resume image job {args.resume}?", args.yes)
+    root = args.root or Path(os.environ.get("FLEET_PXE_ROOT", "pxe-root"))
+
+    def show(host: str, entry: dict[str, Any]) -> None:
+        if not args.json:
+            out.info(f"{host}: {entry['step']}" + (f" ({entry['reason']})" if entry.get("reason") else ""))
+
+    result = run_async(fleet, lambda: fleet.image(
+        args.selector, os=args.os or "", root=root, manager_url=args.manager_url or "", resume=args.resume,
+        progress=show, **({} if args.resume is not None else {
+            "interface": args.interface, "listen": args.listen, "canary": args.canary, "wave": args.wave,
+            "failure_budget": args.failure_budget, "dhcp_timeout_s": args.dhcp_timeout,
+            "fetch_timeout_s": args.fetch_timeout, "done_timeout_s": args.done_timeout, "reimage": args.reimage,
+            "serve": not args.no_serve, "overrides": args.overrides})))
+    if args.json:
+        out.json(result)
+    else:
+        out.table(["HOST", "WAVE", "STEP", "REASON / EVIDENCE"],
+                  [(h, s["wave"], s["step"], s.get("reason") or "; ".join(f"{k}: {v}" for k, v in
+                                                                           s["evidence"].items()))
+                   for h, s in sorted(result.servers.items(), key=lambda kv: (kv[1]["wave"], kv[0]))],
+                  title=f"image job {result.job_id}: {result.status}")
+        if result.stopped:
+            out.warn(result.stopped)
+    return 0 if not result.failed and not result.stopped else 1
