@@ -24,6 +24,7 @@ The installed tree (``ROOT`` is the absolute path given when rendering; dnsmasq.
         pxelinux.0  ldlinux.c32                   PXELINUX (hosts with loader "pxelinux")
         pxelinux.cfg/01-aa-bb-cc-dd-ee-ff         per-host PXELINUX config
         debian-installer/amd64/bootnetx64.efi     Debian's signed shim + grubx64.efi (loader "grub")
+        grubx64.efi                               again at the root: the shim asks for it there
         debian-installer/amd64/grub/grub.cfg      configfile $prefix/hosts/$net_default_mac.cfg
         debian-installer/amd64/grub/hosts/aa:bb:cc:dd:ee:ff.cfg
         images/OS/vmlinuz  images/OS/initrd       kernel and initrd per OS

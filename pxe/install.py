@@ -81,8 +81,10 @@ class BootSources:
         if "grub" in loaders:
             grub_base = PurePosixPath(GRUB_DIR).parent
             pkg = "debian-installer-12-netboot-amd64"
+            # Debian's shim (bootnetx64.efi) asks TFTP for grubx64.efi at the TFTP root, not beside itself.
             files += [(self.grub_dir / "bootnetx64.efi", f"{grub_base}/bootnetx64.efi", pkg),
-                      (self.grub_dir / "grubx64.efi", f"{grub_base}/grubx64.efi", pkg)]
+                      (self.grub_dir / "grubx64.efi", f"{grub_base}/grubx64.efi", pkg),
+                      (self.grub_dir / "grubx64.efi", "tftp/grubx64.efi", pkg)]
             modules = self.grub_dir / "grub"
             if not modules.is_dir():
                 raise MissingBootFile(f"GRUB's module directory {modules} is missing (install {pkg}, or set the "

@@ -62,6 +62,7 @@ def test_install_writes_the_whole_tree(tmp_path: Path, sources: BootSources) -> 
         assert (root / rel).read_bytes() == rendered.files[rel]
     for rel in ("tftp/undionly.kpxe", "tftp/snponly.efi", "tftp/ipxe.efi", "tftp/pxelinux.0", "tftp/ldlinux.c32",
                 "tftp/debian-installer/amd64/bootnetx64.efi", "tftp/debian-installer/amd64/grubx64.efi",
+                "tftp/grubx64.efi",
                 "tftp/debian-installer/amd64/grub/x86_64-efi/linux.mod", "tftp/images/debian-12/vmlinuz",
                 "tftp/images/debian-12/initrd", "http/images/rocky-9/vmlinuz", "http/images/ubuntu-24.04/initrd",
                 "tftp/images/firmware/firmware.cpio.gz", "http/images/firmware/firmware.cpio.gz"):
