@@ -565,3 +565,21 @@ def test_the_harness_inventory_imports_and_renders_a_tree_for_fleet_image(rack: 
     assert re.search(rf"dhcp-host={HOSTS[3].mac},set:grub,.*10.77.0.12,vm-d", conf)
     script = (out / f"http/hosts/{HOSTS[0].mac.replace(':', '-')}.ipxe").read_text()
     assert "fleet.probe.callbacks=early,late" in script and "probe.gz" in script
+
+
+def test_a_failing_test_still_stops_every_process_by_pid_and_deletes_its_namespace(tmp_path: Path) -> None:
+    require_vmrack()
+    pids: list[int] = []
+    ns = ""
+    with pytest.raises(RuntimeError, match="the test failed"), VmRack(tmp_path / "rack") as rack:
+        ns = rack.ns
+        root = tmp_path / "root"
+        rack.start_dnsmasq(write_handmade_tree(root, HOSTS[:1], rack.workdir / "leases"))
+        rack.start_http(root)
+        vm = rack.add_vm("host-a", HOSTS[0].mac)
+        rack.power_on(vm)
+        assert rack.status(vm) == "running"
+        pids = [p.pid for p in rack.procs.values()] + [vm.pid or 0]
+        raise RuntimeError("the test failed")
+    assert len(pids) == 3 and not any(pid_alive(p) for p in pids)
+    assert ns and ns not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
