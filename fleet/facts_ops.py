@@ -26,7 +26,7 @@ from .facts import InventoryDisk, InventoryNic, ServerInventoryView, reconcile
 if TYPE_CHECKING:
     from .service import Fleet
 
-__all__ = ["FactsResult", "collect"]
+__all__ = ["FactsResult", "collect", "ssh_target"]
 
 _PIN_STATES = ("new", "commissioning")
 _DRIFT_KINDS = {"serial-changed", "disk-missing", "disk-added", "disk-failing", "mac-moved", "mac-missing",
@@ -45,6 +45,28 @@ class FactsResult:
     def to_json(self) -> dict[str, Any]:
         return {"facts": self.facts, "drift": self.drift, "pinned": self.pinned, "errors": self.errors,
                 "events_opened": self.opened, "events_resolved": self.resolved}
+
+
+def ssh_target(fleet: Fleet, row: Any, address: str | None) -> tuple[Target | None, str]:
+    """The SSH target of a server row (hostname, state, ssh_host_key, cred, username, secret, options), or
+    None and why not. A pinned host key is enforced; without one, only new/commissioning servers pin."""
+    if row.cred is None:
+        return None, "no SSH credential assigned"
+    if not address:
+        return None, "no IP address on record to reach it"
+    options: dict[str, Any] = {}
+    if row.ssh_host_key:
+        options["known_host_key"] = row.ssh_host_key
+    elif row.state in _PIN_STATES:
+        options["pin_on_first_contact"] = True
+    secret = fleet.keyring.open(row.secret, name=f"credential {row.cred}")
+    cred_options = row.options or {}
+    if secret.reveal().lstrip().startswith("-----BEGIN"):
+        options["private_key"] = secret
+    port = int(cred_options.get("port", 22))
+    return Target(name=row.hostname, host=address, port=port, username=row.username,
+                  password=None if "private_key" in options else secret, timeout=fleet.device_timeout,
+                  options=options), ""
 
 
 async def collect(fleet: Fleet, selector: str | Sequence[str] | None, *, concurrency: int = 16,
@@ -78,24 +100,9 @@ async def collect(fleet: Fleet, selector: str | Sequence[str] | None, *, concurr
     sem = asyncio.Semaphore(concurrency)
 
     async def one(row: Any) -> tuple[Any, Any, str]:
-        address = row.primary_ip or first_ip.get(row.id)
-        if row.cred is None:
-            return row, None, "no SSH credential assigned"
-        if not address:
-            return row, None, "no IP address on record to reach it"
-        options: dict[str, Any] = {}
-        if row.ssh_host_key:
-            options["known_host_key"] = row.ssh_host_key
-        elif row.state in _PIN_STATES:
-            options["pin_on_first_contact"] = True
-        secret = fleet.keyring.open(row.secret, name=f"credential {row.cred}")
-        cred_options = row.options or {}
-        if secret.reveal().lstrip().startswith("-----BEGIN"):
-            options["private_key"] = secret
-        port = int(cred_options.get("port", 22))
-        target = Target(name=row.hostname, host=address, port=port, username=row.username,
-                        password=None if "private_key" in options else secret, timeout=fleet.device_timeout,
-                        options=options)
+        target, why = ssh_target(fleet, row, row.primary_ip or first_ip.get(row.id))
+        if target is None:
+            return row, None, why
         async with sem:
             try:
                 return row, await driver.collect_facts(target), ""

@@ -1007,6 +1007,23 @@ class Fleet(BrowseMixin, PxeMixin):
             opts = ImageOptions(os=os or "-", root=str(root or "-"), manager_url=manager_url or "-")
         return await run_image(self, selector, opts, resume=resume, progress=progress)
 
+    async def decommission(self, selector: str | Sequence[str] | None, *, finish: str = "retired",
+                           method: str = "auto", power_off: bool = True, only_devices: Sequence[str] = (),
+                           concurrency: int = 8) -> Any:
+        """Drain, wipe every disk over SSH, certify each, power off and retire (see :mod:`fleet.decommission`)."""
+        from .decommission import run_decommission
+
+        if parse_selector(selector).is_empty:
+            raise InputError("name the servers to decommission (a selector)")
+        return await run_decommission(self, selector, finish=finish, method=method, power_off=power_off,
+                                      only_devices=only_devices, concurrency=concurrency)
+
+    def wipe_certificates(self, selector: str | Sequence[str] | None = None) -> list[dict[str, Any]]:
+        """Wipe certificates, newest first; ``intact`` says whether each still matches its digest."""
+        from .decommission import certificates
+
+        return certificates(self, selector)
+
     # -- jobs ----------------------------------------------------------------------------------------------
 
     def jobs(self, *, kind: str | None = None, status: str | None = None, limit: int = 50) -> list[JobRow]:

@@ -124,6 +124,7 @@ class SshPeer:
     host_key_line: str = ""
     client_key_path: Path = field(default_factory=Path)
     made_privsep: bool = False
+    stubs: bool = True  # stub lsblk/smartctl/dmidecode first on PATH (False: the system's own tools)
 
     # -- files ---------------------------------------------------------------------------------
 
@@ -158,6 +159,8 @@ class SshPeer:
 
     def _write(self) -> None:
         self.bin_dir.mkdir(exist_ok=True)
+        search_path = ":".join(([str(self.bin_dir)] if self.stubs else []) + [
+            "/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"])
         stubs = {"lsblk": _lsblk_stub(), "smartctl": _smartctl_stub(),
                  "dmidecode": f"#!/bin/sh\necho {STUB_SERIAL}\n"}
         for name, text in stubs.items():
@@ -177,7 +180,7 @@ PasswordAuthentication yes
 PermitEmptyPasswords no
 KbdInteractiveAuthentication no
 AuthorizedKeysFile {self.root / 'authorized_keys'}
-SetEnv PATH={self.bin_dir}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+SetEnv PATH={search_path}
 MaxStartups 100:30:200
 MaxSessions 100
 LoginGraceTime 30
@@ -240,7 +243,7 @@ def _user() -> str:
 
 
 @contextlib.contextmanager
-def ssh_peer() -> Iterator[SshPeer]:
+def ssh_peer(*, stubs: bool = True) -> Iterator[SshPeer]:
     """A running sshd; skips (fails under FLEET_REQUIRE_PEERS=1) without sshd or without root."""
     if not sshd_available():
         missing_peer(f"OpenSSH server not installed ({SSHD} and ssh-keygen needed)")
@@ -252,7 +255,7 @@ def ssh_peer() -> Iterator[SshPeer]:
         made_privsep = True
     root = Path(tempfile.mkdtemp(prefix="fleet-sshd-"))
     root.chmod(0o755)
-    peer = SshPeer(root=root, port=free_port(), made_privsep=made_privsep)
+    peer = SshPeer(root=root, port=free_port(), made_privsep=made_privsep, stubs=stubs)
     try:
         peer.new_host_key()
         peer.client_key_path = peer.new_client_key("client_key")

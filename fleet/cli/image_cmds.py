@@ -41,6 +41,26 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--yes", "-y", action="store_true")
     p.set_defaults(func=cmd_image)
 
+    p = sub.add_parser("decommission", parents=[common], help="drain, wipe every disk (certified), power off, retire",
+                       description="Move the servers to decommissioning, wipe every disk over SSH with the strongest "
+                       "method each supports (NVMe format, secure discard, ATA secure erase, else overwrite), verify, "
+                       "record a wipe certificate per disk, power off and retire (or rma). A server with a disk not "
+                       "wiped stays in decommissioning with the reason. See docs/decommission.md.")
+    p.add_argument("selector", nargs="+")
+    p.add_argument("--finish", choices=("retired", "rma"), default="retired")
+    p.add_argument("--method", choices=("auto", "overwrite"), default="auto",
+                   help="auto: the strongest each disk supports; overwrite: zeros on every disk")
+    p.add_argument("--device", action="append", default=[], metavar="NAME",
+                   help="wipe only these block devices (e.g. sdb); default: every whole disk")
+    p.add_argument("--no-power-off", action="store_true")
+    p.add_argument("--yes", "-y", action="store_true")
+    p.set_defaults(func=cmd_decommission)
+
+    p = sub.add_parser("wipe-certificates", parents=[common], help="per-disk wipe certificates (--csv for auditors)")
+    p.add_argument("selector", nargs="*")
+    p.add_argument("--csv", action="store_true")
+    p.set_defaults(func=cmd_wipe_certificates)
+
 
 def cmd_image(args: argparse.Namespace, out: Out) -> int:
     fleet = Fleet.open(args.db)
@@ -75,3 +95,42 @@ def cmd_image(args: argparse.Namespace, out: Out) -> int:
         if result.stopped:
             out.warn(result.stopped)
     return 0 if not result.failed and not result.stopped else 1
+
+
+def cmd_decommission(args: argparse.Namespace, out: Out) -> int:
+    fleet = Fleet.open(args.db)
+    hosts = fleet.hostnames(args.selector)
+    shown = ", ".join(hosts[:8]) + (f" and {len(hosts) - 8} more" if len(hosts) > 8 else "")
+    _confirm(out, f"decommission {len(hosts)} server(s), wiping every disk: {shown}?", args.yes)
+    result = run_async(fleet, lambda: fleet.decommission(args.selector, finish=args.finish, method=args.method,
+                                                         power_off=not args.no_power_off, only_devices=args.device))
+    if args.json:
+        out.json(result)
+    else:
+        out.table(["HOST", "STATE", "DISKS", "REASON"],
+                  [(h, s["state"], ", ".join(f"{d.get('device')}:{d.get('method')}:{d.get('result')}"
+                                             for d in s["disks"]), s["reason"])
+                   for h, s in sorted(result.servers.items())], title=f"decommission job {result.job_id}")
+    return 0 if not result.held else 1
+
+
+CERT_COLUMNS = ["id", "hostname", "server_serial", "disk_slot", "disk_serial", "disk_model", "device", "size_bytes",
+                "method", "result", "verified", "started_at", "finished_at", "actor", "job_id", "digest", "intact"]
+
+
+def cmd_wipe_certificates(args: argparse.Namespace, out: Out) -> int:
+    rows = Fleet.open(args.db).wipe_certificates(args.selector or None)
+    if args.csv:
+        import csv
+        import sys
+
+        w = csv.DictWriter(sys.stdout, fieldnames=CERT_COLUMNS, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+    elif args.json:
+        out.json(rows)
+    else:
+        out.table(["HOST", "DISK", "SERIAL", "METHOD", "RESULT", "VERIFIED", "FINISHED", "INTACT"],
+                  [(r["hostname"], r["device"], r["disk_serial"], r["method"], r["result"], r["verified"],
+                    r["finished_at"], r["intact"]) for r in rows])
+    return 0

@@ -11,11 +11,15 @@ script (:data:`fleet.facts.FACTS_SCRIPT`) with that server's host name, kernel, 
 (``lsblk -J`` shape), SMART health (``smartctl --json`` shape) and NICs, and a few plain commands
 (``hostname``, ``true``).
 
-Faults (``fleet lab fault HOST disk-failing|serial-changed``) are kept in ``faults.json``, written
-atomically, and read on every login: a failing disk answers SMART FAILED; a changed serial answers
-another DMI serial (a swapped board). The SSH transport, authentication and host-key checks are the
-real sshd's; only the commands' output is simulated. It needs root (sshd switches users and binds
-one address per server); without root, :func:`start_ssh_lab` raises and the lab runs without SSH.
+Decommissioning's wipe script (:data:`fleet.decommission.WIPE_SCRIPT`) is answered as a server would:
+SSDs by a discard, hard disks by an overwrite, each verified.
+
+Faults (``fleet lab fault HOST disk-failing|serial-changed|wipe-fails``) are kept in ``faults.json``,
+written atomically, and read on every login: a failing disk answers SMART FAILED; a changed serial
+answers another DMI serial (a swapped board); a failing wipe reports a write error on the last disk. The
+SSH transport, authentication and host-key checks are the real sshd's; only the commands' output is
+simulated. It needs root (sshd switches users and binds one address per server); without root,
+:func:`start_ssh_lab` raises and the lab runs without SSH.
 """
 
 from __future__ import annotations
@@ -48,7 +52,7 @@ __all__ = [
 SSHD = "/usr/sbin/sshd"
 SSH_PORT = 2222
 _LISTEN_PER_SSHD = 16
-HOST_FAULTS = ("disk-failing", "serial-changed")
+HOST_FAULTS = ("disk-failing", "serial-changed", "wipe-fails")
 _PRIVSEP = Path("/run/sshd")
 
 #: The "operating system" of a lab server: Python, run by sshd as the ForceCommand.
@@ -70,7 +74,19 @@ except (OSError, ValueError):
 cmd = os.environ.get("SSH_ORIGINAL_COMMAND", "")
 serial = host["serial"] + ("-SWAPPED" if faults.get("serial-changed") else "")
 M = "@@rackfleet"
-if M in cmd:
+if M + "-wipe" in cmd:  # decommissioning: SSDs take a discard, disks an overwrite; both read back as zeros
+    import time
+    overwrite = "WIPE_METHOD=overwrite" in cmd
+    for i, d in enumerate(host["disks"]):
+        fails = faults.get("wipe-fails") and i == len(host["disks"]) - 1
+        method = "overwrite" if overwrite or d.get("kind") != "ssd" else "blkdiscard"
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        print(M + "-wipe " + json.dumps({
+            "device": d["name"], "serial": d["serial"], "model": d["model"], "size": d["size"], "method": method,
+            "result": "failed" if fails else "ok", "verified": not fails, "started": now, "finished": now,
+            "error": "write error at sector 81920" if fails else ""}))
+    print(M + "-wipe end")
+elif M in cmd:
     out = [M + " hostname", host["hostname"], M + " kernel", "6.1.0-rackfleet-lab", M + " serial", serial]
     devices = [{"name": d["name"], "serial": d["serial"], "model": d["model"], "size": d["size"], "type": "disk"}
                for d in host["disks"]]
