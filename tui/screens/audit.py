@@ -9,12 +9,13 @@ from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.widgets import DataTable, Footer, Static
+from textual.widgets import Footer, Static
 
 from fleet.errors import InputError
 
 from ..widgets import FilterBox
 from ..widgets.render import fmt_ts
+from ..widgets.windowtable import WindowTable
 from .base import FleetScreen
 
 
@@ -45,13 +46,11 @@ class AuditScreen(FleetScreen):
         yield FilterBox(placeholder="action=power.cycle actor=tech target=HOST (or just a host name)", id="filter",
                         debounce_s=self.fleet_app.debounce_s)
         yield Static("", id="status")
-        yield DataTable(id="audit", cursor_type="row", zebra_stripes=True)
+        yield WindowTable("id", "when (UTC)", "actor", "action", "result", "targets", "detail", id="audit")
         yield Footer()
 
     def on_mount(self) -> None:
-        self.query_one("#audit", DataTable).add_columns("id", "when (UTC)", "actor", "action", "result", "targets",
-                                                        "detail")
-        self.query_one("#audit", DataTable).focus()
+        self.query_one("#audit", WindowTable).focus()
         super().on_mount()
 
     def fetch(self) -> Any:
@@ -63,17 +62,14 @@ class AuditScreen(FleetScreen):
         return self.fleet.audit(limit=300, action=f["action"], actor=f["actor"])
 
     def show(self, data: Any) -> None:
-        table = self.query_one("#audit", DataTable)
-        cursor = table.cursor_row
-        table.clear()
+        cells = []
         for a in data:
             targets = ", ".join(a.targets[:4]) + (f" +{a.target_count - 4}" if a.target_count > 4 else "")
             detail = json.dumps(a.detail, default=str, sort_keys=True)
-            table.add_row(str(a.id), fmt_ts(a.ts), a.actor, a.action,
+            cells.append((str(a.id), fmt_ts(a.ts), a.actor, a.action,
                           Text(a.result, style="green" if a.result == "ok" else "bold red"), targets,
-                          detail[:70] + ("…" if len(detail) > 70 else ""), key=str(a.id))
-        if table.row_count:
-            table.move_cursor(row=min(cursor, table.row_count - 1), animate=False)
+                          detail[:70] + ("…" if len(detail) > 70 else "")))
+        self.query_one("#audit", WindowTable).set_rows(cells, [str(a.id) for a in data])
         desc = " ".join(f"{k}={v}" for k, v in self.filters.items() if v)
         self.query_one("#status", Static).update(Text(f"{len(data)} entries", style="bold")
                                                  + Text(f" · {desc}" if desc else " · newest first", style="dim"))
@@ -91,4 +87,4 @@ class AuditScreen(FleetScreen):
         self.query_one("#filter", FilterBox).focus()
 
     def action_focus_table(self) -> None:
-        self.query_one("#audit", DataTable).focus()
+        self.query_one("#audit", WindowTable).focus()

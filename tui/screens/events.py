@@ -8,13 +8,14 @@ from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.widgets import DataTable, Footer, Static
+from textual.widgets import Footer, Static
 from textual.worker import Worker, WorkerState
 
 from fleet.errors import InputError
 
 from ..widgets import FilterBox
 from ..widgets.render import fmt_ts, severity_text
+from ..widgets.windowtable import WindowTable
 from .base import ACTION_BINDINGS, FleetScreen, describe_error
 
 _KEYS = ("status", "severity", "kind", "target")
@@ -50,13 +51,11 @@ class EventsScreen(FleetScreen):
         yield FilterBox(placeholder="status=open|acked|resolved|all severity=critical kind=ups-* target (glob)",
                         id="filter", debounce_s=self.fleet_app.debounce_s)
         yield Static("", id="status")
-        yield DataTable(id="events", cursor_type="row", zebra_stripes=True)
+        yield WindowTable("id", "opened", "severity", "status", "target", "kind", "count", "message", id="events")
         yield Footer()
 
     def on_mount(self) -> None:
-        self.query_one("#events", DataTable).add_columns("id", "opened", "severity", "status", "target", "kind",
-                                                         "count", "message")
-        self.query_one("#events", DataTable).focus()
+        self.query_one("#events", WindowTable).focus()
         super().on_mount()
 
     def fetch(self) -> Any:
@@ -64,16 +63,13 @@ class EventsScreen(FleetScreen):
 
     def show(self, data: Any) -> None:
         rows, total = data
-        table = self.query_one("#events", DataTable)
-        cursor = table.cursor_row
-        table.clear()
+        cells = []
         for e in rows:
             status = Text(e["status"] + (f" by {e['acked_by']}" if e["acked_by"] else ""),
                           style="dim" if e["status"] != "open" else "bold")
-            table.add_row(str(e["id"]), fmt_ts(e["opened_at"]), severity_text(e["severity"]), status, e["target"],
-                          e["kind"], str(e["count"]), e["message"][:80], key=str(e["id"]))
-        if table.row_count:
-            table.move_cursor(row=min(cursor, table.row_count - 1), animate=False)
+            cells.append((str(e["id"]), fmt_ts(e["opened_at"]), severity_text(e["severity"]), status, e["target"],
+                          e["kind"], str(e["count"]), e["message"][:80]))
+        self.query_one("#events", WindowTable).set_rows(cells, [str(e["id"]) for e in rows])
         desc = " ".join(f"{k}={v}" for k, v in self.filters.items() if v)
         self.query_one("#status", Static).update(
             Text(f"{total:,} events", style="bold") + Text(f" · {desc}" + (f" · newest {len(rows)} shown"
@@ -89,7 +85,7 @@ class EventsScreen(FleetScreen):
         self.reload()
 
     def _cursor(self) -> tuple[int, str] | None:
-        table = self.query_one("#events", DataTable)
+        table = self.query_one("#events", WindowTable)
         if not table.row_count:
             return None
         row = table.get_row_at(table.cursor_row)
@@ -127,4 +123,4 @@ class EventsScreen(FleetScreen):
         self.query_one("#filter", FilterBox).focus()
 
     def action_focus_table(self) -> None:
-        self.query_one("#events", DataTable).focus()
+        self.query_one("#events", WindowTable).focus()

@@ -10,9 +10,10 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
-from textual.widgets import DataTable, Footer, Static
+from textual.widgets import Footer, Static
 
 from ..widgets.render import fmt_ts, progress
+from ..widgets.windowtable import WindowTable
 from .base import FleetScreen
 
 _STATUS_STYLE = {"running": "bold cyan", "done": "green", "partial": "yellow", "failed": "bold red",
@@ -30,14 +31,13 @@ class JobsScreen(FleetScreen):
         yield from self.compose_chrome()
         with Vertical():
             yield Static("", id="status")
-            yield DataTable(id="jobs", cursor_type="row", zebra_stripes=True)
+            yield WindowTable("id", "kind", "selector", "status", "progress", "done", "failed", "total", "actor",
+                              "started", "finished", id="jobs")
             yield Static("", id="job-detail", classes="panel")
         yield Footer()
 
     def on_mount(self) -> None:
-        self.query_one("#jobs", DataTable).add_columns("id", "kind", "selector", "status", "progress", "done",
-                                                       "failed", "total", "actor", "started", "finished")
-        self.query_one("#jobs", DataTable).focus()
+        self.query_one("#jobs", WindowTable).focus()
         super().on_mount()
 
     def fetch(self) -> list[Any]:
@@ -46,35 +46,31 @@ class JobsScreen(FleetScreen):
 
     def show(self, data: Any) -> None:
         self.rows = {str(j.id): j for j in data}
-        table = self.query_one("#jobs", DataTable)
-        cursor = table.cursor_row
-        table.clear()
+        cells = []
         for j in data:
             frac = (j.done + j.failed) / j.total if j.total else (1.0 if j.status != "running" else None)
             colour = _STATUS_STYLE.get(j.status, "cyan")
-            table.add_row(str(j.id), j.kind, j.selector or "all", Text(j.status, style=colour),
+            cells.append((str(j.id), j.kind, j.selector or "all", Text(j.status, style=colour),
                           progress(frac, colour.replace("bold ", ""), 20), str(j.done),
                           Text(str(j.failed), style="bold red" if j.failed else ""),
-                          str(j.total), j.actor, fmt_ts(j.started_at), fmt_ts(j.finished_at), key=str(j.id))
-        if table.row_count:
-            table.move_cursor(row=min(cursor, table.row_count - 1), animate=False)
+                          str(j.total), j.actor, fmt_ts(j.started_at), fmt_ts(j.finished_at)))
+        self.query_one("#jobs", WindowTable).set_rows(cells, [str(j.id) for j in data])
         running = sum(1 for j in data if j.status == "running")
         self.query_one("#status", Static).update(
             Text(f"{len(data)} recent jobs", style="bold") + Text(f" · {running} running" if running else "",
                                                                style="bold cyan"))
         self._detail()
 
-    @on(DataTable.RowHighlighted, "#jobs")
-    def _highlighted(self, event: DataTable.RowHighlighted) -> None:
+    @on(WindowTable.RowHighlighted, "#jobs")
+    def _highlighted(self, event: WindowTable.RowHighlighted) -> None:
         self._detail()
 
     def _detail(self) -> None:
-        table = self.query_one("#jobs", DataTable)
+        table = self.query_one("#jobs", WindowTable)
         if not table.row_count or not getattr(self, "rows", None):
             self.query_one("#job-detail", Static).update(Text("no jobs yet", style="dim"))
             return
-        key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
-        job = self.rows.get(key)
+        job = self.rows.get(table.cursor_key or "")
         if job is None:
             return
         text = Text(f"job {job.id} ({job.kind})\n", style="bold")

@@ -8,12 +8,13 @@ from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.widgets import DataTable, Footer, Static
+from textual.widgets import Footer, Static
 
 from fleet.service_browse import PowerElement
 
 from ..widgets import FilterBox
 from ..widgets.render import bar, fmt_runtime
+from ..widgets.windowtable import WindowTable
 from .base import FleetScreen
 
 
@@ -34,13 +35,12 @@ class PowerScreen(FleetScreen):
         yield FilterBox(placeholder="site=CODE (empty: every site)", id="filter",
                         debounce_s=self.fleet_app.debounce_s)
         yield Static("", id="status")
-        yield DataTable(id="power", cursor_type="row", zebra_stripes=True)
+        yield WindowTable("kind", "name", "site", "rack", "status", "load / capacity", "watts", "charge", "runtime",
+                          "servers", "fed by", id="power")
         yield Footer()
 
     def on_mount(self) -> None:
-        self.query_one("#power", DataTable).add_columns("kind", "name", "site", "rack", "status", "load / capacity",
-                                                        "watts", "charge", "runtime", "servers", "fed by")
-        self.query_one("#power", DataTable).focus()
+        self.query_one("#power", WindowTable).focus()
         super().on_mount()
 
     def fetch(self) -> tuple[list[PowerElement], int]:
@@ -48,8 +48,7 @@ class PowerScreen(FleetScreen):
 
     def show(self, data: Any) -> None:
         elements, total = data
-        table = self.query_one("#power", DataTable)
-        table.clear()
+        cells = []
         on_battery = [e for e in elements if "on-battery" in e.status]
         for e in elements:
             status = Text(e.status or "", style="bold yellow" if "battery" in e.status else "")
@@ -57,10 +56,11 @@ class PowerScreen(FleetScreen):
             how = "" if e.measured_w is not None else " est"
             cap = f"{watts or 0:,.0f}{how} / {e.capacity_w:,.0f} W" if e.capacity_w else \
                 (f"{watts:,.0f}{how} W" if watts else "-")
-            table.add_row(e.kind, e.name, e.site or "", e.rack or "", status, bar(e.load_fraction, 16), cap,
+            cells.append((e.kind, e.name, e.site or "", e.rack or "", status, bar(e.load_fraction, 16), cap,
                           f"{e.charge_pct:.0f}%" if e.charge_pct is not None else "",
                           fmt_runtime(e.runtime_s) if e.runtime_s is not None else "", str(e.servers or ""),
-                          e.upstream or "", key=f"{e.kind}:{e.name}")
+                          e.upstream or ""))
+        self.query_one("#power", WindowTable).set_rows(cells, [f"{e.kind}:{e.name}" for e in elements])
         text = Text(f"{total:,} feeds, UPSes and PDUs" + (f" (first {len(elements)})" if total > len(elements) else ""),
                     style="bold")
         if on_battery:
@@ -92,4 +92,4 @@ class PowerScreen(FleetScreen):
         self.query_one("#filter", FilterBox).focus()
 
     def action_focus_table(self) -> None:
-        self.query_one("#power", DataTable).focus()
+        self.query_one("#power", WindowTable).focus()

@@ -6,24 +6,24 @@ window, the status line says how many match in all. Typing re-queries after a sh
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.widgets import DataTable, Footer, Static
+from textual.widgets import Footer, Static
 
 from fleet.errors import SelectorError
-from fleet.service_browse import ServerWindow
+from fleet.service_browse import BrowseRow, ServerWindow
 
 from ..widgets import FilterBox
 from ..widgets.render import health_text, power_text, state_text
+from ..widgets.windowtable import Cell, WindowTable
 from .base import ACTION_BINDINGS, FleetScreen
 
 WINDOW = 200
-_COLUMNS = ("", "host", "site", "pod", "rack", "U", "state", "power", "health", "profile", "ip")
+_COLUMNS = (" ", "host", "site", "pod", "rack", "U", "state", "power", "health", "profile", "ip")
 
 
 class ServersScreen(FleetScreen):
@@ -33,7 +33,6 @@ class ServersScreen(FleetScreen):
     BINDINGS = [
         Binding("slash", "focus_filter", "Filter"),
         Binding("escape", "focus_table", "Table", show=False),
-        Binding("enter", "open", "Open", show=False),
         Binding("space", "mark", "Mark"),
         Binding("asterisk", "mark_window", "Mark window", show=False),
         Binding("n", "next_window", "Next"),
@@ -47,6 +46,8 @@ class ServersScreen(FleetScreen):
         self.after: str | None = None
         self.before: str | None = None
         self.window: ServerWindow | None = None
+        #: The selector whose window the table shows (``selector`` may be newer, its query on the way).
+        self.shown_selector: str | None = None
         self.marked: set[str] = set()
         self.window_index = 0
 
@@ -55,13 +56,11 @@ class ServersScreen(FleetScreen):
         yield FilterBox(placeholder="selector: rack=R01 state=deployed host=web* tag=gpu health=critical",
                         value=self.selector, id="filter", debounce_s=self.fleet_app.debounce_s)
         yield Static("", id="status")
-        yield DataTable(id="servers", cursor_type="row", zebra_stripes=True)
+        yield WindowTable(*_COLUMNS, id="servers")
         yield Footer()
 
     def on_mount(self) -> None:
-        table = self.query_one("#servers", DataTable)
-        table.add_columns(*_COLUMNS)
-        table.focus()
+        self.query_one("#servers", WindowTable).focus()
         super().on_mount()
 
     # -- data ---------------------------------------------------------------------------------------------
@@ -81,21 +80,18 @@ class ServersScreen(FleetScreen):
             return
         if selector != self.selector:
             return  # an older query; the newer one is on its way
+        moved = self.window is None or window.first != self.window.first
         self.window = window
-        table = self.query_one("#servers", DataTable)
-        cursor_key = None
-        if table.row_count and table.cursor_row < table.row_count:
-            cursor_key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
-        table.clear()
-        for r in window.rows:
-            table.add_row(Text("●", style="bold magenta") if r.hostname in self.marked else "", r.hostname,
-                          r.site or "", r.pod or "", r.rack or "", "" if r.position is None else str(r.position),
-                          state_text(r.state), power_text(r.power), health_text(r.health), r.profile,
-                          r.primary_ip or "", key=r.hostname)
-        if cursor_key is not None:
-            with contextlib.suppress(Exception):  # the row may have left the window
-                table.move_cursor(row=table.get_row_index(cursor_key), animate=False)
+        table = self.query_one("#servers", WindowTable)
+        table.set_rows([self._cells(r) for r in window.rows], [r.hostname for r in window.rows],
+                       keep_cursor=not moved)
+        self.shown_selector = selector
         self._status()
+
+    def _cells(self, r: BrowseRow) -> tuple[Cell, ...]:
+        return (Text("●", style="bold magenta") if r.hostname in self.marked else "", r.hostname, r.site or "",
+                r.pod or "", r.rack or "", "" if r.position is None else str(r.position), state_text(r.state),
+                power_text(r.power), health_text(r.health), r.profile, r.primary_ip or "")
 
     def _status(self) -> None:
         w = self.window
@@ -127,13 +123,10 @@ class ServersScreen(FleetScreen):
         self.query_one("#filter", FilterBox).focus()
 
     def action_focus_table(self) -> None:
-        self.query_one("#servers", DataTable).focus()
+        self.query_one("#servers", WindowTable).focus()
 
     def _cursor_host(self) -> str | None:
-        table = self.query_one("#servers", DataTable)
-        if not table.row_count:
-            return None
-        return table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+        return self.query_one("#servers", WindowTable).cursor_key
 
     def selected_hosts(self) -> list[str]:
         if self.marked:
@@ -141,8 +134,8 @@ class ServersScreen(FleetScreen):
         host = self._cursor_host()
         return [host] if host else []
 
-    @on(DataTable.RowSelected, "#servers")
-    def _row_selected(self, event: DataTable.RowSelected) -> None:
+    @on(WindowTable.RowSelected, "#servers")
+    def _row_selected(self, event: WindowTable.RowSelected) -> None:
         self.action_open()
 
     def action_open(self) -> None:
@@ -157,16 +150,20 @@ class ServersScreen(FleetScreen):
         if host is None:
             return
         self.marked.symmetric_difference_update({host})
-        table = self.query_one("#servers", DataTable)
-        table.update_cell(host, table.ordered_columns[0].key,
-                          Text("●", style="bold magenta") if host in self.marked else "")
-        table.action_cursor_down()
+        table = self.query_one("#servers", WindowTable)
+        row = next((r for r in self.window.rows if r.hostname == host), None) if self.window else None
+        if row is not None:
+            table.update_row(host, self._cells(row))
+        table.action_cursor(1)
         self._status()
 
     def action_mark_window(self) -> None:
         if self.window is not None:
             self.marked.update(r.hostname for r in self.window.rows)
-            self.show((self.selector, self.window))
+            table = self.query_one("#servers", WindowTable)
+            for r in self.window.rows:
+                table.update_row(r.hostname, self._cells(r))
+            self._status()
 
     def action_next_window(self) -> None:
         if self.window is not None and self.window.more_after:
