@@ -6,6 +6,7 @@ import hashlib
 import importlib
 import os
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -74,7 +75,8 @@ def test_install_writes_the_whole_tree(tmp_path: Path, sources: BootSources) -> 
     assert (root / "var").is_dir()
     assert (root / "hosts.json").stat().st_mode & 0o777 == 0o600
     assert (root / "dnsmasq.conf").stat().st_mode & 0o777 == 0o644
-    assert report.written == len(rendered.files) and report.copied > 0 and report.linked >= 4
+    assert report.written == len(rendered.files) + 1 and report.reused == 0  # + .manifest.json
+    assert report.copied > 0 and report.linked >= 4
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".pxe.new")]
 
 
@@ -95,9 +97,40 @@ def test_reinstall_links_unchanged_files_and_keeps_var(tmp_path: Path, sources: 
     with open(root / "var/dnsmasq.log", "a") as log:  # a running dnsmasq holds its log open across installs
         report = install(rendered, sources)
         assert report.copied == 0 and report.linked > 0
+        assert report.reused == len(rendered.files) and report.written == 1  # only the manifest is new
         log.write("line 2\n")
     assert (root / "var/dnsmasq.log").read_text() == "line 1\nline 2\n"
-    assert (root / "dnsmasq.conf").stat().st_ino != old_inode  # a new tree, not files rewritten in place
+    assert (root / "dnsmasq.conf").stat().st_ino == old_inode  # unchanged: the same file, linked into the new tree
+
+
+def test_only_changed_files_are_written_again(tmp_path: Path, sources: BootSources) -> None:
+    root = tmp_path / "pxe"
+    install(render_tree(sample_tree(root=str(root))), sources)
+    before = {rel: (root / rel).stat().st_ino for rel in ("dnsmasq.conf", "http/hosts/52-54-00-77-00-0a.ipxe",
+                                                           "http/hosts/52-54-00-77-00-0d.ipxe")}
+    hosts = list(sample_tree().hosts)
+    hosts[0] = sample_host(kernel_args=("quiet",), ssh_keys=hosts[0].ssh_keys)
+    report = install(render_tree(sample_tree(root=str(root), hosts=tuple(hosts))), sources)
+    assert report.written == 2  # the changed host's script and the manifest
+    assert (root / "dnsmasq.conf").stat().st_ino == before["dnsmasq.conf"]
+    assert (root / "http/hosts/52-54-00-77-00-0d.ipxe").stat().st_ino == before["http/hosts/52-54-00-77-00-0d.ipxe"]
+    assert (root / "http/hosts/52-54-00-77-00-0a.ipxe").stat().st_ino != before["http/hosts/52-54-00-77-00-0a.ipxe"]
+    assert b" quiet" in (root / "http/hosts/52-54-00-77-00-0a.ipxe").read_bytes()
+
+
+def test_a_file_edited_in_place_is_written_again(tmp_path: Path, sources: BootSources) -> None:
+    root = tmp_path / "pxe"
+    rendered = render_tree(sample_tree(root=str(root)))
+    install(rendered, sources).wait()
+    conf = root / "dnsmasq.conf"
+    original = conf.read_bytes()
+    time.sleep(0.01)
+    with open(conf, "r+b") as fh:  # someone "fixes" the live config by hand, same length
+        fh.write(b"#")
+    report = install(rendered, sources)
+    assert report.written == 2 and conf.read_bytes() == original
+    (root / ".manifest.json").write_text("not json")
+    assert install(rendered, sources).written == len(rendered.files) + 1  # no manifest: everything written
 
 
 @pytest.mark.parametrize("when", ["write", "copy", "link"])
