@@ -373,11 +373,8 @@ def rendered_tree(rack: VmRack, hosts: tuple[Host, ...], *, callbacks: str = "ea
     tree = TreeContext(root=str(root), manager_url=MANAGER_URL, server_ip=SERVER_IP, network=net,
                        hosts=tuple(contexts), interface="br0", dnsmasq_user="root")
     install(render_tree(tree), BootSources(extra_images={"probe/probe.gz": probe}))
-    # Debian's shim (bootnetx64.efi) asks TFTP for "grubx64.efi" at the TFTP root, not beside itself
-    # (dnsmasq logs "file .../tftp/grubx64.efi not found"); until pxe/install puts it there, link it.
-    shim_grub, root_grub = root / "tftp/debian-installer/amd64/grubx64.efi", root / "tftp/grubx64.efi"
-    if shim_grub.exists() and not root_grub.exists():
-        os.link(shim_grub, root_grub)
+    # Debian's shim (bootnetx64.efi) asks TFTP for grubx64.efi at the TFTP root, not beside itself.
+    assert (root / "tftp/grubx64.efi").is_file()
     return root
 
 
