@@ -10,8 +10,9 @@ that maps the inventory onto those contexts:
   are on (one DHCP range each; networks other than dnsmasq's interface's come through a DHCP relay);
 - per-host choices (OS, loader, console, kernel arguments, disk, disk layout, mirror, dnsmasq tags,
   SSH keys) come from, lowest first: built-in defaults, an overrides file's ``[defaults]``, its
-  ``[rack.NAME]``, the server's ``pxe-os:``/``pxe-loader:``/``pxe-layout:`` tags, its ``[host."NAME"]``,
-  then an ``os=`` given to the call (``fleet image --os``), which wins over all;
+  ``[profile.NAME]`` (the server's hardware profile), its ``[rack.NAME]``, the server's
+  ``pxe-os:``/``pxe-loader:``/``pxe-layout:`` tags, its ``[host."NAME"]``, then an ``os=`` given to the
+  call (``fleet image --os``), which wins over all;
 - callback tokens are HMAC-SHA256 of the host name under a key kept in the inventory (``meta`` row
   ``pxe.callback_key``, made on first use) unless one is passed in.
 
@@ -74,6 +75,10 @@ class PxeOverrides:
         console = "ttyS1,115200"
         ssh_keys = ["ssh-ed25519 AAAA... ops@example"]
 
+        [profile.dell-r640]
+        console = "ttyS0,115200"
+        kernel_args = ["nomodeset"]
+
         [rack.R01]
         os = "debian-12"
         disk_layout = "lvm"
@@ -89,18 +94,21 @@ class PxeOverrides:
     racks: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     hosts: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     source: str = "overrides"
+    profiles: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], source: str = "overrides") -> PxeOverrides:
-        unknown = set(data) - {"defaults", "rack", "host"}
+        unknown = set(data) - {"defaults", "profile", "rack", "host"}
         if unknown:
-            raise ValidationError(f"unknown section(s) {', '.join(sorted(unknown))} (expected defaults, rack, host)",
-                                  location=source)
+            raise ValidationError(f"unknown section(s) {', '.join(sorted(unknown))} "
+                                  "(expected defaults, profile, rack, host)", location=source)
         defaults = _settings(data.get("defaults", {}), f"{source}: [defaults]")
+        profiles = {str(k): _settings(v, f"{source}: [profile.{k}]")
+                    for k, v in _table(data, "profile", source).items()}
         racks = {str(k): _settings(v, f"{source}: [rack.{k}]") for k, v in _table(data, "rack", source).items()}
         hosts = {str(k).lower(): _settings(v, f"{source}: [host.{k}]")
                  for k, v in _table(data, "host", source).items()}
-        return cls(defaults=defaults, racks=racks, hosts=hosts, source=source)
+        return cls(defaults=defaults, racks=racks, hosts=hosts, source=source, profiles=profiles)
 
     @classmethod
     def load(cls, path: str | Path) -> PxeOverrides:
@@ -114,9 +122,12 @@ class PxeOverrides:
             raise ValidationError(str(exc), location=str(p)) from None
         return cls.from_mapping(data, str(p))
 
-    def for_host(self, hostname: str, rack: str | None, tag_settings: Mapping[str, Any]) -> dict[str, Any]:
+    def for_host(self, hostname: str, rack: str | None, tag_settings: Mapping[str, Any],
+                 profile: str | None = None) -> dict[str, Any]:
         merged = dict(HOST_SETTINGS)
         merged.update(self.defaults)
+        if profile is not None:
+            merged.update(self.profiles.get(profile, {}))
         if rack is not None:
             merged.update(self.racks.get(rack, {}))
         merged.update(tag_settings)
@@ -174,6 +185,7 @@ class _Row:
     rack_id: int | None
     site_id: int | None
     primary_ip: str | None
+    profile: str | None = None
     mac: str | None = None
     ip: str | None = None
     tags: list[str] = field(default_factory=list)
@@ -204,7 +216,7 @@ class PxeMixin:
 
     def _pxe_rows(self, sel: Selector) -> list[_Row]:
         stmt = sel.apply(select(Server.id, Server.hostname, Rack.name, Server.rack_id, Rack.site_id,
-                                Server.primary_ip).outerjoin(Rack, Rack.id == Server.rack_id)
+                                Server.primary_ip, Server.profile).outerjoin(Rack, Rack.id == Server.rack_id)
                          .order_by(Server.hostname))
         with Session(self.engine) as s:
             rows = {r[0]: _Row(*r) for r in s.execute(stmt)}
@@ -284,7 +296,7 @@ class PxeMixin:
                 if network is None:
                     network = networks[pool.cidr] = Network(cidr=pool.cidr, gateway=pool.gateway,
                                                             dns=tuple(d for d in pool.dns.split(",") if d))
-                settings = overrides.for_host(row.hostname, row.rack, tag_settings)
+                settings = overrides.for_host(row.hostname, row.rack, tag_settings, row.profile)
                 if os is not None:
                     settings["os"] = os
                 hosts.append(HostContext(

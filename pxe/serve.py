@@ -45,7 +45,7 @@ from .context import PHASES, verify_token
 from .errors import ServeError
 from .evidence import DNSMASQ_LOG, HTTP_LOG, HostIndex
 
-__all__ = ["DEFAULT_DNSMASQ", "PxeServer", "check_config", "dnsmasq_command", "make_app"]
+__all__ = ["DEFAULT_DNSMASQ", "PxeServer", "check_config", "check_privileges", "dnsmasq_command", "make_app"]
 
 DEFAULT_DNSMASQ = "/usr/sbin/dnsmasq"
 _CB_PATH = re.compile(r"^/cb/(?P<host>[a-z0-9.-]{1,253})/(?P<phase>[a-z]{1,16})/?$")
@@ -72,13 +72,54 @@ def check_config(conf: str | Path, *, dnsmasq: str | None = None) -> str:
     return message
 
 
-def _conf_interfaces(conf: Path) -> list[str]:
+def _conf_interfaces(conf: Path) -> list[str]:  # every interface= line (there may be several)
     found = []
     for line in conf.read_text().splitlines():
         key, _, value = line.strip().partition("=")
         if key == "interface":
             found.append(value.strip())
     return found
+
+
+def _conf_value(conf: Path, key: str) -> str | None:
+    for line in conf.read_text().splitlines():
+        k, sep, value = line.strip().partition("=")
+        if k == key and sep:
+            return value.strip()
+    return None
+
+
+def unreadable_for_others(path: Path) -> Path | None:
+    """The first directory from ``/`` down to ``path`` that other users cannot enter (no o+x), or None."""
+    current = Path("/")
+    for part in path.resolve().parts[1:]:
+        current = current / part
+        try:
+            mode = current.stat().st_mode
+        except OSError:
+            return current
+        if current.is_dir() and not mode & 0o001:
+            return current
+    return None
+
+
+def check_privileges(root: str | Path, user: str | None = None) -> None:
+    """Refuse to start a dnsmasq that will drop privileges and then fail to read its TFTP root.
+
+    Run as root, dnsmasq switches to ``user=`` (the tree's, else ``user``, else its default, nobody):
+    every directory down to ``ROOT/tftp`` must then let others in (pytest's and mktemp's 0700
+    directories do not)."""
+    if os.geteuid() != 0:
+        return
+    conf = Path(root) / "dnsmasq.conf"
+    effective = user or _conf_value(conf, "user")
+    if effective == "root":
+        return
+    blocked = unreadable_for_others(Path(root) / "tftp")
+    if blocked is not None:
+        raise ServeError(f"dnsmasq drops to user {effective or 'nobody'}, which cannot enter {blocked} (no o+x), so "
+                         "TFTP would fail: move the tree, chmod o+x that directory, or run dnsmasq as root "
+                         "(--dnsmasq-user root)")
 
 
 def dnsmasq_command(root: str | Path, *, interface: str | None = None, dnsmasq: str | None = None,
@@ -264,6 +305,7 @@ class PxeServer:
         exe = self._dnsmasq if isinstance(self._dnsmasq, str) else None
         cmd = dnsmasq_command(self.root, interface=self.interface, dnsmasq=exe, user=self._dnsmasq_user,
                               extra=self._dnsmasq_args)
+        check_privileges(self.root, self._dnsmasq_user)
         log = self.root / DNSMASQ_LOG
         offset = log.stat().st_size if log.exists() else 0
         self.proc = await asyncio.create_subprocess_exec(*cmd, stdin=asyncio.subprocess.DEVNULL,

@@ -19,7 +19,7 @@ import pytest
 
 from pxe import EvidenceReader, PxeServer, ServeError, TreeContext, install, render_tree
 from pxe.context import HostContext, Network, callback_token
-from pxe.serve import check_config, dnsmasq_command, find_dnsmasq
+from pxe.serve import check_config, check_privileges, dnsmasq_command, find_dnsmasq, unreadable_for_others
 
 from .peers import missing_peer
 from .test_pxe_context import KEY, sample_host, sample_tree
@@ -299,6 +299,25 @@ def test_real_dnsmasq_serves_tftp_and_leaves_evidence(tmp_path: Path, dnsmasq: s
     tftp = [(e.path, e.ip, e.ok) for e in evidence if e.kind == "tftp"]
     assert ("tftp/undionly.kpxe", "127.0.0.1", True) in tftp and ("tftp/nothing.efi", "127.0.0.1", False) in tftp
     assert [e.path for e in evidence if e.kind == "fetch"] == ["http/boot.ipxe"]
+
+
+def test_privileges_checked_before_dnsmasq_starts(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("only root's dnsmasq drops privileges")
+    private = tmp_path / "private"
+    private.mkdir()
+    private.chmod(0o700)
+    root = private / "pxe"
+    install(render_tree(sample_tree(root=str(root))), fake_sources(tmp_path / "src"))
+    blocked = unreadable_for_others(root / "tftp")
+    assert blocked is not None and blocked in (private, *private.parents)
+    with pytest.raises(ServeError, match=r"drops to user nobody, which cannot enter .* \(no o\+x\)"):
+        check_privileges(root)
+    check_privileges(root, "root")  # dnsmasq stays root: fine
+    srv = PxeServer(root, listen=("127.0.0.1", 0), dnsmasq="/bin/false")
+    with pytest.raises(ServeError, match="cannot enter"):
+        run(srv.start)
+    assert not (root / "var/http.jsonl").read_text()  # the HTTP server was stopped again
 
 
 @pytest.mark.peer

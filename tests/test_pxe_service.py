@@ -82,6 +82,10 @@ def test_overrides_precedence(fleet: Fleet, tmp_path: Path) -> None:
         kernel_args = ["quiet"]
         os = "debian-11"
 
+        [profile.generic-ipmi]
+        console = "ttyS2,9600"
+        disk_layout = "atomic"
+
         [rack.R01]
         disk_layout = "lvm"
         loader = "grub"
@@ -94,8 +98,8 @@ def test_overrides_precedence(fleet: Fleet, tmp_path: Path) -> None:
     ov = PxeOverrides.load(path)
     tree = fleet.pxe_contexts("rack=R01", root=tmp_path / "pxe", manager_url=MANAGER, overrides=ov)
     by = {h.short_name: h for h in tree.hosts}
-    assert (by["vm1"].console, by["vm1"].kernel_args, by["vm1"].os) == ("ttyS1,115200", ("quiet",), "debian-11")
-    assert (by["vm1"].loader, by["vm1"].disk_layout) == ("grub", "lvm")  # rack over defaults
+    assert (by["vm1"].console, by["vm1"].kernel_args, by["vm1"].os) == ("ttyS2,9600", ("quiet",), "debian-11")
+    assert (by["vm1"].loader, by["vm1"].disk_layout) == ("grub", "lvm")  # rack over profile over defaults
     assert by["vm2"].loader == "ipxe" and by["vm2"].disk == "/dev/sdb"  # host over tag over rack
     assert by["vm3"].os == "ubuntu-24.04"  # tag over defaults
     forced = fleet.pxe_contexts("rack=R01", root=tmp_path / "pxe", manager_url=MANAGER, overrides=ov, os="debian-12")
