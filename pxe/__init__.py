@@ -19,6 +19,7 @@ The installed tree (``ROOT`` is the absolute path given when rendering; dnsmasq.
 
     ROOT/dnsmasq.conf                    dnsmasq: DHCP (static, known MACs only) + TFTP, no DNS
     ROOT/hosts.json                      index: hostname, short name, MAC, IP, OS, loader, callback token
+    ROOT/.manifest.json                  digests of the rendered files (the next install links unchanged ones)
     ROOT/tftp/                           TFTP root
         undionly.kpxe  snponly.efi  ipxe.efi      iPXE for BIOS and UEFI firmware PXE
         pxelinux.0  ldlinux.c32                   PXELINUX (hosts with loader "pxelinux")
