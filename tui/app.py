@@ -9,6 +9,7 @@ escape goes back. Every action goes through a confirmation (``tui/screens/confir
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable
 from datetime import datetime
 
@@ -57,7 +58,7 @@ class FleetApp(App[None]):
 
     def __init__(self, fleet: Fleet, *, refresh_s: float = 5.0, debounce_s: float = 0.15,
                  clock: Callable[[], datetime] | None = None, ops_fleet: Callable[[], Fleet] | None = None,
-                 read_sel: bool = True, selector: str = "") -> None:
+                 read_sel: bool = True, selector: str = "", freeze_gc: bool = False) -> None:
         super().__init__()
         self.fleet = fleet
         self.refresh_s = refresh_s
@@ -66,6 +67,13 @@ class FleetApp(App[None]):
         self.ops_fleet: Callable[[], Fleet] = ops_fleet or self._ops_fleet
         self.read_sel = read_sel
         self.initial_selector = selector
+        #: Move what is alive after each screen's first load out of the collector's sight (``gc.freeze``):
+        #: full collections over Textual's and SQLAlchemy's objects blocked the loop 70-280 ms at a time.
+        #: Process-wide, so only ``fleet tui`` (a process of its own) turns it on.
+        self.freeze_gc = freeze_gc
+        if freeze_gc:  # what is imported and open now lives as long as the app; no collection until it shows
+            gc.freeze()
+            gc.disable()
 
     def _ops_fleet(self) -> Fleet:
         f = self.fleet

@@ -28,7 +28,7 @@ def cmd_tui(args: argparse.Namespace, out: Out) -> int:
 
     fleet = Fleet.open(args.db)
     try:
-        FleetApp(fleet, refresh_s=max(0.0, float(getattr(args, "refresh", 5.0))),
+        FleetApp(fleet, refresh_s=max(0.0, float(getattr(args, "refresh", 5.0))), freeze_gc=True,
                  selector=" ".join(getattr(args, "selector", []) or [])).run()
     finally:
         fleet.close()

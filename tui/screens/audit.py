@@ -9,11 +9,12 @@ from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.widgets import Footer, Static
+from textual.widgets import Static
 
 from fleet.errors import InputError
 
 from ..widgets import FilterBox
+from ..widgets.keybar import KeyBar
 from ..widgets.render import fmt_ts
 from ..widgets.windowtable import WindowTable
 from .base import FleetScreen
@@ -47,7 +48,7 @@ class AuditScreen(FleetScreen):
                         debounce_s=self.fleet_app.debounce_s)
         yield Static("", id="status")
         yield WindowTable("id", "when (UTC)", "actor", "action", "result", "targets", "detail", id="audit")
-        yield Footer()
+        yield KeyBar()
 
     def on_mount(self) -> None:
         self.query_one("#audit", WindowTable).focus()

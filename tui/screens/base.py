@@ -3,13 +3,15 @@ and the actions (menu → confirmation → worker) on whichever servers the scre
 
 from __future__ import annotations
 
+import gc
 from typing import TYPE_CHECKING, Any
 
 from textual import on
+from textual.app import ScreenStackError
 from textual.binding import Binding
 from textual.screen import Screen
 from textual.timer import Timer
-from textual.widgets import Footer, Header
+from textual.widgets import Header
 from textual.worker import Worker, WorkerState
 
 from fleet.errors import FleetError
@@ -25,6 +27,11 @@ def describe_error(error: BaseException | None) -> str:
     if isinstance(error, FleetError):
         return str(error)
     return f"{error.__class__.__name__}: {error}" if error is not None else "failed"
+
+
+def _freeze() -> None:
+    gc.freeze()
+    gc.enable()
 
 
 class FleetScreen(Screen):
@@ -52,9 +59,6 @@ class FleetScreen(Screen):
 
     def compose_chrome(self) -> Any:
         yield Header(show_clock=False)
-
-    def footer(self) -> Footer:
-        return Footer()
 
     # -- loading --------------------------------------------------------------------------------------------
 
@@ -87,7 +91,11 @@ class FleetScreen(Screen):
 
     def _tick(self) -> None:
         self._refresh_timer = None
-        if self.app.screen is self:
+        try:
+            on_top = self.app.screen is self
+        except ScreenStackError:  # the app is closing
+            return
+        if on_top:
             self.reload()
         else:
             self._arm()
@@ -102,6 +110,8 @@ class FleetScreen(Screen):
                     self.show(worker.result)
                 finally:
                     self._arm()
+                if self.loads == 1 and self.fleet_app.freeze_gc:
+                    self.call_after_refresh(_freeze)
             elif event.state == WorkerState.ERROR:
                 self.notify(describe_error(worker.error), title="could not load", severity="error")
                 self._arm()

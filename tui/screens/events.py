@@ -8,12 +8,13 @@ from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.widgets import Footer, Static
+from textual.widgets import Static
 from textual.worker import Worker, WorkerState
 
 from fleet.errors import InputError
 
 from ..widgets import FilterBox
+from ..widgets.keybar import KeyBar
 from ..widgets.render import fmt_ts, severity_text
 from ..widgets.windowtable import WindowTable
 from .base import ACTION_BINDINGS, FleetScreen, describe_error
@@ -52,7 +53,7 @@ class EventsScreen(FleetScreen):
                         id="filter", debounce_s=self.fleet_app.debounce_s)
         yield Static("", id="status")
         yield WindowTable("id", "opened", "severity", "status", "target", "kind", "count", "message", id="events")
-        yield Footer()
+        yield KeyBar()
 
     def on_mount(self) -> None:
         self.query_one("#events", WindowTable).focus()

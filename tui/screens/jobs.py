@@ -10,8 +10,9 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
-from textual.widgets import Footer, Static
+from textual.widgets import Static
 
+from ..widgets.keybar import KeyBar
 from ..widgets.render import fmt_ts, progress
 from ..widgets.windowtable import WindowTable
 from .base import FleetScreen
@@ -34,7 +35,7 @@ class JobsScreen(FleetScreen):
             yield WindowTable("id", "kind", "selector", "status", "progress", "done", "failed", "total", "actor",
                               "started", "finished", id="jobs")
             yield Static("", id="job-detail", classes="panel")
-        yield Footer()
+        yield KeyBar()
 
     def on_mount(self) -> None:
         self.query_one("#jobs", WindowTable).focus()

@@ -8,10 +8,11 @@ from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Grid
-from textual.widgets import Footer, Static
+from textual.widgets import Static
 
 from fleet.service_browse import Overview
 
+from ..widgets.keybar import KeyBar
 from ..widgets.render import (
     HEALTH_STYLE,
     POWER_STYLE,
@@ -56,7 +57,7 @@ class OverviewScreen(FleetScreen):
             yield Static(id="ov-power", classes="panel")
             yield Static(id="ov-sweep", classes="panel")
             yield Static(id="ov-ups", classes="panel")
-        yield Footer()
+        yield KeyBar()
 
     def fetch(self) -> Overview:
         return self.fleet.overview()

@@ -8,11 +8,12 @@ from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.widgets import Footer, Static
+from textual.widgets import Static
 
 from fleet.service_browse import PowerElement
 
 from ..widgets import FilterBox
+from ..widgets.keybar import KeyBar
 from ..widgets.render import bar, fmt_runtime
 from ..widgets.windowtable import WindowTable
 from .base import FleetScreen
@@ -37,7 +38,7 @@ class PowerScreen(FleetScreen):
         yield Static("", id="status")
         yield WindowTable("kind", "name", "site", "rack", "status", "load / capacity", "watts", "charge", "runtime",
                           "servers", "fed by", id="power")
-        yield Footer()
+        yield KeyBar()
 
     def on_mount(self) -> None:
         self.query_one("#power", WindowTable).focus()

@@ -10,11 +10,12 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.widgets import DataTable, Footer, Static, Tree
+from textual.widgets import DataTable, Static, Tree
 from textual.worker import Worker, WorkerState
 
 from fleet.service_browse import Elevation
 
+from ..widgets.keybar import KeyBar
 from ..widgets.render import HEALTH_STYLE, fmt_runtime, health_text, power_text, state_text
 from .base import ACTION_BINDINGS, FleetScreen, describe_error
 
@@ -41,7 +42,7 @@ class RacksScreen(FleetScreen):
                 yield Static("Choose a rack on the left (enter).", id="rack-title")
                 yield DataTable(id="elevation", cursor_type="row")
                 yield Static(id="rack-devices")
-        yield Footer()
+        yield KeyBar()
 
     def on_mount(self) -> None:
         self.query_one("#elevation", DataTable).add_columns("U", "server", "state", "power", "health", "UPS")

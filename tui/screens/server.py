@@ -12,13 +12,14 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Grid, Vertical
-from textual.widgets import DataTable, Footer, Label, Static
+from textual.widgets import DataTable, Label, Static
 from textual.worker import Worker, WorkerState
 
 from fleet.service_browse import SensorSeries
 from fleet.views import AuditRow, ServerDetail
 
 from ..actions import run_device_op
+from ..widgets.keybar import KeyBar
 from ..widgets.render import fmt_age, fmt_runtime, fmt_ts, health_text, power_text, spark, state_text
 from .base import ACTION_BINDINGS, FleetScreen, describe_error
 
@@ -61,7 +62,7 @@ class ServerScreen(FleetScreen):
                 yield DataTable(id="sel", show_cursor=False)
                 yield Label("Recent audit", classes="section")
                 yield DataTable(id="audit", show_cursor=False)
-        yield Footer()
+        yield KeyBar()
 
     def on_mount(self) -> None:
         self.sub_title = self.hostname

@@ -12,12 +12,13 @@ from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.widgets import Footer, Static
+from textual.widgets import Static
 
 from fleet.errors import SelectorError
 from fleet.service_browse import BrowseRow, ServerWindow
 
 from ..widgets import FilterBox
+from ..widgets.keybar import KeyBar
 from ..widgets.render import health_text, power_text, state_text
 from ..widgets.windowtable import Cell, WindowTable
 from .base import ACTION_BINDINGS, FleetScreen
@@ -57,7 +58,7 @@ class ServersScreen(FleetScreen):
                         value=self.selector, id="filter", debounce_s=self.fleet_app.debounce_s)
         yield Static("", id="status")
         yield WindowTable(*_COLUMNS, id="servers")
-        yield Footer()
+        yield KeyBar()
 
     def on_mount(self) -> None:
         self.query_one("#servers", WindowTable).focus()
