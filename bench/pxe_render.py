@@ -13,9 +13,10 @@ and an address in its rack's pool; 80% iPXE, 10% PXELINUX, 10% GRUB; 80% Debian 
 - ``Fleet.pxe_render`` end to end (contexts + render + install + audit), the figure held to the target;
 - ``dnsmasq --test`` on the 10,000-host config (when dnsmasq is installed).
 
-The tree has ~21,000 files in ~10,000 directories (one answer directory per host), so the install is
-bound by the file system's metadata speed: ``--dir /dev/shm`` separates our own cost from the disk's.
-The previous tree is removed in the background after the swap; that removal is timed separately.
+The tree has ~21,000 files in ~10,000 directories (one answer directory per host), so building it
+from nothing is bound by the file system's metadata speed (``--dir /dev/shm`` separates our own cost
+from the disk's); from the third install on, the tree replaced last time (the spare) is brought up to
+date instead, which creates only what changed.
 
 Target on the 2-core machine (issue 7): render and install for 10,000 servers <= 5 s. Prints figures
 only: nothing here is asserted.
@@ -132,13 +133,14 @@ def main() -> int:
         tree, t_ctx = timed("inventory -> contexts (pxe_contexts)",
                             lambda: fleet.pxe_contexts("site=s0", root=out, manager_url=MANAGER, interface="br0"))
         rendered, t_render = timed("render every file in memory (render_tree)", lambda: render_tree(tree))
-        first, _ = timed("first install (copies loaders and images)", lambda: install(rendered, sources), 1)
-        again, t_again = timed("install over the previous tree (hard links)", lambda: install(rendered, sources))
-        t = time.perf_counter()
-        again.wait()
-        print(f"  {'then: the previous tree removed (background)':44s} {time.perf_counter() - t:6.2f} s")
+        first, _ = timed("first install (builds the tree from nothing)", lambda: install(rendered, sources), 1)
+        second, _ = timed("second install (fresh tree, links from the live one)",
+                          lambda: install(rendered, sources), 1)
+        again, t_again = timed("steady state (brings the spare up to date)", lambda: install(rendered, sources))
+        print(f"  modes: {first.mode}, {second.mode}, {again.mode}; steady state kept {again.kept:,} files, "
+              f"wrote {again.written}")
         print(f"  files: {len(rendered.files):,} rendered ({rendered.size / 1e6:.1f} MB), "
-              f"{first.copied} copied then linked, {len(tree.networks)} networks in dnsmasq.conf "
+              f"{first.copied} loader/image files, {len(tree.networks)} networks in dnsmasq.conf "
               f"({(out / 'dnsmasq.conf').stat().st_size / 1e3:.0f} kB)")
         per_host = (t_ctx + t_render + t_again) / args.servers * 1e6
         print(f"  per server: {per_host:.0f} us (contexts + render + install)")
@@ -147,9 +149,6 @@ def main() -> int:
         result, best = timed("contexts + render + install + audit",
                              lambda: fleet.pxe_render("site=s0", out=out, manager_url=MANAGER, interface="br0",
                                                       sources=sources))
-        t = time.perf_counter()
-        result.report.wait()
-        print(f"  {'then: the previous tree removed (background)':44s} {time.perf_counter() - t:6.2f} s")
         verdict = "met" if best <= 5 else "NOT met"
         print(f"  {len(result.hosts):,} servers: best {best:.2f} s   target <= 5 s: {verdict} (ratio {best / 5:.2f})")
 

@@ -1,11 +1,19 @@
-"""Atomic install of a rendered tree: write the whole tree aside, then swap it in.
+"""Atomic install of a rendered tree: build the whole tree aside, then swap it in.
 
-:func:`install` writes every rendered file, copies the boot loaders and OS images the hosts need,
-and only then puts the new tree in place of the old one with one ``renameat2(RENAME_EXCHANGE)``
-(two renames where the kernel lacks it). A failure at any point before the swap removes the new
-tree and leaves the old one exactly as it was. The old tree, set aside as ``.ROOT.old-*``, is
-removed by a background thread (the interpreter waits for it at exit; :meth:`InstallReport.wait`
-waits for it now); the next install finishes any removal a crash left undone.
+:func:`install` puts every rendered file, boot loader and OS image the hosts need into a tree beside
+the root, and only then swaps it with the live tree in one ``renameat2(RENAME_EXCHANGE)`` (two
+renames where the kernel lacks it): a reader sees the whole old tree or the whole new one, never a
+missing or half-written one. A failure at any point before the swap leaves the live tree exactly as it
+was.
+
+The tree replaced is kept beside the root as ``.ROOT.spare``, and the next install builds its new tree
+by bringing that spare up to date instead of starting from nothing: files whose content did not change
+are kept, files the live tree has identical are hard-linked from it, only the others are written (to a
+temporary name, then renamed over), and what is no longer wanted is removed. ``.manifest.json`` in each
+tree records the digest and mtime of every file it holds, so no file is read back to compare; a spare
+whose manifest is missing (a sync that died) is thrown away and the tree is built afresh. On this
+machine's disk a new file or directory costs ~0.5-1 ms and a link or rename ~25 us: a steady-state
+install of 10,000 hosts creates almost nothing.
 
 ``var/`` (dnsmasq's log, leases and PID file, the HTTP access log) belongs to the running servers,
 not to a render: it is carried over into the new tree (a directory rename, so open log files keep
@@ -13,13 +21,12 @@ working).
 
 Boot loaders and images come from the system (:class:`BootSources`); a file the hosts need and
 that is missing is a :class:`~pxe.errors.MissingBootFile` naming the path and the package that
-provides it, raised before anything is written. Copies keep the source's mtime, and ``.manifest.json``
-keeps a digest of each rendered file, so the next install hard-links every unchanged file from the
-previous tree instead of writing it again (on this machine's disk a new file costs ~40 times a link).
+provides it, raised before anything is written.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import fcntl
@@ -28,7 +35,6 @@ import json
 import os
 import re
 import shutil
-import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -45,14 +51,13 @@ __all__ = ["DEBIAN_12_NETBOOT", "MANIFEST", "BootSources", "InstallReport", "ins
 #: Debian's netboot files as the ``debian-installer-12-netboot-amd64`` package installs them.
 DEBIAN_12_NETBOOT = Path("/usr/lib/debian-installer/images/12/amd64/text/debian-installer/amd64")
 
-#: Digests of the rendered files, so the next install can hard-link the unchanged ones.
+#: What a tree holds: digest and mtime of each rendered file, size and mtime of each copied one.
 MANIFEST = ".manifest.json"
+_MANIFEST_VERSION = 2
 _KERNEL_NAMES = ("vmlinuz", "linux", "bzImage")
 _INITRD_NAMES = ("initrd", "initrd.gz", "initrd.img")
 _AT_FDCWD = -100
 _RENAME_EXCHANGE = 2
-_cleanups: list[threading.Thread] = []
-_cleanup_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -124,9 +129,10 @@ class BootSources:
 
 @dataclass(frozen=True)
 class InstallReport:
-    """What :func:`install` did: rendered files written, and reused (hard-linked from the previous tree
-    as their content had not changed); loader and image files copied, and hard-linked; bytes written;
-    seconds until the new tree was in place. The previous tree is removed in the background (:meth:`wait`)."""
+    """What :func:`install` did, by file: rendered files ``written``, ``reused`` (hard-linked from the live
+    tree) or ``kept`` (already right in the spare); loader and image files ``copied`` or ``linked``;
+    files ``removed`` from the spare; bytes written; seconds until the new tree was live; ``mode``
+    ``fresh`` (built from nothing) or ``sync`` (the spare brought up to date)."""
 
     root: Path
     written: int
@@ -135,16 +141,13 @@ class InstallReport:
     linked: int
     bytes_written: int
     seconds: float
-    cleanup: threading.Thread | None = field(default=None, repr=False, compare=False)
-
-    def wait(self) -> None:
-        """Wait until the previous tree has been removed."""
-        if self.cleanup is not None:
-            self.cleanup.join()
+    kept: int = 0
+    removed: int = 0
+    mode: str = "fresh"
 
     def to_json(self) -> dict[str, object]:
-        return {"root": str(self.root), "written": self.written, "reused": self.reused, "copied": self.copied,
-                "linked": self.linked,
+        return {"root": str(self.root), "mode": self.mode, "written": self.written, "reused": self.reused,
+                "kept": self.kept, "copied": self.copied, "linked": self.linked, "removed": self.removed,
                 "bytes_written": self.bytes_written, "seconds": round(self.seconds, 3)}
 
 
@@ -191,96 +194,163 @@ def _digest(data: bytes) -> str:
     return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
-def _load_manifest(root: Path | None) -> dict[str, list[Any]]:
-    """The previous tree's ``.manifest.json`` (path -> [digest, mtime_ns] of each rendered file), or nothing."""
+def _load_manifest(root: Path | None) -> dict[str, dict[str, list[Any]]] | None:
+    """A tree's ``.manifest.json`` ({"files": {path: [digest, mtime_ns]}, "copies": {path: [size, mtime_ns]}}),
+    or None when it has none or an unreadable one."""
     if root is None:
-        return {}
+        return None
     try:
-        doc = json.loads((root / MANIFEST).read_text())
-        files = doc["files"]
-        return files if doc.get("version") == 1 and isinstance(files, dict) else {}
-    except (OSError, ValueError, KeyError, TypeError):
-        return {}
+        doc = json.loads((root / MANIFEST).read_bytes())
+        if doc.get("version") == _MANIFEST_VERSION and isinstance(doc["files"], dict) \
+                and isinstance(doc["copies"], dict):
+            return {"files": doc["files"], "copies": doc["copies"]}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        pass
+    return None
 
 
 class _Writer:
-    def __init__(self, base: Path, previous: Path | None) -> None:
-        self.base = base
-        self.previous = previous
-        self.manifest = _load_manifest(previous)
-        self.digests: dict[str, list[Any]] = {}
+    """Puts files into ``base``: a fresh directory, or the spare (``existing`` is its manifest)."""
+
+    def __init__(self, base: Path, live: Path | None, existing: dict[str, dict[str, list[Any]]] | None) -> None:
+        self.base = str(base)
+        self.live = str(live) if live is not None else None
+        self.live_manifest = _load_manifest(live) or {"files": {}, "copies": {}}
+        self.sync = existing is not None
+        self.existing = existing or {"files": {}, "copies": {}}
+        self.files: dict[str, list[Any]] = {}
+        self.copies: dict[str, list[Any]] = {}
         self.dirs: set[str] = set()
-        self.written = self.reused = self.copied = self.linked = self.bytes = 0
+        if self.sync:  # the spare's directories exist: no mkdir for them
+            for rel in (*self.existing["files"], *self.existing["copies"]):
+                parent = rel.rpartition("/")[0]
+                while parent and parent not in self.dirs:
+                    self.dirs.add(parent)
+                    parent = parent.rpartition("/")[0]
+        self.written = self.reused = self.kept = self.copied = self.linked = self.removed = self.bytes = 0
 
     def _parent(self, rel: str) -> str:
         parent = rel.rpartition("/")[0]
         if parent and parent not in self.dirs:
             os.makedirs(f"{self.base}/{parent}", exist_ok=True)
-            # Every ancestor now exists too.
-            while parent and parent not in self.dirs:
+            while parent and parent not in self.dirs:  # every ancestor now exists too
                 self.dirs.add(parent)
                 parent = parent.rpartition("/")[0]
         return f"{self.base}/{rel}"
 
-    def write(self, rel: str, data: bytes, mode: int = 0o644) -> None:
-        """Write a rendered file, or hard-link the previous tree's copy when its content is the same
-        (a new inode costs far more than a link on some file systems; the tree is never edited in place)."""
+    @staticmethod
+    def _same(path: str, size: int, mtime_ns: int, mode: int | None = None) -> bool:
+        try:
+            st = os.stat(path)
+        except OSError:
+            return False
+        return st.st_size == size and st.st_mtime_ns == mtime_ns and (mode is None or st.st_mode & 0o777 == mode)
+
+    def _place(self, target: str, make: Any) -> None:
+        """Create ``target`` with ``make(path)``: directly in a fresh tree, via a temporary name and a
+        rename over the old file in the spare."""
+        if not self.sync:
+            make(target)
+            return
+        tmp = f"{target}.rf-tmp"
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        make(tmp)
+        os.replace(tmp, target)
+
+    def put(self, rel: str, data: bytes, mode: int = 0o644) -> None:
+        """A rendered file: kept if the spare has it, linked if the live tree has it, else written."""
         target = self._parent(_safe_rel(rel))
         digest = _digest(data)
-        known = self.manifest.get(rel)
-        if known and known[0] == digest and self.previous is not None:
-            old = f"{self.previous}/{rel}"
+        known = self.existing["files"].get(rel)
+        if known and known[0] == digest and self._same(target, len(data), known[1], mode):
+            self.files[rel] = known
+            self.kept += 1
+            return
+        live = self.live_manifest["files"].get(rel)
+        if live and live[0] == digest and self.live and self._same(f"{self.live}/{rel}", len(data), live[1], mode):
+            self._place(target, lambda path: os.link(f"{self.live}/{rel}", path))
+            self.files[rel] = live
+            self.reused += 1
+            return
+
+        def write(path: str) -> None:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
             try:
-                st = os.stat(old)
-                # Same size, mode and mtime as when written: nobody edited it in place since.
-                if st.st_size == len(data) and st.st_mode & 0o777 == mode and st.st_mtime_ns == known[1]:
-                    os.link(old, target)
-                    self.digests[rel] = known
-                    self.reused += 1
-                    return
-            except OSError:
-                pass
-        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            self.digests[rel] = [digest, os.fstat(fd).st_mtime_ns]
-        finally:
-            os.close(fd)
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                self.files[rel] = [digest, os.fstat(fd).st_mtime_ns]
+            finally:
+                os.close(fd)
+
+        self._place(target, write)
         self.written += 1
         self.bytes += len(data)
 
     def copy(self, src: Path, rel: str) -> None:
-        """Copy ``src`` (keeping its mtime), or hard-link the previous tree's identical copy."""
+        """A loader or image file (its mtime kept): kept, linked from the live tree, or copied."""
         target = self._parent(_safe_rel(rel))
         st = src.stat()
-        if self.previous is not None:
-            old = self.previous / rel
-            try:
-                ost = old.stat()
-                if ost.st_size == st.st_size and ost.st_mtime_ns == st.st_mtime_ns:
-                    os.link(old, target)
-                    self.linked += 1
-                    return
-            except OSError:
-                pass
-        shutil.copyfile(src, target)
-        os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
-        os.chmod(target, 0o644)
+        meta = [st.st_size, st.st_mtime_ns]
+        self.copies[rel] = meta
+        if self.existing["copies"].get(rel) == meta and self._same(target, *meta):
+            self.kept += 1
+            return
+        if self.live_manifest["copies"].get(rel) == meta and self.live and self._same(f"{self.live}/{rel}", *meta):
+            self._place(target, lambda path: os.link(f"{self.live}/{rel}", path))
+            self.linked += 1
+            return
+
+        def copy(path: str) -> None:
+            shutil.copyfile(src, path)
+            os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+            os.chmod(path, 0o644)
+
+        self._place(target, copy)
         self.copied += 1
 
     def link(self, existing_rel: str, rel: str) -> None:
-        os.link(self.base / existing_rel, self._parent(_safe_rel(rel)))
+        """A second name for a file of this tree (the HTTP side of an image)."""
+        target = self._parent(_safe_rel(rel))
+        meta = self.copies[existing_rel]
+        self.copies[rel] = meta
+        if self.existing["copies"].get(rel) == meta and os.path.exists(target) and os.path.samefile(
+                target, f"{self.base}/{existing_rel}"):
+            self.kept += 1
+            return
+        self._place(target, lambda path: os.link(f"{self.base}/{existing_rel}", path))
         self.linked += 1
+
+    def remove_stale(self) -> None:
+        """In the spare: remove what the new tree does not hold, then the directories left empty."""
+        wanted = self.files.keys() | self.copies.keys()
+        parents: set[str] = set()
+        for rel in (*self.existing["files"], *self.existing["copies"]):
+            if rel in wanted or rel == MANIFEST:
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(f"{self.base}/{rel}")
+                self.removed += 1
+            parent = rel.rpartition("/")[0]
+            while parent:
+                parents.add(parent)
+                parent = parent.rpartition("/")[0]
+        for parent in sorted(parents, key=lambda p: p.count("/"), reverse=True):
+            with contextlib.suppress(OSError):  # not empty: still in use
+                os.rmdir(f"{self.base}/{parent}")
+
+    def manifest(self) -> bytes:
+        return json.dumps({"version": _MANIFEST_VERSION, "files": self.files, "copies": self.copies},
+                          sort_keys=True, separators=(",", ":")).encode()
 
 
 def install(rendered: RenderedTree, sources: BootSources | None = None) -> InstallReport:
     """Install ``rendered`` at ``rendered.root``, atomically. Returns what was done.
 
-    Checks every source file first (:class:`~pxe.errors.MissingBootFile`); then writes the new
-    tree beside the root, swaps it in, and removes the old one. On failure the old tree is intact
-    and :class:`~pxe.errors.InstallError` is raised.
+    Checks every source file first (:class:`~pxe.errors.MissingBootFile`); then builds the new tree
+    beside the root (from the spare when there is a good one) and swaps it in; the tree replaced
+    becomes the spare. On failure the live tree is intact and :class:`~pxe.errors.InstallError` is raised.
     """
     sources = sources or BootSources()
     started = time.perf_counter()
@@ -307,22 +377,34 @@ def install(rendered: RenderedTree, sources: BootSources | None = None) -> Insta
     except OSError as exc:
         raise InstallError(f"cannot create {root.parent}: {exc.strerror or exc}") from exc
     with _lock(root):
-        _remove_old_trees(root)
-        stage = root.parent / f".{root.name}.new-{os.getpid()}"
-        if stage.exists():
-            shutil.rmtree(stage)
-        previous = root if root.is_dir() else None
-        writer = _Writer(stage, previous)
+        _remove_leftovers(root)
+        spare = root.parent / f".{root.name}.spare"
+        existing = _load_manifest(spare) if spare.is_dir() else None
+        if existing is None and spare.exists():
+            shutil.rmtree(spare)  # a sync that died, or an older layout: not to be trusted
+        if existing is not None:
+            stage = spare
+            os.unlink(spare / MANIFEST)  # from here on the spare is being changed: no manifest until done
+        else:
+            stage = root.parent / f".{root.name}.new-{os.getpid()}"
+        live = root if root.is_dir() else None
+        writer = _Writer(stage, live, existing)
         try:
-            stage.mkdir(mode=0o755)
+            if existing is None:
+                stage.mkdir(mode=0o755)
             for rel, data in rendered.files.items():
-                writer.write(rel, data, 0o600 if rel == "hosts.json" else 0o644)
-            manifest = json.dumps({"version": 1, "files": writer.digests}, sort_keys=True).encode()
-            writer.write(MANIFEST, manifest, 0o644)
+                writer.put(rel, data, 0o600 if rel == "hosts.json" else 0o644)
             for src, rel in copies + images:
                 writer.copy(src, rel)
             for _src, rel in images:  # the HTTP server serves the same images (iPXE fetches them over HTTP)
                 writer.link(rel, "http/" + rel.removeprefix("tftp/"))
+            writer.remove_stale()
+            manifest = writer.manifest()
+            fd = os.open(stage / MANIFEST, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            try:
+                os.write(fd, manifest)
+            finally:
+                os.close(fd)
             swapped = _swap(stage, root)
         except BaseException as exc:
             shutil.rmtree(stage, ignore_errors=True)
@@ -330,28 +412,18 @@ def install(rendered: RenderedTree, sources: BootSources | None = None) -> Insta
                 raise InstallError(f"installing {root} failed, the old tree is intact: "
                                    f"{exc.strerror or exc}: {exc.filename or ''}") from exc
             raise
-        seconds = time.perf_counter() - started
-        cleanup = None
-        if swapped:  # the old tree now sits at the stage's path: set it aside and remove it in the background
-            old = root.parent / f".{root.name}.old-{os.getpid()}-{time.monotonic_ns()}"
-            os.rename(stage, old)
-            cleanup = threading.Thread(target=shutil.rmtree, args=(old,), kwargs={"ignore_errors": True},
-                                       name=f"pxe-cleanup-{root.name}")
-            with _cleanup_lock:
-                _cleanups.append(cleanup)
-            cleanup.start()  # not a daemon: the interpreter waits for it at exit
+        if swapped and stage != spare:  # the tree replaced sits at the stage's path: it is the next spare
+            os.rename(stage, spare)
     return InstallReport(root=root, written=writer.written, reused=writer.reused, copied=writer.copied,
-                         linked=writer.linked, bytes_written=writer.bytes, seconds=seconds, cleanup=cleanup)
+                         linked=writer.linked, bytes_written=writer.bytes, seconds=time.perf_counter() - started,
+                         kept=writer.kept, removed=writer.removed, mode="sync" if existing is not None else "fresh")
 
 
-def _remove_old_trees(root: Path) -> None:
-    """Finish removing earlier trees: wait for this process's cleanups, remove a crashed run's leftovers."""
-    with _cleanup_lock:
-        pending, _cleanups[:] = list(_cleanups), []
-    for t in pending:
-        t.join()
-    for old in root.parent.glob(f".{root.name}.old-*"):
-        shutil.rmtree(old, ignore_errors=True)
+def _remove_leftovers(root: Path) -> None:
+    """Trees a crashed install left behind (never the live tree or the spare)."""
+    for pattern in (f".{root.name}.old-*", f".{root.name}.new-*"):
+        for old in root.parent.glob(pattern):
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def _swap(stage: Path, root: Path) -> bool:

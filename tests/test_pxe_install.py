@@ -75,8 +75,9 @@ def test_install_writes_the_whole_tree(tmp_path: Path, sources: BootSources) -> 
     assert (root / "var").is_dir()
     assert (root / "hosts.json").stat().st_mode & 0o777 == 0o600
     assert (root / "dnsmasq.conf").stat().st_mode & 0o777 == 0o644
-    assert report.written == len(rendered.files) + 1 and report.reused == 0  # + .manifest.json
+    assert (report.mode, report.written, report.reused, report.kept) == ("fresh", len(rendered.files), 0, 0)
     assert report.copied > 0 and report.linked >= 4
+    assert (root / ".manifest.json").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".pxe.new")]
 
 
@@ -96,8 +97,7 @@ def test_reinstall_links_unchanged_files_and_keeps_var(tmp_path: Path, sources: 
     old_inode = (root / "dnsmasq.conf").stat().st_ino
     with open(root / "var/dnsmasq.log", "a") as log:  # a running dnsmasq holds its log open across installs
         report = install(rendered, sources)
-        assert report.copied == 0 and report.linked > 0
-        assert report.reused == len(rendered.files) and report.written == 1  # only the manifest is new
+        assert (report.mode, report.copied, report.written, report.reused) == ("fresh", 0, 0, len(rendered.files))
         log.write("line 2\n")
     assert (root / "var/dnsmasq.log").read_text() == "line 1\nline 2\n"
     assert (root / "dnsmasq.conf").stat().st_ino == old_inode  # unchanged: the same file, linked into the new tree
@@ -111,7 +111,7 @@ def test_only_changed_files_are_written_again(tmp_path: Path, sources: BootSourc
     hosts = list(sample_tree().hosts)
     hosts[0] = sample_host(kernel_args=("quiet",), ssh_keys=hosts[0].ssh_keys)
     report = install(render_tree(sample_tree(root=str(root), hosts=tuple(hosts))), sources)
-    assert report.written == 2  # the changed host's script and the manifest
+    assert report.written == 1  # the changed host's script
     assert (root / "dnsmasq.conf").stat().st_ino == before["dnsmasq.conf"]
     assert (root / "http/hosts/52-54-00-77-00-0d.ipxe").stat().st_ino == before["http/hosts/52-54-00-77-00-0d.ipxe"]
     assert (root / "http/hosts/52-54-00-77-00-0a.ipxe").stat().st_ino != before["http/hosts/52-54-00-77-00-0a.ipxe"]
@@ -121,23 +121,69 @@ def test_only_changed_files_are_written_again(tmp_path: Path, sources: BootSourc
 def test_a_file_edited_in_place_is_written_again(tmp_path: Path, sources: BootSources) -> None:
     root = tmp_path / "pxe"
     rendered = render_tree(sample_tree(root=str(root)))
-    install(rendered, sources).wait()
+    install(rendered, sources)
     conf = root / "dnsmasq.conf"
     original = conf.read_bytes()
     time.sleep(0.01)
     with open(conf, "r+b") as fh:  # someone "fixes" the live config by hand, same length
         fh.write(b"#")
     report = install(rendered, sources)
-    assert report.written == 2 and conf.read_bytes() == original
-    (root / ".manifest.json").write_text("not json")
-    assert install(rendered, sources).written == len(rendered.files) + 1  # no manifest: everything written
+    assert report.written == 1 and conf.read_bytes() == original
 
 
-@pytest.mark.parametrize("when", ["write", "copy", "link"])
-def test_failure_mid_install_leaves_the_old_tree(tmp_path: Path, sources: BootSources,
-                                                 monkeypatch: pytest.MonkeyPatch, when: str) -> None:
+def test_the_spare_is_brought_up_to_date(tmp_path: Path, sources: BootSources) -> None:
+    """From the third install on, the tree replaced last time is updated instead of built afresh."""
     root = tmp_path / "pxe"
-    install(render_tree(sample_tree(root=str(root))), sources)
+    full = sample_tree(root=str(root))
+    install(render_tree(full), sources)
+    install(render_tree(full), sources)
+    spare = tmp_path / ".pxe.spare"
+    assert (spare / "dnsmasq.conf").exists() and not (spare / "var").exists()
+    steady = install(render_tree(full), sources)
+    assert (steady.mode, steady.written, steady.reused, steady.copied, steady.removed) == ("sync", 0, 0, 0, 0)
+    assert steady.kept > len(render_tree(full).files)
+    # One host fewer, one changed: its files go, the change is written, the rest is kept.
+    hosts = list(full.hosts[1:])
+    hosts[0] = sample_host("deb-pxelinux", 0x0B, loader="pxelinux", console="ttyS1,9600")
+    smaller = render_tree(sample_tree(root=str(root), hosts=tuple(hosts)))
+    report = install(smaller, sources)
+    assert report.mode == "sync" and report.written == 3  # its PXELINUX config, dnsmasq.conf, hosts.json
+    assert report.removed == 2  # the other host's iPXE script and preseed
+    assert not (root / "http/answers/deb-ipxe.lab.example.net").exists()
+    assert not (root / "http/hosts/52-54-00-77-00-0a.ipxe").exists()
+    assert b"console=ttyS1,9600" in (root / "tftp/pxelinux.cfg/01-52-54-00-77-00-0b").read_bytes()
+    for rel, data in smaller.files.items():
+        assert (root / rel).read_bytes() == data
+    # The tree holds exactly what was rendered plus loaders, images, the manifest and var/.
+    stray = [rel for rel in snapshot(root) if rel not in smaller.files and not rel.startswith(
+        ("tftp/images/", "http/images/", "tftp/debian-installer/", "var/")) and rel not in (
+        ".manifest.json", "tftp/undionly.kpxe", "tftp/snponly.efi", "tftp/ipxe.efi", "tftp/pxelinux.0",
+        "tftp/ldlinux.c32", "tftp/grubx64.efi")]
+    assert stray == []
+
+
+def test_a_spare_without_manifest_is_not_trusted(tmp_path: Path, sources: BootSources) -> None:
+    root = tmp_path / "pxe"
+    rendered = render_tree(sample_tree(root=str(root)))
+    install(rendered, sources)
+    install(rendered, sources)
+    spare = tmp_path / ".pxe.spare"
+    (spare / ".manifest.json").unlink()  # a sync died halfway
+    (spare / "dnsmasq.conf").write_text("garbage\n")
+    report = install(rendered, sources)
+    assert report.mode == "fresh" and (root / "dnsmasq.conf").read_bytes() == rendered.files["dnsmasq.conf"]
+    (root / ".manifest.json").write_text("not json")  # nothing in the live tree is trusted either
+    install(rendered, sources)  # a sync of the spare, linking nothing from the live tree
+    assert (root / "dnsmasq.conf").read_bytes() == rendered.files["dnsmasq.conf"]
+
+
+@pytest.mark.parametrize("mode", ["fresh", "sync"])
+@pytest.mark.parametrize("when", ["put", "copy", "link", "remove_stale"])
+def test_failure_mid_install_leaves_the_old_tree(tmp_path: Path, sources: BootSources,
+                                                 monkeypatch: pytest.MonkeyPatch, when: str, mode: str) -> None:
+    root = tmp_path / "pxe"
+    for _ in range(1 if mode == "fresh" else 2):
+        install(render_tree(sample_tree(root=str(root))), sources)
     (root / "var/dnsmasq.leases").write_text("lease\n")
     before = snapshot(root)
     calls = {"n": 0}
@@ -145,7 +191,7 @@ def test_failure_mid_install_leaves_the_old_tree(tmp_path: Path, sources: BootSo
 
     def failing(self: object, *args: object, **kwargs: object) -> None:
         calls["n"] += 1
-        if calls["n"] == 2:
+        if calls["n"] == (1 if when == "remove_stale" else 2):
             raise OSError(28, "No space left on device")
         original(self, *args, **kwargs)
 
@@ -177,21 +223,19 @@ def test_fallback_without_renameat2(tmp_path: Path, sources: BootSources, monkey
     root = tmp_path / "pxe"
     install(render_tree(sample_tree(root=str(root), hosts=(sample_host(),))), sources)
     monkeypatch.setattr(install_mod, "_exchange", lambda a, b: False)
-    install(render_tree(sample_tree(root=str(root))), sources).wait()
+    install(render_tree(sample_tree(root=str(root))), sources)
     assert (root / "tftp/pxelinux.0").exists()
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == [".pxe.lock"]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == [".pxe.lock", ".pxe.spare"]
 
 
-def test_old_trees_are_removed(tmp_path: Path, sources: BootSources) -> None:
+def test_crash_leftovers_are_removed(tmp_path: Path, sources: BootSources) -> None:
     root = tmp_path / "pxe"
     rendered = render_tree(sample_tree(root=str(root)))
-    assert install(rendered, sources).cleanup is None  # nothing to remove the first time
-    crashed = tmp_path / ".pxe.old-1-2"  # left by a run that died while removing it
-    (crashed / "http").mkdir(parents=True)
-    report = install(rendered, sources)
-    assert not crashed.exists()
-    report.wait()
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == [".pxe.lock"]
+    install(rendered, sources)
+    for left in (".pxe.old-1-2", ".pxe.new-999"):  # left by runs that died
+        (tmp_path / left / "http").mkdir(parents=True)
+    install(rendered, sources)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == [".pxe.lock", ".pxe.spare"]
 
 
 def test_readers_never_see_a_missing_tree(tmp_path: Path, sources: BootSources) -> None:
