@@ -125,7 +125,7 @@ def main() -> int:
                 result = fn()
                 walls.append(time.perf_counter() - t)
                 cpus.append(self_cpu() - c)
-            print(f"  {label:44s} median {statistics.median(walls):6.2f} s   best {min(walls):6.2f} s   "
+            print(f"  {label:52s} median {statistics.median(walls):6.2f} s   best {min(walls):6.2f} s   "
                   f"CPU {statistics.median(cpus):6.2f} s")
             return result, min(walls)
 
@@ -146,11 +146,17 @@ def main() -> int:
         print(f"  per server: {per_host:.0f} us (contexts + render + install)")
 
         print("\nend to end: Fleet.pxe_render (as `fleet pxe render site=s0 --out DIR`)")
-        result, best = timed("contexts + render + install + audit",
+        fresh_out = tmp / "pxe-first"
+        _, t_fresh = timed("into a new directory (everything created)",
+                           lambda: fleet.pxe_render("site=s0", out=fresh_out, manager_url=MANAGER,
+                                                    interface="br0", sources=sources), 1)
+        result, best = timed("again, nothing changed (the usual re-render)",
                              lambda: fleet.pxe_render("site=s0", out=out, manager_url=MANAGER, interface="br0",
                                                       sources=sources))
-        verdict = "met" if best <= 5 else "NOT met"
-        print(f"  {len(result.hosts):,} servers: best {best:.2f} s   target <= 5 s: {verdict} (ratio {best / 5:.2f})")
+        for label, seconds in (("first render", t_fresh), ("re-render", best)):
+            verdict = "met" if seconds <= 5 else "NOT met"
+            print(f"  {len(result.hosts):,} servers, {label}: {seconds:.2f} s   target <= 5 s: {verdict} "
+                  f"(ratio {seconds / 5:.2f})")
 
         exe = find_dnsmasq()
         if exe:
