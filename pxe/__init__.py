@@ -7,8 +7,9 @@ Pure rendering from frozen contexts: this package knows nothing of the database 
   checked when built, so no value with a newline, quote, ``${...}`` or ``;`` ever reaches a template.
 - :mod:`pxe.render`: one sandboxed Jinja environment; :func:`render_tree` gives every text file of
   a tree in memory (:class:`RenderedTree`); template lookup falls back by purpose/OS/family/arch.
-- :mod:`pxe.install`: :func:`install` writes the tree aside, copies boot loaders and OS images from
-  the system (:class:`BootSources`), then swaps it in atomically.
+- :mod:`pxe.install`: :func:`install` builds the tree aside (bringing the tree it replaced last time,
+  kept as ``.ROOT.spare``, up to date), with boot loaders and OS images from the system
+  (:class:`BootSources`), then swaps it in atomically.
 - :mod:`pxe.serve`: :class:`PxeServer` runs the real dnsmasq and an aiohttp server for ``http/``
   and installer callbacks (loaded on first use: it imports aiohttp); :func:`check_config` runs
   ``dnsmasq --test``.
@@ -19,7 +20,7 @@ The installed tree (``ROOT`` is the absolute path given when rendering; dnsmasq.
 
     ROOT/dnsmasq.conf                    dnsmasq: DHCP (static, known MACs only) + TFTP, no DNS
     ROOT/hosts.json                      index: hostname, short name, MAC, IP, OS, loader, callback token
-    ROOT/.manifest.json                  digests of the rendered files (the next install links unchanged ones)
+    ROOT/.manifest.json                  digest and mtime of every file the tree holds
     ROOT/tftp/                           TFTP root
         undionly.kpxe  snponly.efi  ipxe.efi      iPXE for BIOS and UEFI firmware PXE
         pxelinux.0  ldlinux.c32                   PXELINUX (hosts with loader "pxelinux")
