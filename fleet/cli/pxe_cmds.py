@@ -133,8 +133,9 @@ def cmd_render(args: argparse.Namespace, out: Out) -> int:
         out.info(f"dry run: {len(result.hosts)} hosts, {result.files} files rendered; nothing written")
     else:
         rep = result.report
-        out.info(f"installed {result.root}: {len(result.hosts)} hosts, {rep.written} files written, "
-                 f"{rep.copied} copied, {rep.linked} linked, in {rep.seconds:.2f} s")
+        out.info(f"installed {result.root} ({rep.mode}): {len(result.hosts)} hosts; files: {rep.written} written, "
+                 f"{rep.kept} kept, {rep.reused + rep.linked} linked, {rep.copied} copied, {rep.removed} removed; "
+                 f"in {rep.seconds:.2f} s")
     return 0
 
 
