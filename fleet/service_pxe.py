@@ -326,21 +326,24 @@ class PxeMixin:
         from pxe.install import install
         from pxe.render import render_tree
 
-        tree = self.pxe_contexts(selector, root=out, manager_url=manager_url, server_ip=server_ip,
-                                 interface=interface, os=os, overrides=overrides, token_key=token_key,
-                                 lease_time=lease_time, ra_prefix=ra_prefix, dnsmasq_user=dnsmasq_user)
-        rendered = render_tree(tree, template_dirs=template_dirs)
-        names = tuple(h.hostname for h in tree.hosts)
-        report = None
-        if not dry_run:
-            try:
-                report = install(rendered, sources)
-            except Exception as exc:
-                self.audit_failure("pxe.render", list(names), exc, root=tree.root)  # type: ignore[attr-defined]
-                raise
+        names: tuple[str, ...] = ()
+        try:
+            tree = self.pxe_contexts(selector, root=out, manager_url=manager_url, server_ip=server_ip,
+                                     interface=interface, os=os, overrides=overrides, token_key=token_key,
+                                     lease_time=lease_time, ra_prefix=ra_prefix, dnsmasq_user=dnsmasq_user)
+            names = tuple(h.hostname for h in tree.hosts)
+            rendered = render_tree(tree, template_dirs=template_dirs)
+            report = None if dry_run else install(rendered, sources)
+        except Exception as exc:
+            if not dry_run:  # a refused or failed render is audited too: who tried what, and why it failed
+                self.audit_failure("pxe.render", list(names) or [str(parse_selector(selector)) or "*"], exc,
+                                   root=str(out))  # type: ignore[attr-defined]
+            raise
+        if report is not None:
             with self._session() as s:
                 self._audit(s, "pxe.render", list(names), root=tree.root, manager_url=manager_url,
-                            files=len(rendered.files), oses=list(tree.oses), loaders=sorted(tree.loaders))
+                            files=len(rendered.files), oses=list(tree.oses), loaders=sorted(tree.loaders),
+                            install=report.to_json())
         return PxeRenderResult(root=Path(tree.root), hosts=names, files=len(rendered.files), report=report,
                                tree=tree)
 

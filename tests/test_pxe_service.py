@@ -127,6 +127,8 @@ def test_hostile_override_is_refused_naming_the_server(fleet: Fleet, tmp_path: P
                              sources=fake_sources(tmp_path / "src"))
         assert "server vm1.lab.example.net" in str(err.value) and err.value.field == setting
     assert not (tmp_path / "pxe").exists()
+    refused = fleet.audit(action="pxe.render")
+    assert len(refused) == 4 and {a.result for a in refused} == {"failed"} and refused[0].targets == ("rack=R01",)
 
 
 @pytest.mark.parametrize(("column", "value", "field"), [
@@ -212,3 +214,21 @@ def test_evidence_is_recorded_once(fleet: Fleet, tmp_path: Path) -> None:
     assert {(r.action, r.result, r.targets[0]) for r in rows} == {
         ("pxe.callback", "ok", "vm1.lab.example.net"), ("pxe.ignored", "failed", "52:54:00:77:00:ee")}
     assert len(fleet.pxe_evidence(root)) == 4
+
+
+def test_a_failing_render_leaves_the_installed_tree(fleet: Fleet, tmp_path: Path) -> None:
+    root = tmp_path / "pxe"
+    fleet.pxe_render("rack=R01", out=root, manager_url=MANAGER, sources=fake_sources(tmp_path / "src"))
+    before = {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    broken = tmp_path / "templates"
+    broken.mkdir()
+    (broken / "preseed.cfg.debian-12.j2").write_text("{{ host.no_such_field }}\n")
+    from pxe import TemplateError
+
+    with pytest.raises(TemplateError, match=r"preseed\.cfg\.debian-12\.j2 for vm1\.lab\.example\.net"):
+        fleet.pxe_render("rack=R01", out=root, manager_url=MANAGER, sources=fake_sources(tmp_path / "src"),
+                         template_dirs=[broken])
+    after = {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    assert after == before
+    failed = [a for a in fleet.audit(action="pxe.render") if a.result == "failed"]
+    assert len(failed) == 1 and "no_such_field" in failed[0].detail["error"]
