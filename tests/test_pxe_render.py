@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
 
 from pxe import Renderer, TemplateError, render_host, render_tree
 from pxe.render import BUILTIN_TEMPLATES, template_candidates
@@ -23,6 +25,7 @@ from pxe.render import BUILTIN_TEMPLATES, template_candidates
 from .test_pxe_context import MANAGER, sample_host, sample_tree
 
 GOLDEN = Path(__file__).with_name("golden") / "pxe"
+_RENDERER = Renderer()
 REGEN = os.environ.get("PXE_REGEN_GOLDEN") == "1"
 
 
@@ -405,3 +408,44 @@ def test_a_failing_host_renders_no_tree(tmp_path: Path) -> None:
     (tmp_path / "ks.cfg.j2").write_text("{{ host.nope }}\n")
     with pytest.raises(TemplateError):
         render_tree(sample_tree(), template_dirs=[tmp_path])
+
+
+# ---------------------------------------------------------------------------------------------------
+# Whatever a person types as kernel arguments or console: refused, or rendered as exactly those words
+# ---------------------------------------------------------------------------------------------------
+
+_ARG_TEXT = st.one_of(st.from_regex(r"[a-z0-9_.=,:/+@%-]{1,16}", fullmatch=True),
+                      st.text(alphabet=st.characters(codec="ascii"), min_size=1, max_size=24))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(args=st.lists(_ARG_TEXT, max_size=4), console=st.one_of(st.just(""), _ARG_TEXT))
+def test_kernel_arguments_cannot_inject(args: list[str], console: str) -> None:
+    from fleet.errors import ValidationError
+
+    renderer = _RENDERER
+    try:
+        hosts = [sample_host("fuzz", 0x60, loader=loader, kernel_args=tuple(args), console=console)
+                 for loader in ("ipxe", "pxelinux", "grub")]
+    except ValidationError:
+        event("refused")
+        return  # refused before rendering
+    event("rendered")
+    for host in hosts:
+        files = renderer.host_files(host)
+        cmdline = list(renderer.cmdline(host))
+        at = cmdline.index("BOOTIF=01-52-54-00-77-00-60") + (2 if console else 1)
+        assert cmdline[at:at + len(args)] == args  # the words given, in order, each one argument
+        boot = next(v for k, v in files.items() if "answers" not in k).decode()
+        clean = sample_host("fuzz", 0x60, loader=host.loader)
+        baseline = next(v for k, v in renderer.host_files(clean).items() if "answers" not in k).decode()
+        assert boot.count("\n") == baseline.count("\n")  # no line added: nothing injected
+        if host.loader == "ipxe":
+            line = next(x for x in boot.splitlines() if x.startswith("kernel "))
+            assert line.split()[3:] == cmdline
+        elif host.loader == "pxelinux":
+            line = next(x for x in boot.splitlines() if x.strip().startswith("APPEND "))
+            assert line.split()[1:] == cmdline
+        else:
+            line = next(x for x in boot.splitlines() if x.strip().startswith("linux "))
+            assert shlex.split(line)[2:] == cmdline
