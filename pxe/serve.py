@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -48,6 +49,7 @@ from .evidence import DNSMASQ_LOG, HTTP_LOG, HostIndex
 __all__ = ["DEFAULT_DNSMASQ", "PxeServer", "check_config", "check_privileges", "dnsmasq_command", "make_app"]
 
 DEFAULT_DNSMASQ = "/usr/sbin/dnsmasq"
+log = logging.getLogger(__name__)
 _CB_PATH = re.compile(r"^/cb/(?P<host>[a-z0-9.-]{1,253})/(?P<phase>[a-z]{1,16})/?$")
 _NOTE = web.RequestKey("rackfleet_note", dict)
 _STATE = web.AppKey("rackfleet_state", "_AppState")
@@ -238,11 +240,16 @@ class PxeServer:
 
     ``listen`` is ``(host, port)``; by default the tree's manager URL's. Port 0 picks a free port
     (:attr:`port` tells which).
+
+    A tree installed again while serving is picked up: the HTTP side reads files and ``hosts.json`` by
+    path at each request, and dnsmasq, which reads its config only at start, is restarted (stopped by
+    PID, started again) when ``dnsmasq.conf`` changed — checked every ``watch_interval`` seconds and by
+    :meth:`reload`. An install that changed nothing keeps the same file, so nothing restarts.
     """
 
     def __init__(self, root: str | Path, *, interface: str | None = None, listen: tuple[str, int] | None = None,
                  dnsmasq: bool | str = True, dnsmasq_user: str | None = None,
-                 dnsmasq_args: Sequence[str] = (), start_timeout: float = 10.0) -> None:
+                 dnsmasq_args: Sequence[str] = (), start_timeout: float = 10.0, watch_interval: float = 1.0) -> None:
         self.root = Path(root)
         self.interface = interface
         self.listen = listen or self._default_listen()
@@ -250,11 +257,20 @@ class PxeServer:
         self._dnsmasq_user = dnsmasq_user
         self._dnsmasq_args = tuple(dnsmasq_args)
         self.start_timeout = start_timeout
+        self.watch_interval = watch_interval
         self.proc: asyncio.subprocess.Process | None = None
+        #: How many times dnsmasq was restarted for a new dnsmasq.conf.
+        self.restarts = 0
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
         self._log: IO[str] | None = None
         self._stderr: asyncio.Task[bytes] | None = None
+        self._monitor: asyncio.Task[None] | None = None
+        self._watcher: asyncio.Task[None] | None = None
+        self._exited = asyncio.Event()
+        self._exit_code: int | None = None
+        self._conf_id: tuple[int, int] | None = None
+        self.error: BaseException | None = None
         self.port: int | None = None
 
     def _default_listen(self) -> tuple[str, int]:
@@ -274,6 +290,13 @@ class PxeServer:
     def pid(self) -> int | None:
         return self.proc.pid if self.proc else None
 
+    def _conf_stamp(self) -> tuple[int, int] | None:
+        try:
+            st = (self.root / "dnsmasq.conf").stat()
+        except OSError:
+            return None
+        return st.st_ino, st.st_mtime_ns
+
     async def start(self) -> None:
         """Start HTTP, then dnsmasq; returns once both are up (dnsmasq logged 'started')."""
         if not (self.root / "dnsmasq.conf").is_file():
@@ -284,6 +307,8 @@ class PxeServer:
             await self._start_http()
             if self._dnsmasq:
                 await self._start_dnsmasq()
+                if self.watch_interval > 0:
+                    self._watcher = asyncio.ensure_future(self._watch())
         except BaseException:
             await self.stop()
             raise
@@ -306,19 +331,21 @@ class PxeServer:
         cmd = dnsmasq_command(self.root, interface=self.interface, dnsmasq=exe, user=self._dnsmasq_user,
                               extra=self._dnsmasq_args)
         check_privileges(self.root, self._dnsmasq_user)
+        stamp = self._conf_stamp()
         log = self.root / DNSMASQ_LOG
         offset = log.stat().st_size if log.exists() else 0
-        self.proc = await asyncio.create_subprocess_exec(*cmd, stdin=asyncio.subprocess.DEVNULL,
-                                                         stdout=asyncio.subprocess.DEVNULL,
-                                                         stderr=asyncio.subprocess.PIPE)
-        assert self.proc.stderr is not None
-        self._stderr = asyncio.ensure_future(self.proc.stderr.read())
+        proc = await asyncio.create_subprocess_exec(*cmd, stdin=asyncio.subprocess.DEVNULL,
+                                                    stdout=asyncio.subprocess.DEVNULL,
+                                                    stderr=asyncio.subprocess.PIPE)
+        self.proc = proc
+        assert proc.stderr is not None
+        self._stderr = asyncio.ensure_future(proc.stderr.read())
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.start_timeout
         while loop.time() < deadline:
             # dnsmasq may close its stderr once it logs to its file: only its exit is a failure.
-            if self.proc.returncode is not None:
-                code = await self.proc.wait()
+            if proc.returncode is not None:
+                code = await proc.wait()
                 err = (await self._stderr).decode(errors="replace").strip()
                 self.proc = None
                 raise ServeError(f"dnsmasq exited at start (exit code {code}): {err or 'no message'}")
@@ -326,19 +353,20 @@ class PxeServer:
                 with open(log, "rb") as fh:
                     fh.seek(offset)
                     if b"started, version" in fh.read():
+                        self._conf_id = stamp
+                        self._monitor = asyncio.ensure_future(self._watch_exit(proc))
                         return
             await asyncio.sleep(0.05)
         raise ServeError(f"dnsmasq did not report 'started' within {self.start_timeout:.0f} s (log: {log})")
 
-    async def wait(self) -> int | None:
-        """Wait until dnsmasq exits (or forever with HTTP only; cancel to stop). Returns its exit code."""
-        if self.proc is None:
-            await asyncio.Event().wait()
-            return None
-        return await self.proc.wait()
+    async def _watch_exit(self, proc: asyncio.subprocess.Process) -> None:
+        code = await proc.wait()
+        if proc is self.proc:  # not stopped by us: dnsmasq died
+            self.proc = None
+            self._exit_code = code
+            self._exited.set()
 
-    async def stop(self) -> None:
-        """Stop dnsmasq (by its PID: SIGTERM, SIGKILL after 5 s) and the HTTP server. Safe to call twice."""
+    async def _stop_dnsmasq(self) -> None:
         proc, self.proc = self.proc, None
         if proc is not None and proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
@@ -349,11 +377,55 @@ class PxeServer:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(proc.pid, signal.SIGKILL)
                 await proc.wait()
-        if self._stderr is not None:
-            self._stderr.cancel()
+        for task in (self._stderr, self._monitor):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
+        self._stderr = self._monitor = None
+
+    async def reload(self) -> bool:
+        """Restart dnsmasq if ``dnsmasq.conf`` changed since it started; True if it was restarted."""
+        if not self._dnsmasq or self.proc is None:
+            return False
+        stamp = self._conf_stamp()
+        if stamp is None or stamp == self._conf_id:
+            return False
+        log.info("%s/dnsmasq.conf changed: restarting dnsmasq (PID %s)", self.root, self.pid)
+        await self._stop_dnsmasq()
+        await self._start_dnsmasq()
+        self.restarts += 1
+        return True
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(self.watch_interval)
+            try:
+                await self.reload()
+            except (ServeError, OSError) as exc:
+                log.error("restarting dnsmasq failed: %s", exc)
+                self.error = exc
+                self._exit_code = -1
+                self._exited.set()
+                return
+
+    async def wait(self) -> int | None:
+        """Wait until dnsmasq dies (or forever with HTTP only; cancel to stop). Returns its exit code
+        (-1 when a restart for a new config failed: :attr:`error` says why)."""
+        if not self._dnsmasq:
+            await asyncio.Event().wait()
+            return None
+        await self._exited.wait()
+        return self._exit_code
+
+    async def stop(self) -> None:
+        """Stop dnsmasq (by its PID: SIGTERM, SIGKILL after 5 s) and the HTTP server. Safe to call twice."""
+        if self._watcher is not None:
+            self._watcher.cancel()
             with contextlib.suppress(BaseException):
-                await self._stderr
-            self._stderr = None
+                await self._watcher
+            self._watcher = None
+        await self._stop_dnsmasq()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import socket
 import struct
 from collections.abc import Awaitable, Callable
@@ -329,3 +330,47 @@ def test_dnsmasq_start_failure_is_reported(tmp_path: Path, dnsmasq: str) -> None
     srv = PxeServer(root, interface="nosuch0", listen=("127.0.0.1", 0), dnsmasq=dnsmasq)
     with pytest.raises(ServeError, match=r"dnsmasq exited at start.*nosuch0"):
         run(srv.start)
+
+
+@pytest.mark.peer
+def test_dnsmasq_restarts_for_a_new_config_and_its_death_is_noticed(tmp_path: Path, dnsmasq: str) -> None:
+    if os.geteuid() != 0:
+        missing_peer("running dnsmasq's DHCP/TFTP needs root")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    root = tmp_path / "pxe"
+    tree = _lo_tree(root, port)
+    sources = fake_sources(tmp_path / "src")
+    install(render_tree(tree), sources)
+
+    async def until(cond: Callable[[], bool], seconds: float = 15) -> bool:
+        for _ in range(int(seconds / 0.05)):
+            if cond():
+                return True
+            await asyncio.sleep(0.05)
+        return cond()
+
+    async def go() -> None:
+        async with PxeServer(root, dnsmasq=dnsmasq, watch_interval=0.1) as srv:
+            waiter = asyncio.ensure_future(srv.wait())
+            first = srv.pid
+            await asyncio.to_thread(install, render_tree(tree), sources)  # nothing changed
+            await asyncio.sleep(0.5)
+            assert srv.restarts == 0 and srv.pid == first
+            more = HostContext(hostname="lo2.lab.example.net", mac="52:54:00:77:01:02", ip="127.77.0.12",
+                               os="debian-12", manager_url=tree.manager_url, network=tree.network,
+                               token=callback_token(KEY, "lo2.lab.example.net"))
+            bigger = TreeContext(**{**{f: getattr(tree, f) for f in tree.__slots__}, "hosts": (*tree.hosts, more),
+                                    "networks": ()})
+            await asyncio.to_thread(install, render_tree(bigger), sources)
+            assert await until(lambda: srv.restarts == 1), "dnsmasq was not restarted for the new config"
+            assert srv.pid and srv.pid != first
+            assert not waiter.done()
+            data = await asyncio.to_thread(tftp_get, "undionly.kpxe")  # the new dnsmasq serves
+            assert data == (root / "tftp/undionly.kpxe").read_bytes()
+            os.kill(srv.pid, signal.SIGKILL)  # dnsmasq dies behind our back
+            assert await asyncio.wait_for(waiter, 10) == -signal.SIGKILL
+
+    run(go)
+    assert (root / "var/dnsmasq.log").read_text().count("started, version") == 2

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import signal
 from dataclasses import fields
 from datetime import datetime
@@ -153,6 +154,14 @@ def cmd_serve(args: argparse.Namespace, out: Out) -> int:
                        listen=_parse_listen(args.listen) if args.listen else None,
                        dnsmasq=not args.no_dhcp, dnsmasq_user=args.dnsmasq_user)
 
+    class _Say(logging.Handler):  # the server's notes (a restart for a new dnsmasq.conf) on stderr
+        def emit(self, record: logging.LogRecord) -> None:
+            out.info(record.getMessage())
+
+    logger = logging.getLogger("pxe.serve")
+    logger.addHandler(_Say())
+    logger.setLevel(logging.INFO)
+
     async def run() -> int | None:
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
@@ -166,7 +175,8 @@ def cmd_serve(args: argparse.Namespace, out: Out) -> int:
             done, _ = await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
             stopper.cancel()
             if waiter in done:
-                out.error(f"dnsmasq exited with code {waiter.result()}; see {args.root}/var/dnsmasq.log")
+                why = server.error or f"dnsmasq exited with code {waiter.result()}"
+                out.error(f"{why}; see {args.root}/var/dnsmasq.log")
                 return 1
             waiter.cancel()
         return 0
