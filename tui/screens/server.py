@@ -6,13 +6,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Grid, Vertical
-from textual.widgets import DataTable, Label, Static
+from textual.containers import Grid, VerticalScroll
+from textual.widgets import Static
 from textual.worker import Worker, WorkerState
 
 from fleet.service_browse import SensorSeries
@@ -47,32 +48,17 @@ class ServerScreen(FleetScreen):
     def compose(self) -> ComposeResult:
         yield from self.compose_chrome()
         with Grid(id="server-grid"):
-            with Vertical(classes="panel"):
-                yield Static(id="identity")
-                yield Label("Power path: UPS and outlets", classes="section")
-                yield DataTable(id="ups", show_cursor=False)
-                yield Label("NICs", classes="section")
-                yield DataTable(id="nics", show_cursor=False)
-                yield Label("Disks", classes="section")
-                yield DataTable(id="disks", show_cursor=False)
-            with Vertical(classes="panel"):
-                yield Label("Sensors (last readings, oldest → newest)", classes="section")
-                yield DataTable(id="sensors", show_cursor=False)
-                yield Label("SEL (read from the BMC: l)", classes="section", id="sel-title")
-                yield DataTable(id="sel", show_cursor=False)
-                yield Label("Recent audit", classes="section")
-                yield DataTable(id="audit", show_cursor=False)
+            # One Static per column, each a stack of Rich tables: few widgets, cheap to mount and to redraw.
+            with VerticalScroll(classes="panel"):
+                yield Static(id="server-left")
+            with VerticalScroll(classes="panel"):
+                yield Static(id="server-right")
         yield KeyBar()
 
     def on_mount(self) -> None:
         self.sub_title = self.hostname
-        for table_id, columns in (("ups", ("PSU", "outlet", "UPS", "status", "charge", "runtime")),
-                                  ("nics", ("name", "mac", "ip", "switch", "port", "pxe")),
-                                  ("disks", ("slot", "kind", "model", "serial", "GB")),
-                                  ("sensors", ("sensor", "value", "unit", "history")),
-                                  ("sel", ("id", "time", "sensor", "event")),
-                                  ("audit", ("when", "actor", "action", "result"))):
-            self.query_one(f"#{table_id}", DataTable).add_columns(*columns)
+        self.data: ServerData | None = None
+        self.sel_text: Text | Table = Text("not read yet (l reads it)", style="dim")
         super().on_mount()
         if self.fleet_app.read_sel:
             self.action_load_sel()
@@ -83,7 +69,13 @@ class ServerScreen(FleetScreen):
                           f.sensor_history(self.hostname, points=24), f.audit_for(self.hostname, limit=12))
 
     def show(self, data: Any) -> None:
-        d: ServerData = data
+        self.data = data
+        self._draw()
+
+    def _draw(self) -> None:
+        d = self.data
+        if d is None:
+            return
         row, st = d.detail.row, d.status
         ident = Table.grid(padding=(0, 2))
         ident.add_column(style="bold")
@@ -106,34 +98,27 @@ class ServerScreen(FleetScreen):
             ident.add_row(key, value)
         if st["last_error"]:
             ident.add_row("last error", Text(st["last_error"], style="red"))
-        self.query_one("#identity", Static).update(ident)
-
-        ups = self.query_one("#ups", DataTable)
-        ups.clear()
-        for u in st["ups"]:
-            status = Text(u["status"], style="bold yellow" if "battery" in u["status"] else "")
-            ups.add_row(str(u["psu"]), u["outlet"], u["name"], status,
-                        f"{u['charge_pct']:.0f}%" if u["charge_pct"] is not None else "-", fmt_runtime(u["runtime_s"]))
-        nics = self.query_one("#nics", DataTable)
-        nics.clear()
-        for n in d.detail.nics:
-            nics.add_row(n.name, n.mac, n.ip or "", n.switch, n.switch_port, "yes" if n.pxe else "")
-        disks = self.query_one("#disks", DataTable)
-        disks.clear()
-        for disk in d.detail.disks:
-            disks.add_row(disk["slot"], disk["kind"], disk["model"], disk["serial"], str(disk["size_gb"]))
-        sensors = self.query_one("#sensors", DataTable)
-        sensors.clear()
-        for s in d.sensors:
-            last = s.values[-1] if s.values else None
-            sensors.add_row(s.metric, "-" if last is None else f"{last:g}", s.unit, Text(spark(s.values), style="cyan"))
-        if not d.sensors:
-            sensors.add_row(Text("no readings yet (a sweep records them)", style="dim"), "", "", "")
-        audit = self.query_one("#audit", DataTable)
-        audit.clear()
-        for a in d.audit:
-            audit.add_row(fmt_ts(a.ts), a.actor, a.action,
-                          Text(a.result, style="green" if a.result == "ok" else "bold red"))
+        ups = [(str(u["psu"]), u["outlet"], u["name"],
+                Text(u["status"], style="bold yellow" if "battery" in u["status"] else ""),
+                f"{u['charge_pct']:.0f}%" if u["charge_pct"] is not None else "-", fmt_runtime(u["runtime_s"]))
+               for u in st["ups"]]
+        nics = [(n.name, n.mac, n.ip or "", n.switch, n.switch_port, "yes" if n.pxe else "") for n in d.detail.nics]
+        disks = [(x["slot"], x["kind"], x["model"], x["serial"], str(x["size_gb"])) for x in d.detail.disks]
+        left = Group(ident,
+                     _section("Power path: UPS and outlets", ("PSU", "outlet", "UPS", "status", "charge", "runtime"),
+                              ups, "no outlet on record"),
+                     _section("NICs", ("name", "mac", "ip", "switch", "port", "pxe"), nics, "none on record"),
+                     _section("Disks", ("slot", "kind", "model", "serial", "GB"), disks, "none on record"))
+        sensors = [(s.metric, "-" if not s.values else f"{s.values[-1]:g}", s.unit,
+                    Text(spark(s.values), style="cyan")) for s in d.sensors]
+        audit = [(fmt_ts(a.ts), a.actor, a.action, Text(a.result, style="green" if a.result == "ok" else "bold red"))
+                 for a in d.audit]
+        right = Group(_section("Sensors (last readings, oldest → newest)", ("sensor", "value", "unit", "history"),
+                               sensors, "no readings yet (a sweep records them)"),
+                      Text("\nSEL", style=_SECTION), self.sel_text,
+                      _section("Recent audit", ("when", "actor", "action", "result"), audit, "nothing yet"))
+        self.query_one("#server-left", Static).update(left)
+        self.query_one("#server-right", Static).update(right)
 
     def selected_hosts(self) -> list[str]:
         return [self.hostname]
@@ -145,7 +130,8 @@ class ServerScreen(FleetScreen):
 
     def action_load_sel(self) -> None:
         make, host = self.fleet_app.ops_fleet, self.hostname
-        self.query_one("#sel-title", Label).update("SEL: reading the BMC…")
+        self.sel_text = Text("reading the BMC…", style="dim")
+        self._draw()
         self.run_worker(lambda: run_device_op(make, lambda f: f.sel(host)), name="sel", group="sel",
                         exclusive=True, thread=True, exit_on_error=False)
 
@@ -153,14 +139,35 @@ class ServerScreen(FleetScreen):
     def _sel_done(self, event: Worker.StateChanged) -> None:
         if event.worker.group != "sel":
             return
-        title = self.query_one("#sel-title", Label)
-        table = self.query_one("#sel", DataTable)
         if event.state == WorkerState.SUCCESS:
             entries = event.worker.result or []
-            table.clear()
-            for e in entries[-50:]:
-                table.add_row(str(e.record_id), fmt_ts(e.ts), e.sensor,
-                              Text(e.event, style={"critical": "bold red", "warning": "yellow"}.get(e.severity, "")))
-            title.update(f"SEL ({len(entries)} entries; l reads again)")
+            rows = [(str(e.record_id), fmt_ts(e.ts), e.sensor,
+                     Text(e.event, style={"critical": "bold red", "warning": "yellow"}.get(e.severity, "")))
+                    for e in entries[-50:]]
+            table = _table(("id", "time", "sensor", "event"), rows, "empty")
+            table.caption = f"{len(entries)} entries (l reads again)"
+            table.caption_justify = "left"
+            self.sel_text = table
         elif event.state == WorkerState.ERROR:
-            title.update(Text(f"SEL unavailable: {describe_error(event.worker.error)}", style="red"))
+            self.sel_text = Text(f"unavailable: {describe_error(event.worker.error)}", style="red")
+        else:
+            return
+        self._draw()
+
+
+_SECTION = "bold #ffa62b"
+
+
+def _table(columns: tuple[str, ...], rows: list[tuple[Any, ...]], empty: str) -> Table | Text:
+    if not rows:
+        return Text(empty, style="dim")
+    table = Table(box=None, header_style="bold", pad_edge=False, show_edge=False, expand=False)
+    for col in columns:
+        table.add_column(col, no_wrap=True, overflow="ellipsis")
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
+def _section(title: str, columns: tuple[str, ...], rows: list[tuple[Any, ...]], empty: str) -> Group:
+    return Group(Text(f"\n{title}", style=_SECTION), _table(columns, rows, empty))
