@@ -400,11 +400,8 @@ def install(rendered: RenderedTree, sources: BootSources | None = None) -> Insta
                 writer.link(rel, "http/" + rel.removeprefix("tftp/"))
             writer.remove_stale()
             manifest = writer.manifest()
-            fd = os.open(stage / MANIFEST, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            try:
-                os.write(fd, manifest)
-            finally:
-                os.close(fd)
+            with open(stage / MANIFEST, "xb") as fh:  # the last file: the tree is complete once it exists
+                fh.write(manifest)
             swapped = _swap(stage, root)
         except BaseException as exc:
             shutil.rmtree(stage, ignore_errors=True)
