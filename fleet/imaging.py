@@ -73,13 +73,30 @@ class ImageOptions:
     reimage: bool = False
     serve: bool = True
     overrides: str = ""  # a PXE overrides file (see docs/pxe.md)
+    extra_images: tuple[str, ...] = ()  # "REL=PATH": extra initrds to install under images/ (hosts' extra_initrds)
+    dnsmasq_user: str = ""  # the user dnsmasq drops to (default: its own, nobody; the tree must be readable)
 
     def to_json(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in self.__dict__.items()}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ImageOptions:
-        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()
+                      if k in cls.__dataclass_fields__})
+
+    def sources(self) -> Any:
+        """Where boot loaders and images come from: the system's, plus ``extra_images``."""
+        from pxe.install import BootSources
+
+        extra = {}
+        for item in self.extra_images:
+            rel, sep, path = item.partition("=")
+            if not sep or not rel or not path:
+                raise InputError(f"--extra-image {item!r}: expected REL=PATH (e.g. probe/probe.gz=/srv/probe.gz)")
+            if not Path(path).is_file():
+                raise InputError(f"--extra-image {item!r}: no file {path}")
+            extra[rel] = Path(path)
+        return BootSources(extra_images=extra)
 
 
 @dataclass
@@ -337,8 +354,8 @@ class _ImageRun:
             _eligible(self.fleet, todo, reimage=self.o.reimage, resuming=set(todo))
         self.ips = allocate_addresses(self.fleet, todo)
         self.fleet.pxe_render(hosts, out=self.o.root, manager_url=self.o.manager_url, os=self.o.os,
-                              interface=self.o.interface,
-                              overrides=_load_overrides(self.o.overrides))
+                              interface=self.o.interface, overrides=_load_overrides(self.o.overrides),
+                              sources=self.o.sources(), dnsmasq_user=self.o.dnsmasq_user)
         import json
 
         index = json.loads((Path(self.o.root) / "hosts.json").read_text())
@@ -378,7 +395,8 @@ class _ImageRun:
         if self.o.listen:
             host, _, port = self.o.listen.rpartition(":")
             listen = (host.strip("[]"), int(port))
-        self.server = PxeServer(self.o.root, interface=self.o.interface or None, listen=listen)
+        self.server = PxeServer(self.o.root, interface=self.o.interface or None, listen=listen,
+                                dnsmasq_user=self.o.dnsmasq_user or None)
         await self.server.start()
 
     async def _wave(self, number: int, hosts: list[str]) -> None:

@@ -34,6 +34,9 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--done-timeout", type=float, default=3600.0, metavar="S")
     p.add_argument("--overrides", default="",
                    help="PXE overrides file (per rack/server OS, disk, console, kernel arguments)")
+    p.add_argument("--extra-image", action="append", default=[], metavar="REL=PATH",
+                   help="an extra initrd to install under images/ (hosts' extra_initrds), e.g. firmware")
+    p.add_argument("--dnsmasq-user", default="", help="the user dnsmasq runs as (it must read the tree)")
     p.add_argument("--reimage", action="store_true", help="allow servers that are deployed (their data is lost)")
     p.add_argument("--no-serve", action="store_true",
                    help="an outside `fleet pxe serve` serves the tree (restart it after the render)")
@@ -83,7 +86,8 @@ def cmd_image(args: argparse.Namespace, out: Out) -> int:
             "interface": args.interface, "listen": args.listen, "canary": args.canary, "wave": args.wave,
             "failure_budget": args.failure_budget, "dhcp_timeout_s": args.dhcp_timeout,
             "fetch_timeout_s": args.fetch_timeout, "done_timeout_s": args.done_timeout, "reimage": args.reimage,
-            "serve": not args.no_serve, "overrides": args.overrides})))
+            "serve": not args.no_serve, "overrides": args.overrides, "extra_images": tuple(args.extra_image),
+            "dnsmasq_user": args.dnsmasq_user})))
     if args.json:
         out.json(result)
     else:

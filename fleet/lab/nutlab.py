@@ -380,6 +380,9 @@ def stop_nut_lab(directory: str | os.PathLike[str], *, timeout: float = 5.0) -> 
             os.kill(pid, signal.SIGKILL)
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, 0)
+    for pid in pids:  # reap our own children that exited (a zombie is not alive, but it holds its PID)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
     (lab.directory / LAB_FILE).unlink(missing_ok=True)
     return bool(pids)
 
