@@ -279,8 +279,12 @@ class BrowseMixin:
                         .outerjoin(UpsState, UpsState.ups_id == upstream.id)
                         .where(Outlet.server_id.in_(ids))
                         .order_by(Outlet.server_id, Outlet.psu, upstream.kind.desc())):
-                    # The server's own UPS (kind server) sorts before the rack's; keep the first.
-                    ups_of.setdefault(sid, (ups_name, status or "unknown"))
+                    # The server's own UPS (kind server) sorts before the rack's; a UPS anywhere on the path
+                    # that is not online (on battery, low) is shown instead.
+                    status = status or "unknown"
+                    if sid not in ups_of or (ups_of[sid][1] in ("online", "unknown")
+                                             and status not in ("online", "unknown")):
+                        ups_of[sid] = (ups_name, status)
             devices = self._ups_briefs(conn, Ups.rack_id == rid, limit=50)
             # Rack UPSes never read have no ups_state row: list them anyway.
             have = {d.name for d in devices}

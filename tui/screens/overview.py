@@ -18,9 +18,10 @@ from ..widgets.render import (
     POWER_STYLE,
     SEVERITY_STYLE,
     STATE_STYLE,
-    bar,
     fmt_age,
     fmt_runtime,
+    fmt_ts,
+    progress,
 )
 from .base import FleetScreen
 
@@ -36,8 +37,9 @@ def _counts(title: str, counts: dict[str, int], order: tuple[str, ...], styles: 
     table.add_column("share")
     keys = [k for k in order if k in counts] + sorted(k for k in counts if k not in order)
     for key in keys:
-        table.add_row(Text(key, style=styles.get(key, "")), f"{counts[key]:,}",
-                      bar(counts[key] / total if total else None, 12))
+        style = styles.get(key, "") or "white"
+        table.add_row(Text(key, style=style), f"{counts[key]:,}",
+                      progress(counts[key] / total if total else None, style.replace("bold ", ""), 14))
     if not keys:
         table.add_row(Text("none", style="dim"), "", "")
     return table
@@ -57,13 +59,25 @@ class OverviewScreen(FleetScreen):
             yield Static(id="ov-power", classes="panel")
             yield Static(id="ov-sweep", classes="panel")
             yield Static(id="ov-ups", classes="panel")
+            yield Static(id="ov-attention", classes="panel")
         yield KeyBar()
 
-    def fetch(self) -> Overview:
-        return self.fleet.overview()
+    def fetch(self) -> tuple[Overview, list[dict[str, Any]]]:
+        critical, _ = self.fleet.event_window(status="open", severity="critical", limit=10)
+        return self.fleet.overview(), critical
 
     def show(self, data: Any) -> None:
-        ov: Overview = data
+        ov, critical = data
+        attention = Table(title="Needs attention: open critical events, newest first", title_justify="left",
+                          box=None, expand=True)
+        for col in ("opened (UTC)", "target", "kind", "message"):
+            attention.add_column(col, no_wrap=True, overflow="ellipsis")
+        for e in critical:
+            attention.add_row(fmt_ts(e["opened_at"]), Text(e["target"], style="bold"), Text(e["kind"], style="red"),
+                              e["message"])
+        if not critical:
+            attention.add_row(Text("nothing critical", style="green"), "", "", "")
+        self.query_one("#ov-attention", Static).update(attention)
         self.sub_title = f"{ov.servers:,} servers"
         self.query_one("#ov-state", Static).update(
             _counts(f"Servers by lifecycle state ({ov.servers:,})", ov.by_state, _STATE_ORDER, STATE_STYLE,

@@ -162,9 +162,9 @@ class RacksScreen(FleetScreen):
         for d in el.devices:
             devices.append(f"{d.kind} UPS {d.name}: ", style="bold")
             devices.append(d.status, style="bold yellow" if "battery" in d.status else "")
-            devices.append(f"   charge {d.charge_pct:.0f}%" if d.charge_pct is not None else "")
-            devices.append(f"  runtime {fmt_runtime(d.runtime_s)}" if d.runtime_s is not None else "")
-            devices.append(f"  load {d.load_pct:.0f}%\n" if d.load_pct is not None else "\n")
+            devices.append(f" · charge {d.charge_pct:.0f}%" if d.charge_pct is not None else "")
+            devices.append(f" · runtime {fmt_runtime(d.runtime_s)}" if d.runtime_s is not None else "")
+            devices.append(f" · load {d.load_pct:.0f}%\n" if d.load_pct is not None else "\n")
         self.query_one("#rack-devices", Static).update(devices)
 
     # -- selection ------------------------------------------------------------------------------------------
