@@ -42,8 +42,7 @@ class JobsScreen(FleetScreen):
         super().on_mount()
 
     def fetch(self) -> list[Any]:
-        jobs = getattr(self.fleet, "jobs", None)  # Fleet.jobs is arriving; until then there are none to show
-        return list(jobs(limit=100)) if jobs is not None else []
+        return self.fleet.jobs(limit=100)
 
     def show(self, data: Any) -> None:
         self.rows = {str(j.id): j for j in data}
