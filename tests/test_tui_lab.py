@@ -122,6 +122,24 @@ def test_fleet_tui_in_tmux_filters_and_power_cycles_a_lab_server(env, tmp_path: 
         assert fleet(env, "lab", "stop", "--dir", str(lab)).returncode == 0
 
 
+def test_plain_fleet_on_a_terminal_opens_the_tui_and_quits_cleanly(env, tmp_path: Path) -> None:
+    if shutil.which("tmux") is None:
+        missing_peer("tmux is not installed")
+    tmux = Tmux("plain")
+    rc_file = tmp_path / "plain.rc"
+    try:
+        exports = " ".join(f"{k}={v}" for k, v in env.items() if k.startswith("FLEET_"))
+        tmux.start(f"sleep 0.5; env {exports} {FLEET}; echo $? > {rc_file}")
+        tmux.wait_for("Servers by lifecycle state (0)", "Last sweep", "never")
+        tmux.keys("q")
+        deadline = time.monotonic() + 15
+        while tmux.alive() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not tmux.alive() and rc_file.read_text().strip() == "0"
+    finally:
+        tmux.kill()
+
+
 def test_plain_fleet_without_a_terminal_prints_help(env) -> None:
     done = subprocess.run([FLEET], env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60,
                           check=False)

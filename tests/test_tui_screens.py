@@ -258,3 +258,17 @@ async def test_screens_refresh_on_a_timer_as_another_process_writes(fleet) -> No
             if "3 match" in screen_text(app):
                 break
         assert "3 match" in screen_text(app)
+
+
+@sync
+async def test_a_failure_while_drawing_is_a_notification_too(fleet, monkeypatch) -> None:
+    from tui.screens import OverviewScreen
+
+    def broken(self, data) -> None:
+        raise ValueError("cannot draw this")
+
+    monkeypatch.setattr(OverviewScreen, "show", broken)
+    app = make_app(fleet)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        assert "cannot draw this" in str(list(app._notifications)[-1].message) and app.is_running

@@ -108,6 +108,8 @@ class FleetScreen(Screen):
                 self.loads += 1
                 try:
                     self.show(worker.result)
+                except Exception as exc:  # a bug in drawing: say so, keep the app
+                    self.notify(describe_error(exc), title="could not draw", severity="error")
                 finally:
                     self._arm()
                 if self.loads == 1 and self.fleet_app.freeze_gc:
@@ -129,7 +131,10 @@ class FleetScreen(Screen):
         elif worker.group == "prepare" and event.state == WorkerState.ERROR:
             self.notify(describe_error(worker.error), title="cannot prepare the action", severity="error")
         elif worker.group == "prepare" and event.state == WorkerState.SUCCESS:
-            self._confirm(worker.result)
+            try:
+                self._confirm(worker.result)
+            except Exception as exc:
+                self.notify(describe_error(exc), title="cannot confirm the action", severity="error")
 
     # -- actions --------------------------------------------------------------------------------------------
 
