@@ -166,3 +166,13 @@ async def test_an_action_without_a_selection_says_so(fleet) -> None:
         await keys(pilot, "a")
         assert not isinstance(app.screen, ActionMenu)
         assert "select a server first" in str(list(app._notifications)[-1].message)
+
+
+@sync
+async def test_an_action_on_a_ups_event_is_refused_before_the_confirmation(fleet) -> None:
+    app = make_app(fleet)
+    async with app.run_test(size=SIZE) as pilot:
+        await keys(pilot, "5", "C")  # the newest event is ups-r01's
+        assert not isinstance(app.screen, ConfirmAction)
+        note = list(app._notifications)[-1]
+        assert note.severity == "error" and "not a server: ups-r01" in str(note.message)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fleet import Fleet
+from fleet.errors import NotFound
 from fleet.power import DISRUPTIVE, BlastRadius
 
 __all__ = ["ACTIONS", "ActionSpec", "Prepared", "perform", "prepare", "run_device_op"]
@@ -98,6 +99,9 @@ def prepare(fleet: Fleet, key: str, hosts: Sequence[str], *, limits: BlastRadius
         if not planned:
             prepared.notes.append("nothing to do: no open event calls for an action")
         return prepared
+    missing = sorted(set(hosts) - set(fleet.hostnames(hosts))) if hosts else []
+    if missing:  # e.g. a UPS picked on the events screen
+        raise NotFound(f"not a server: {', '.join(missing[:5])}" + (" …" if len(missing) > 5 else ""))
     verdict = limits.verdict(_verdict_action(action), hosts, fleet.rack_occupancy(hosts))
     prepared = Prepared(action, hosts, verdict)
     if action.destructive or action.kind == "power":
