@@ -52,6 +52,12 @@ async def test_power_cycle_confirmed_reaches_the_driver_and_the_audit(fleet) -> 
         entry = fleet.audit(action="power.cycle")[0]
         assert entry.actor == "tester" and entry.targets == ("db01.par1",) and entry.result == "ok"
         assert any("db01.par1: done (on → on)" in str(n.message) for n in app._notifications)
+        job = fleet.jobs(kind="power")[0]  # recorded as a job, which the jobs screen shows
+        assert (job.status, job.total, job.done) == ("done", 1, 1)
+        await keys(pilot, "6")
+        table = app.screen.query_one("#jobs")
+        row = table.get_row_at(0)
+        assert row[1] == "power" and str(row[3]) == "done" and str(row[4]).endswith("100%")
 
 
 @sync

@@ -47,7 +47,7 @@ async def test_servers_filter_takes_the_selector_language_debounced_in_a_worker(
         if isinstance(message, FilterBox.Settled):
             settled.append(message.value)
 
-    app = make_app(fleet)
+    app = make_app(fleet, debounce_s=0.15)
     async with app.run_test(size=SIZE, message_hook=hook) as pilot:
         await keys(pilot, "2")
         assert "10 match" in screen_text(app)

@@ -236,7 +236,8 @@ def make_app(fleet: Fleet, bmc: FakeBmc | None = None, **kwargs: object) -> obje
     def ops() -> Fleet:
         return Fleet(fleet.engine, keyring=fleet.keyring, actor=fleet.actor, drivers={"ipmi": bmc or FakeBmc()})
 
-    options = {"refresh_s": 0, "clock": clock, "read_sel": False, "ops_fleet": ops, **kwargs}
+    # A short debounce: a test settles well after it, however slow the machine (the debounce test sets its own).
+    options = {"refresh_s": 0, "clock": clock, "read_sel": False, "ops_fleet": ops, "debounce_s": 0.02, **kwargs}
     return FleetApp(fleet, **options)  # type: ignore[arg-type]
 
 
