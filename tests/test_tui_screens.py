@@ -272,3 +272,12 @@ async def test_a_failure_while_drawing_is_a_notification_too(fleet, monkeypatch)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         assert "cannot draw this" in str(list(app._notifications)[-1].message) and app.is_running
+
+
+@sync
+async def test_fleet_tui_with_a_selector_opens_the_servers_screen_filtered(fleet) -> None:
+    app = make_app(fleet, selector="rack=R02")
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        assert isinstance(app.screen, ServersScreen)
+        assert "3 match" in screen_text(app) and app.screen.query_one("#filter").value == "rack=R02"
