@@ -580,3 +580,85 @@ def test_a_failing_test_still_stops_every_process_by_pid_and_deletes_its_namespa
         raise RuntimeError("the test failed")
     assert len(pids) == 3 and not any(pid_alive(p) for p in pids)
     assert ns and ns not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+
+
+# ---------------------------------------------------------------------------------------------
+# `fleet image` end to end: the real workflow, through BMCs that drive the VMs over QMP
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(900)
+def test_fleet_image_moves_every_vm_of_the_rack_to_deployed_on_real_evidence(tmp_path: Path, env: dict[str, str]
+                                                                             ) -> None:
+    """`fleet image rack=R1 --os debian-12`, run in the namespace: addresses from the rack's pool, the
+    tree rendered and served (dnsmasq on br0 + HTTP), next boot PXE and power through each VM's lab BMC
+    (IPMI -> QMP), a canary wave then the rest; each VM boots its own path (BIOS iPXE, OVMF -> snponly
+    -> iPXE, PXELINUX, GRUB EFI), takes its lease, fetches its answer file and calls back (the probe
+    stands in for the installer), and moves to `deployed` on that evidence. A MAC not in the inventory,
+    booted meanwhile, gets nothing."""
+    from pxe import read_evidence
+
+    from .clihelp import FLEET, fleet
+
+    require_vmrack()
+    workdir = tmp_path / "vrack"
+    paths = {"vm-a": ("bios", "ipxe"), "vm-b": ("uefi", "ipxe"), "vm-c": ("bios", "pxelinux"),
+             "vm-d": ("uefi", "grub")}
+    with VmRack(workdir, max_vms=5) as rack:
+        for n, (name, (firmware, _)) in enumerate(paths.items()):
+            rack.add_bmc_vm(name, f"52:54:00:77:01:0{n + 1}", port=16660 + n, firmware=firmware)
+        rack.start_bmcs(in_namespace=True)
+        inv, sec, over = rack.write_inventory(workdir / "inv", loaders={k: v[1] for k, v in paths.items()})
+        done = fleet(env, "import", str(inv), "--secrets", str(sec))
+        assert done.returncode == 0, done.stderr
+        out = workdir / "image.json"
+        proc = rack.spawn("fleet-image", [FLEET, "image", "rack=R1", "--os", "debian-12", "--root",
+                                          str(workdir / "pxe"), "--manager-url", MANAGER_URL, "--interface", "br0",
+                                          "--dnsmasq-user", "root", "--overrides", str(over), "--extra-image",
+                                          f"probe/probe.gz={rack.probe_initrd()}", "--canary", "1", "--wave", "3",
+                                          "--dhcp-timeout", "240", "--fetch-timeout", "300", "--done-timeout", "420",
+                                          "--yes", "--json"], log=out, env=env)
+
+        def state(host: str) -> str:
+            return json.loads(fleet(env, "show", host, "--json").stdout)["state"]
+
+        rack.wait_for(lambda: state("vm-a") == "deployed" or proc.poll() is not None, timeout=300,
+                      what="the canary deployed")
+        assert state("vm-a") == "deployed", rack.read(out)
+        stranger = rack.add_vm("stranger", UNKNOWN_MAC, firmware="bios")  # while the second wave boots
+        rack.power_on(stranger)
+        rack.wait_for(lambda: proc.poll() is not None, timeout=540, what="fleet image to finish")
+        text = rack.read(out)
+        assert proc.returncode == 0, text[-3000:]
+        result = json.loads(text[text.index("{"):])
+        assert result["status"] == "done" and result["deployed"] == sorted(paths) and result["failed"] == []
+        assert result["waves"] == [["vm-a"], ["vm-b", "vm-c", "vm-d"]]
+        root = workdir / "pxe"
+        index = {h["hostname"]: h for h in json.loads((root / "hosts.json").read_text())["hosts"]}
+        acks = dhcp_acks(rack.read(root / "var/dnsmasq.log"))
+        for name in paths:
+            h = index[name]
+            assert state(name) == "deployed"
+            history = json.loads(fleet(env, "show", name, "--json").stdout)["history"]
+            assert "late callback" in history[-1]["reason"], history[-1]
+            evidence = result["servers"][name]["evidence"]
+            assert {"power", "lease", "fetch", "early", "late"} <= set(evidence), evidence
+            assert evidence["fetch"].startswith(f"http/answers/{name}/preseed.cfg by {h['ip']}")
+            assert acks.get(h["mac"]) == (h["ip"], h["short_name"])
+            serial = rack.serial(rack.bmc_vms[name])
+            cmdline = re.search(r"Command line: (.*)", serial)
+            assert cmdline and f"url={MANAGER_URL}/answers/{name}/preseed.cfg" in cmdline.group(1).split(), name
+            assert "FLEETPROBE callback late ok" in serial, name
+            assert f"Rackfleet: {name} installs debian-12" in serial, f"{name} did not run its own script/config"
+        assert "snponly.efi" in rack.read(root / "var/dnsmasq.log")  # vm-b: OVMF's own PXE chained iPXE
+        # The stranger: ignored by dnsmasq, no address, nothing fetched, nothing booted.
+        rack.wait_serial(stranger, r"No bootable device|No more network devices|Nothing to boot", timeout=120)
+        assert "Command line:" not in rack.serial(stranger)
+        assert UNKNOWN_MAC not in acks
+        ignored = [e for e in read_evidence(root) if e.mac == UNKNOWN_MAC]
+        assert ignored and not any(e.ok for e in ignored)
+        assert {e["client"] for e in http_jsonl(root)} <= {h["ip"] for h in index.values()}
+        audit = json.loads(fleet(env, "audit", "--json", "--limit", "200").stdout)
+        assert {"ip.allocate", "pxe.render", "bootdev", "pxe.lease", "pxe.callback"} <= {a["action"] for a in audit}
+        job = json.loads(fleet(env, "jobs", "--kind", "image", "--json").stdout)[0]
+        assert (job["status"], job["done"], job["failed"]) == ("done", 4, 0)
