@@ -182,3 +182,23 @@ async def test_an_action_on_a_ups_event_is_refused_before_the_confirmation(fleet
         assert not isinstance(app.screen, ConfirmAction)
         note = list(app._notifications)[-1]
         assert note.severity == "error" and "not a server: ups-r01" in str(note.message)
+
+
+@sync
+async def test_budgeted_power_on_shows_its_waves_then_keeps_every_element_under_capacity(fleet) -> None:
+    bmc = FakeBmc({h: "off" for h in ("db01.par1", "web01.par1", "web02.par1", "web03.par1")})
+    app = make_app(fleet, bmc)
+    async with app.run_test(size=SIZE) as pilot:
+        await _servers(pilot, "rack=R01")
+        await keys(pilot, "asterisk", "a")
+        menu = app.screen.query_one("#actions")
+        menu.highlighted = [o.id for o in menu._options].index("power-on-budget")
+        await keys(pilot, "enter")
+        text = screen_text(app)
+        assert "wave 1" in text and "db01.par1, web02.par1, web03.par1" in text
+        assert "web01.par1: ups ups-web01: 0 W steady + 900 W inrush > 600 W" in text  # its own UPS is too small
+        assert [c for c in bmc.calls if c[0] == "on"] == []  # the plan read power states only
+        await keys(pilot, "y")
+        await settle(pilot, 0.2)
+        assert sorted(h for op, h in bmc.calls if op == "on") == ["db01.par1", "web02.par1", "web03.par1"]
+        assert fleet.audit(action="power.on")[0].detail["waves"] == 1

@@ -32,6 +32,7 @@ class ActionSpec:
 
 ACTIONS: tuple[ActionSpec, ...] = (
     ActionSpec("power-on", "Power on", "power", "on", False),
+    ActionSpec("power-on-budget", "Power on in waves within the power budget", "power-budget", "on", False),
     ActionSpec("power-off", "Power off (hard)", "power", "off", True),
     ActionSpec("power-soft", "Soft shutdown (ACPI)", "power", "soft", True),
     ActionSpec("power-cycle", "Power cycle", "power", "cycle", True),
@@ -79,8 +80,12 @@ def _verdict_action(action: ActionSpec) -> str:
     return action.kind
 
 
-def prepare(fleet: Fleet, key: str, hosts: Sequence[str], *, limits: BlastRadius | None = None) -> Prepared:
-    """The confirmation of action ``key`` on ``hosts`` (blocking: run it in a worker thread)."""
+def prepare(fleet: Fleet, key: str, hosts: Sequence[str], *, limits: BlastRadius | None = None,
+            make_fleet: Callable[[], Fleet] | None = None) -> Prepared:
+    """The confirmation of action ``key`` on ``hosts`` (blocking: run it in a worker thread).
+
+    ``make_fleet`` gives the fleet for what must ask the devices (a budgeted power-on reads power states).
+    """
     action = spec(key)
     hosts = sorted(set(hosts))
     limits = limits or BlastRadius()
@@ -104,6 +109,20 @@ def prepare(fleet: Fleet, key: str, hosts: Sequence[str], *, limits: BlastRadius
         raise NotFound(f"not a server: {', '.join(missing[:5])}" + (" …" if len(missing) > 5 else ""))
     verdict = limits.verdict(_verdict_action(action), hosts, fleet.rack_occupancy(hosts))
     prepared = Prepared(action, hosts, verdict)
+    if action.kind == "power-budget":
+        plan, warnings = run_device_op(make_fleet or (lambda: fleet), lambda f: f.power_on_plan(list(hosts)))
+        prepared.plan_columns = ("wave", "starts", "servers")
+        for i, wave in enumerate(plan.waves):
+            prepared.plan.append((f"wave {i + 1}", f"+{i * plan.window_s:.0f} s",
+                                  ", ".join(ld.hostname for ld in wave)))
+        if plan.baseline:
+            prepared.plan.append(("already on", "", ", ".join(ld.hostname for ld in plan.baseline)))
+        for load, why in plan.unplannable:
+            prepared.plan.append(("not switched", "", f"{load.hostname}: {why}"))
+        prepared.notes += warnings[:10]
+        prepared.notes.append("each wave starts when the previous one's inrush is over; every feed, UPS and PDU "
+                              "stays under its capacity (the profiles' peak watts and inrush)")
+        return prepared
     if action.destructive or action.kind == "power":
         states = {s.hostname: s for s in fleet.latest_state(hosts)} if hosts else {}
         prepared.plan_columns = ("server", "recorded power", "would")
@@ -158,6 +177,10 @@ def perform(make_fleet: Callable[[], Fleet], prepared: Prepared, *, force: bool 
         results = run_device_op(make_fleet, lambda f: f.power(action.verb, list(hosts), force=force))
         return [f"{r.hostname}: {r.outcome} ({r.before} → {r.after})" + (f": {r.error}" if r.error else "")
                 for r in results]
+    if action.kind == "power-budget":
+        results = run_device_op(make_fleet, lambda f: f.power("on", list(hosts), budget=True))
+        return [f"{r.hostname}: {r.outcome} ({r.before} → {r.after}, wave {r.wave + 1})"
+                + (f": {r.error}" if r.error else "") for r in results]
     if action.kind == "boot":
         rows = run_device_op(make_fleet, lambda f: f.set_boot(list(hosts), action.verb))
         return [f"{h}: " + (f"failed: {e}" if e else f"next boot {getattr(v, 'device', action.verb)}")

@@ -153,8 +153,8 @@ class FleetScreen(Screen):
         """Prepare ``key`` on ``hosts`` in a worker; the confirmation opens when it is ready."""
         if not key:
             return
-        fleet = self.fleet
-        self.run_worker(lambda: actions.prepare(fleet, key, hosts), name="prepare", group="prepare",
+        fleet, make = self.fleet, self.fleet_app.ops_fleet
+        self.run_worker(lambda: actions.prepare(fleet, key, hosts, make_fleet=make), name="prepare", group="prepare",
                         exclusive=True, thread=True, exit_on_error=False)
 
     def _confirm(self, prepared: actions.Prepared) -> None:
