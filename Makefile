@@ -5,9 +5,11 @@ BIN     = $(VENV)/bin
 DEMO   ?= .demo
 HEADLESS ?=
 KEEP_LAB ?=
-PYTEST_ARGS ?=
+# Tests marked slow (the real Debian installer, the hand-written boot configs) take minutes each: `make
+# test-all` runs them too.
+PYTEST_ARGS ?= -m "not slow"
 
-.PHONY: venv test lint bench demo demo-clean clean
+.PHONY: venv test test-all lint bench demo demo-clean clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +22,9 @@ venv: $(BIN)/.installed
 test: venv
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
+test-all: venv
+	$(BIN)/pytest -q
+
 lint: venv
 	$(BIN)/ruff check .
 
@@ -30,6 +35,9 @@ bench: venv
 	$(BIN)/python bench/inventory.py $(BENCH_ARGS)
 	$(BIN)/python bench/ipmi_sweep.py $(BENCH_ARGS)
 	$(BIN)/python bench/ups_poll.py $(BENCH_ARGS)
+	$(BIN)/python bench/sweep.py $(BENCH_ARGS)
+	$(BIN)/python bench/pxe_render.py
+	$(BIN)/python bench/tui.py
 
 # The virtual datacenter (fleet lab), imported into a fresh SQLite inventory in $(DEMO)/, swept with a
 # few faults, then the TUI (quitting it stops the lab). HEADLESS=1: all but the TUI; KEEP_LAB=1 with it
