@@ -34,6 +34,8 @@ LAB_FILE = "lab.json"
 BMC_STATE = "bmc"
 FIRST_BMC_HOST = "127.10.0.1"
 FIRST_SERVER_IP = "127.20.0.1"  # the servers' own (primary) addresses, where the lab's sshd answers
+# Up to 250 racks of up to 250 servers, each rack is its own network 127.20.R.0/24 (its provisioning
+# pool, gateway .254); bigger labs number the servers' addresses straight through, without pools.
 SERVER_FAULTS = ("dead", "slow", "wrong-password", "stuck-power", "sensor-critical", "ecc")
 UPS_FAULTS = ("on-battery", "low-battery", "replace-battery", "normal")
 SSH_STATE = "ssh"
@@ -81,7 +83,9 @@ def plan_lab(*, racks: int, servers_per_rack: int, sites: int = 1, port: int | N
     password = password or pysecrets.token_urlsafe(12)[:16]
     total = racks * servers_per_rack
     hosts = loopback_hosts(total, first=FIRST_BMC_HOST)
-    server_ips = loopback_hosts(total, first=FIRST_SERVER_IP)
+    per_rack_nets = racks <= 250 and servers_per_rack <= 250
+    server_ips = ([f"127.20.{r + 1}.{n + 1}" for r in range(racks) for n in range(servers_per_rack)]
+                  if per_rack_nets else loopback_hosts(total, first=FIRST_SERVER_IP))
     units = max(42, servers_per_rack)
     site_list: list[dict[str, Any]] = [
         {"code": f"lab{s + 1}", "name": f"Lab site {s + 1}",
@@ -109,11 +113,17 @@ def plan_lab(*, racks: int, servers_per_rack: int, sites: int = 1, port: int | N
             })
             bmcs.append({"name": hostname, "host": hosts[index], "port": port, "serial": f"LAB{index + 1:06d}"})
             index += 1
-        site["pods"][0]["racks"].append({
+        rack: dict[str, Any] = {
             "name": rack_name, "units": units,
             "feeds": [{"name": f"{rack_name}-A", "capacity_w": 600 * servers_per_rack}],
             "servers": servers,
-        })
+        }
+        if per_rack_nets:  # the rack's network, where its servers are and get imaged
+            net = f"127.20.{r + 1}"
+            rack["pools"] = [{"name": f"{site['code']}-{rack_name.lower()}-prov", "cidr": f"{net}.0/24",
+                              "purpose": "provisioning", "gateway": f"{net}.254", "dns": [f"{net}.254"],
+                              "first": f"{net}.1", "last": f"{net}.250"}]
+        site["pods"][0]["racks"].append(rack)
     spec = {"defaults": {"username": "admin", "password": password, "power_on_delay": 0.5}, "bmcs": bmcs}
     inventory = {"version": 1, "sites": site_list}
     secrets = {"credentials": [{"name": "lab-bmc", "kind": "ipmi", "username": "admin", "secret": password}]}
