@@ -64,6 +64,8 @@ class Tmux:
 
     def kill(self) -> None:
         self.run("kill-server")
+        # tmux leaves its socket file behind when the server exits.
+        (Path(os.environ.get("TMUX_TMPDIR", "/tmp")) / f"tmux-{os.getuid()}" / self.socket).unlink(missing_ok=True)
 
 
 def test_fleet_tui_in_tmux_filters_and_power_cycles_a_lab_server(env, tmp_path: Path) -> None:
