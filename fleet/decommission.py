@@ -288,6 +288,7 @@ async def run_decommission(fleet: Fleet, selector: Any, *, finish: str = "retire
                 entry["reason"] = "inventory disks not seen (wipe or destroy them by hand): " + ", ".join(missing)
             else:
                 entry["wiped"] = True
+            job.save_params(servers=_progress(result))
 
         await asyncio.gather(*(one(h) for h in hostnames))
         wiped = [h for h in hostnames if result.servers[h].get("wiped")]
@@ -308,7 +309,15 @@ async def run_decommission(fleet: Fleet, selector: Any, *, finish: str = "retire
             else:
                 job.progress(failed=job.failed + 1)
         job.result.update(retired=result.retired, held={h: result.servers[h]["reason"] for h in result.held})
+        job.save_params(servers=_progress(result))
     return result
+
+
+def _progress(result: DecommissionResult) -> dict[str, dict[str, Any]]:
+    """Per server, for the job's params (the TUI's jobs screen): state, reason, each disk's outcome."""
+    return {h: {"state": s["state"], "reason": s["reason"], "wiped": bool(s.get("wiped")),
+                "disks": [f"{d.get('device')}: {d.get('method')} {d.get('result')}" for d in s["disks"]]}
+            for h, s in result.servers.items()}
 
 
 def _quote(text: str) -> str:

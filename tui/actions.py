@@ -25,7 +25,7 @@ __all__ = ["ACTIONS", "ActionSpec", "Prepared", "perform", "prepare", "run_devic
 class ActionSpec:
     key: str
     label: str
-    kind: str  # power | boot | outlet | quarantine | remediate
+    kind: str  # power | power-budget | boot | outlet | quarantine | remediate | image | decommission
     verb: str
     destructive: bool
 
@@ -45,6 +45,8 @@ ACTIONS: tuple[ActionSpec, ...] = (
     ActionSpec("outlet-on", "Outlet: switch on", "outlet", "on", False),
     ActionSpec("quarantine", "Quarantine (lifecycle)", "quarantine", "quarantined", False),
     ActionSpec("remediate", "Remediate by the policies", "remediate", "apply", True),
+    ActionSpec("image", "Image over PXE (waves, canary first; disks overwritten)", "image", "image", True),
+    ActionSpec("decommission", "Decommission: wipe every disk, certify, retire", "decommission", "retired", True),
 )
 _BY_KEY = {a.key: a for a in ACTIONS}
 
@@ -104,6 +106,8 @@ def prepare(fleet: Fleet, key: str, hosts: Sequence[str], *, limits: BlastRadius
         if not planned:
             prepared.notes.append("nothing to do: no open event calls for an action")
         return prepared
+    if action.kind in ("image", "decommission"):
+        return _prepare_lifecycle_job(fleet, action, hosts, limits)
     missing = sorted(set(hosts) - set(fleet.hostnames(hosts))) if hosts else []
     if missing:  # e.g. a UPS picked on the events screen
         raise NotFound(f"not a server: {', '.join(missing[:5])}" + (" …" if len(missing) > 5 else ""))
@@ -136,6 +140,60 @@ def prepare(fleet: Fleet, key: str, hosts: Sequence[str], *, limits: BlastRadius
             feeds = fleet.server(host).power_feeds
             outlets = ", ".join(f"{f['pdu'] or f['ups']}:{f['outlet']} (PSU {f['psu']})" for f in feeds)
             prepared.notes.append(f"{host}: {outlets or 'no outlet on record'}")
+    return prepared
+
+
+def image_settings() -> dict[str, Any]:
+    """Where the TUI's imaging jobs put and serve their PXE tree: the environment (see docs/tui.md)."""
+    import os
+
+    return {"os": os.environ.get("FLEET_IMAGE_OS", "debian-12"), "root": os.environ.get("FLEET_PXE_ROOT", "pxe-root"),
+            "manager_url": os.environ.get("FLEET_PXE_MANAGER_URL", ""),
+            "interface": os.environ.get("FLEET_PXE_INTERFACE", ""),
+            "dnsmasq_user": os.environ.get("FLEET_PXE_DNSMASQ_USER", "")}
+
+
+def _prepare_lifecycle_job(fleet: Fleet, action: ActionSpec, hosts: list[str], limits: BlastRadius) -> Prepared:
+    """Imaging and decommissioning: refuse what their workflows would refuse, show the waves or the wipe."""
+    from fleet.decommission import DECOMMISSION_STATES
+    from fleet.errors import InputError
+    from fleet.imaging import IMAGE_STATES, _waves
+
+    if not hosts:
+        raise InputError("select the servers first")
+    rows = {r.hostname: r for r in fleet.servers(hosts)}
+    allowed = IMAGE_STATES if action.kind == "image" else DECOMMISSION_STATES
+    refused = [f"{h}: {rows[h].state}" for h in hosts if rows[h].state not in allowed]
+    if refused:
+        verb = "imaged" if action.kind == "image" else "decommissioned"
+        raise InputError(f"{len(refused)} server(s) cannot be {verb} now ({', '.join(refused[:5])}); "
+                         f"allowed: {', '.join(allowed)}")
+    verdict = limits.verdict("cycle", hosts, fleet.rack_occupancy(hosts))
+    prepared = Prepared(action, hosts, verdict)
+    if action.kind == "image":
+        settings = image_settings()
+        if not settings["manager_url"]:
+            raise InputError("imaging from the TUI needs FLEET_PXE_MANAGER_URL (and FLEET_PXE_ROOT, "
+                             "FLEET_PXE_INTERFACE): see docs/tui.md")
+        order = sorted(hosts, key=lambda h: (rows[h].rack or "", rows[h].position or 0, h))
+        prepared.plan_columns = ("wave", "servers")
+        for i, wave in enumerate(_waves(order, 1, 8)):
+            prepared.plan.append(("canary" if i == 0 else f"wave {i + 1}", ", ".join(wave)))
+        prepared.notes += [f"installs {settings['os']}; PXE tree in {settings['root']}, served at "
+                           f"{settings['manager_url']}" + (f" on {settings['interface']}" if settings["interface"]
+                                                           else ""),
+                           "addresses come from each rack's provisioning pool; next boot PXE, then power-cycle; "
+                           "a server is deployed only on its lease, answer file and late callback",
+                           "a failed canary stops the job; follow it on the jobs screen (6)"]
+    else:
+        prepared.plan_columns = ("server", "state", "SSH", "disks on record")
+        for h in hosts:
+            detail = fleet.server(h)
+            prepared.plan.append((h, rows[h].state, detail.ssh_credential or "none (cannot wipe)",
+                                  ", ".join(f"{d.get('slot')}:{d.get('serial')}" for d in detail.disks) or "-"))
+        prepared.notes += ["every disk is wiped over SSH (NVMe format, secure discard, ATA secure erase, else "
+                           "overwrite), verified, and certified; then power off and retired",
+                           "a server with a disk not wiped stays in decommissioning"]
     return prepared
 
 
@@ -207,4 +265,15 @@ def perform(make_fleet: Callable[[], Fleet], prepared: Prepared, *, force: bool 
         return [f"{a['target']}: {a['action']} " + ("ok" if a["ok"] else "failed") + (f": {a['note']}" if a["note"]
                                                                                      else "")
                 for a in run.applied] or ["nothing to do"]
+    if action.kind == "image":
+        settings = image_settings()
+        result = run_device_op(make_fleet, lambda f: f.image(
+            list(hosts), os=settings["os"], root=settings["root"], manager_url=settings["manager_url"],
+            interface=settings["interface"], dnsmasq_user=settings["dnsmasq_user"], reimage=False))
+        return [f"{h}: {s['step']}" + (f" ({s['reason']})" if s.get("reason") else "")
+                for h, s in sorted(result.servers.items())] + ([result.stopped] if result.stopped else [])
+    if action.kind == "decommission":
+        result = run_device_op(make_fleet, lambda f: f.decommission(list(hosts)))
+        return [f"{h}: {s['state']}" + (f" ({s['reason']})" if s.get("reason") else "")
+                for h, s in sorted(result.servers.items())]
     raise ValueError(f"unknown action kind {action.kind!r}")

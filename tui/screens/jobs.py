@@ -1,4 +1,4 @@
-"""Jobs: sweeps, remediation, power waves (imaging when it exists), with progress bars; refreshed every second."""
+"""Jobs: sweeps, remediation, power waves, imaging (per wave and server) and decommissioning, with progress."""
 
 from __future__ import annotations
 
@@ -74,9 +74,60 @@ class JobsScreen(FleetScreen):
         if job is None:
             return
         text = Text(f"job {job.id} ({job.kind})\n", style="bold")
-        text.append(f"params: {json.dumps(job.params, default=str)[:300]}\n")
-        text.append(f"result: {json.dumps(job.result, default=str)[:600]}")
+        if job.kind == "image" and job.params.get("waves"):
+            text.append_text(_image_detail(job))
+        elif job.kind == "decommission" and job.params.get("servers"):
+            text.append_text(_decommission_detail(job))
+        else:
+            text.append(f"params: {json.dumps(job.params, default=str)[:300]}\n")
+            text.append(f"result: {json.dumps(job.result, default=str)[:600]}")
         self.query_one("#job-detail", Static).update(text)
 
     def action_reload(self) -> None:
         self.reload()
+
+
+_STEP_STYLE = {"deployed": "green", "failed": "bold red", "pending": "dim", "booting": "cyan", "leased": "cyan",
+               "fetched": "cyan", "installing": "bold cyan"}
+
+
+def _image_detail(job: Any) -> Text:
+    """Per wave a progress bar; per server its step and the evidence so far (or why it failed)."""
+    servers = job.params.get("servers", {})
+    options = job.params.get("options", {})
+    text = Text(f"{options.get('os', '?')} · tree {options.get('root', '?')}", style="dim")
+    if job.result.get("stopped"):
+        text.append(f"\nstopped: {job.result['stopped']}", style="bold red")
+    for n, wave in enumerate(job.params.get("waves", [])):
+        done = sum(1 for h in wave if servers.get(h, {}).get("step") == "deployed")
+        failed = sum(1 for h in wave if servers.get(h, {}).get("step") == "failed")
+        text.append(f"\n{'canary' if n == 0 and options.get('canary') else f'wave {n + 1}':>8} ", style="bold")
+        text.append_text(progress((done + failed) / len(wave) if wave else 1.0, "red" if failed else "green", 16))
+        text.append(f" {done}/{len(wave)} deployed" + (f", {failed} failed" if failed else ""))
+        for h in wave:
+            entry = servers.get(h, {})
+            step = entry.get("step", "?")
+            text.append(f"\n    {h} ", style="")
+            text.append(step, style=_STEP_STYLE.get(step, ""))
+            if entry.get("reason"):
+                text.append(f"  {entry['reason']}", style="red" if step == "failed" else "dim")
+            else:
+                evidence = entry.get("evidence", {})
+                shown = [f"{k}: {evidence[k]}" for k in ("lease", "fetch", "late") if k in evidence]
+                if shown:
+                    text.append("  " + " · ".join(shown), style="dim")
+    return text
+
+
+def _decommission_detail(job: Any) -> Text:
+    text = Text(f"finish: {job.params.get('finish', 'retired')} · method: {job.params.get('method', 'auto')}",
+                style="dim")
+    for host, entry in sorted(job.params.get("servers", {}).items()):
+        state = entry.get("state", "?")
+        text.append(f"\n  {host} ", style="")
+        text.append(state, style="green" if state in ("retired", "rma") else "yellow")
+        if entry.get("disks"):
+            text.append("  " + "; ".join(entry["disks"]), style="dim")
+        if entry.get("reason"):
+            text.append(f"  {entry['reason']}", style="red")
+    return text
