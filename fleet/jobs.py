@@ -54,9 +54,13 @@ def owner_alive(owner: str) -> bool | None:
     return True
 
 
-def mark_interrupted(session: Any) -> int:
-    """Mark ``running`` jobs whose owner died (this host) or went silent (other hosts) ``interrupted``."""
-    rows = session.execute(select(Job.id, Job.owner, Job.heartbeat_at).where(Job.status == "running")).all()
+def mark_interrupted(engine: Any) -> int:
+    """Mark ``running`` jobs whose owner died (this host) or went silent (other hosts) ``interrupted``.
+
+    Reads first and writes only when there is something to mark, so a screen polling the jobs every
+    second does not compete with a sweep for SQLite's write lock."""
+    with engine.connect() as conn:
+        rows = conn.execute(select(Job.id, Job.owner, Job.heartbeat_at).where(Job.status == "running")).all()
     stale_before = utcnow() - timedelta(seconds=STALE_AFTER_S)
     dead = []
     for job_id, owner, beat in rows:
@@ -64,8 +68,9 @@ def mark_interrupted(session: Any) -> int:
         if alive is False or (alive is None and (beat is None or beat < stale_before)):
             dead.append(job_id)
     if dead:
-        session.execute(update(Job).where(Job.id.in_(dead), Job.status == "running")
-                        .values(status="interrupted", finished_at=utcnow()))
+        with engine.begin() as conn:
+            conn.execute(update(Job).where(Job.id.in_(dead), Job.status == "running")
+                         .values(status="interrupted", finished_at=utcnow()))
     return len(dead)
 
 

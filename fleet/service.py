@@ -1030,8 +1030,8 @@ class Fleet(BrowseMixin, PxeMixin):
         """Jobs newest first; a running job whose process died reads as ``interrupted``."""
         from .jobs import mark_interrupted
 
-        with self._session() as s:
-            mark_interrupted(s)
+        mark_interrupted(self.engine)
+        with Session(self.engine) as s:
             q = select(Job).order_by(Job.id.desc()).limit(limit)
             if kind:
                 q = q.where(Job.kind == kind)
@@ -1042,8 +1042,8 @@ class Fleet(BrowseMixin, PxeMixin):
     def job(self, job_id: int) -> JobRow:
         from .jobs import mark_interrupted
 
-        with self._session() as s:
-            mark_interrupted(s)
+        mark_interrupted(self.engine)
+        with Session(self.engine) as s:
             j = s.get(Job, job_id)
             if j is None:
                 raise NotFound(f"no job {job_id}")
