@@ -29,7 +29,7 @@ from .clihelp import fleet as fleet_cli
 from .sshpeer import free_port
 
 HOSTS = [f"lab1-r01-s0{i}" for i in range(1, 6)]
-MANAGER = "127.77.0.1"  # the manager on the provisioning network (loopback here)
+MANAGER = "127.20.1.254"  # the manager on rack R01's provisioning network (the lab's pool; loopback here)
 
 
 @pytest.fixture
@@ -43,8 +43,6 @@ def lab_fleet(env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPat
     try:
         assert fleet_cli(env, "import", str(lab / "inventory.yaml"), "--secrets", str(lab / "secrets.yaml")
                          ).returncode == 0
-        assert fleet_cli(env, "add", "pool", "prov-r01", "--site", "lab1", "--rack", "R01", "--cidr", "127.77.0.0/24",
-                         "--gateway", "127.77.0.1", "--dns", "127.77.0.1").returncode == 0
         for host in HOSTS:  # servers waiting for an OS
             for state in ("maintenance", "ready"):
                 assert fleet_cli(env, "state", host, state, "--reason", "test").returncode == 0
@@ -127,7 +125,7 @@ def test_a_rack_is_imaged_canary_first_in_waves_and_every_server_deployed_on_evi
     assert {s.state for s in fleet.servers("rack=R01")} == {"deployed"}
     entry = result.servers["lab1-r01-s03"]
     assert set(entry["evidence"]) >= {"lease", "fetch", "early", "late", "power"}
-    assert entry["evidence"]["fetch"].startswith("http/answers/lab1-r01-s03/preseed.cfg by 127.77.0.")
+    assert entry["evidence"]["fetch"].startswith("http/answers/lab1-r01-s03/preseed.cfg by 127.20.1.")
     history = fleet.history("lab1-r01-s03")
     assert [h.to_state for h in history][-2:] == ["deploying", "deployed"]
     assert "late callback" in history[-1].reason
