@@ -6,8 +6,9 @@ DEMO   ?= .demo
 HEADLESS ?=
 KEEP_LAB ?=
 # Tests marked slow (the real Debian installer, the hand-written boot configs) take minutes each: `make
-# test-all` runs them too.
-PYTEST_ARGS ?= -m "not slow"
+# test-all` runs them too. Test files run on 3 workers (pytest-xdist; each file on one worker, so a file's
+# fixed lab ports are its own); PYTEST_ARGS=-q runs them one by one.
+PYTEST_ARGS ?= -m "not slow" -n 3 --dist loadfile
 
 .PHONY: venv test test-all lint bench demo demo-clean clean
 
@@ -23,7 +24,7 @@ test: venv
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
 test-all: venv
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 3 --dist loadfile
 
 lint: venv
 	$(BIN)/ruff check .

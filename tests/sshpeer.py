@@ -6,7 +6,7 @@ port, with its own Ed25519 host key (``ssh-keygen`` into a temporary directory),
 test. It logs in as the user running the tests (root: sshd needs privilege to switch users; as
 non-root the peer is skipped, or fails under FLEET_REQUIRE_PEERS=1). Nothing under ``/root/.ssh`` or
 ``/etc`` is touched; the only system change is creating sshd's privilege-separation directory
-``/run/sshd`` when it is missing (removed again on exit if we made it).
+``/run/sshd`` when it is missing (left in place: another sshd, a lab's or a parallel test's, may need it).
 
 ``SetEnv PATH=<tmp>/bin:...`` puts stub ``lsblk``, ``smartctl`` and ``dmidecode`` scripts first on the
 session's PATH, so facts see canned disks: ``sda`` (serial ``S1HEALTHY``, SMART PASSED) and ``sdb``
@@ -123,7 +123,6 @@ class SshPeer:
     proc: subprocess.Popen | None = None
     host_key_line: str = ""
     client_key_path: Path = field(default_factory=Path)
-    made_privsep: bool = False
     stubs: bool = True  # stub lsblk/smartctl/dmidecode first on PATH (False: the system's own tools)
 
     # -- files ---------------------------------------------------------------------------------
@@ -249,13 +248,10 @@ def ssh_peer(*, stubs: bool = True) -> Iterator[SshPeer]:
         missing_peer(f"OpenSSH server not installed ({SSHD} and ssh-keygen needed)")
     if os.geteuid() != 0:
         missing_peer("sshd peer needs root (privilege separation, logging in as a user)")
-    made_privsep = False
-    if not PRIVSEP_DIR.is_dir():
-        PRIVSEP_DIR.mkdir(mode=0o755, parents=True)
-        made_privsep = True
+    PRIVSEP_DIR.mkdir(mode=0o755, parents=True, exist_ok=True)
     root = Path(tempfile.mkdtemp(prefix="fleet-sshd-"))
     root.chmod(0o755)
-    peer = SshPeer(root=root, port=free_port(), made_privsep=made_privsep, stubs=stubs)
+    peer = SshPeer(root=root, port=free_port(), stubs=stubs)
     try:
         peer.new_host_key()
         peer.client_key_path = peer.new_client_key("client_key")
@@ -265,6 +261,4 @@ def ssh_peer(*, stubs: bool = True) -> Iterator[SshPeer]:
     finally:
         peer.stop()
         shutil.rmtree(root, ignore_errors=True)
-        if made_privsep:
-            with contextlib.suppress(OSError):
-                PRIVSEP_DIR.rmdir()
+

@@ -52,6 +52,7 @@ PXELINUX = Path("/usr/lib/PXELINUX/pxelinux.0")
 SYSLINUX_BIOS = Path("/usr/lib/syslinux/modules/bios")
 DNSMASQ = "/usr/sbin/dnsmasq"
 NS_PREFIX = "fvr-"
+_ANSI = re.compile(r"\x1b(?:\[[0-9;?]*[ -/]*[@-~]|[@-Z\\-_]|c)")
 BRIDGE = "br0"
 SUBNET = "10.77.0"
 SERVER_IP = f"{SUBNET}.1"
@@ -499,9 +500,11 @@ class VmRack:
             return ""
 
     def serial(self, vm: QemuVm | BmcVm | VmSpec) -> str:
-        """The VM's serial console log so far (firmware, boot loader, kernel)."""
+        """The VM's serial console log so far (firmware, boot loader, kernel), without terminal control
+        sequences: firmware draws with cursor moves that can land inside a line of text (seen under load:
+        ``host\x1b[25;15H\x1b[25;16H-c``)."""
         spec = vm.spec if isinstance(vm, QemuVm) else vm.vm if isinstance(vm, BmcVm) else vm
-        return self.read(spec.serial_log)
+        return _ANSI.sub("", self.read(spec.serial_log))
 
     def wait_for(self, check: Any, *, timeout: float, interval: float = 0.5, what: str = "a condition") -> Any:
         """Poll ``check()`` until it returns a truthy value; raise TimeoutError naming ``what``."""

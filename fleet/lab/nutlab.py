@@ -35,14 +35,17 @@ lab user (``actions = SET``, ``instcmds = ALL``: the credential in the inventory
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
 import resource
 import secrets as pysecrets
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -206,8 +209,19 @@ def _free_port(host: str) -> int:
         return s.getsockname()[1]
 
 
+def _state_path(root: Path) -> Path:
+    """Where the drivers' sockets go. A socket path (``STATEPATH/dummy-ups-NAME``) must fit in
+    sockaddr_un (108 bytes), so a deep lab directory keeps its state in a short directory under the
+    system's temp dir instead (named after the lab directory; ``DIR/state`` links to it)."""
+    state = root / "state"
+    if len(str(state)) <= 64:
+        return state
+    digest = hashlib.sha1(str(root).encode()).hexdigest()[:12]
+    return Path(tempfile.gettempdir()) / f"rackfleet-nut-{digest}"
+
+
 def _env(root: Path) -> dict[str, str]:
-    return {**os.environ, "NUT_CONFPATH": str(root / "conf"), "NUT_STATEPATH": str(root / "state")}
+    return {**os.environ, "NUT_CONFPATH": str(root / "conf"), "NUT_STATEPATH": str(_state_path(root))}
 
 
 def _spawn(root: Path, argv: list[str], log: str) -> subprocess.Popen[bytes]:
@@ -263,9 +277,13 @@ def start_nut_lab(directory: str | os.PathLike[str], servers: Sequence[str] | in
     root = Path(directory).resolve()
     if nut_lab_running(root):
         raise NutLabError(f"a NUT lab already runs in {root}: stop it first")
-    for sub in ("conf", "state", "log"):
+    for sub in ("conf", "log"):
         (root / sub).mkdir(parents=True, exist_ok=True)
-    os.chmod(root / "state", 0o770)
+    state = _state_path(root)
+    state.mkdir(parents=True, exist_ok=True)
+    os.chmod(state, 0o770)
+    if state != root / "state" and not (root / "state").exists():
+        (root / "state").symlink_to(state)
     port = port or _free_port(host)
     password = password or pysecrets.token_urlsafe(12)
     monitor_password = pysecrets.token_urlsafe(12)
@@ -383,6 +401,9 @@ def stop_nut_lab(directory: str | os.PathLike[str], *, timeout: float = 5.0) -> 
     for pid in pids:  # reap our own children that exited (a zombie is not alive, but it holds its PID)
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)
+    state = _state_path(lab.directory)
+    if state != lab.directory / "state":  # the short directory outside the lab's
+        shutil.rmtree(state, ignore_errors=True)
     (lab.directory / LAB_FILE).unlink(missing_ok=True)
     return bool(pids)
 

@@ -161,10 +161,9 @@ def start_ssh_lab(state: Path, hosts: list[dict[str, Any]], *, port: int = SSH_P
     _write_json(state / "hosts.json", {h["ip"]: h for h in hosts})
     if not (state / "faults.json").exists():
         _write_json(state / "faults.json", {})
-    made_privsep = not _PRIVSEP.exists()
-    if made_privsep:
-        _PRIVSEP.mkdir(mode=0o755)
-        (state / "made-privsep").write_text("1")
+    # sshd's privilege-separation directory, as Debian's sshd service makes it. Left in place on stop: a
+    # system directory every sshd on the machine (another lab's, a test's) needs while it runs.
+    _PRIVSEP.mkdir(mode=0o755, exist_ok=True)
     # OpenSSH listens on at most 16 sockets per sshd (MAX_LISTEN_SOCKS): one sshd per 16 servers.
     groups = [hosts[i:i + _LISTEN_PER_SSHD] for i in range(0, len(hosts), _LISTEN_PER_SSHD)]
     procs = []
@@ -226,10 +225,6 @@ def stop_ssh_lab(state: Path) -> bool:
             pid = int(pid_file.read_text().strip())
             stopped = terminate(pid, lambda p, c=config: cmdline_has(p, str(c).encode())) or stopped
         pid_file.unlink(missing_ok=True)
-    if (state / "made-privsep").exists():
-        with contextlib.suppress(OSError):
-            _PRIVSEP.rmdir()
-        (state / "made-privsep").unlink(missing_ok=True)
     return stopped
 
 
