@@ -39,7 +39,6 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import insert, select
 
-from inventory.lifecycle import transition
 from inventory.models import Credential, Disk, Nic, Server, WipeCertificate, utcnow
 
 from .errors import DriverError, InputError, NotFound
@@ -209,12 +208,6 @@ def _rows(fleet: Fleet, hostnames: Sequence[str]) -> dict[str, Any]:
             for h, r in rows.items()}
 
 
-def _move(fleet: Fleet, host: str, to_state: str, reason: str) -> None:
-    with fleet._session() as s:
-        server = s.execute(select(Server).where(Server.hostname == host)).scalar_one()
-        if server.state != to_state:
-            transition(s, server, to_state, actor=fleet.actor, reason=reason[:256])
-
 
 async def run_decommission(fleet: Fleet, selector: Any, *, finish: str = "retired", method: str = "auto",
                            power_off: bool = True, concurrency: int = 8, timeout_s: float = 6 * 3600.0,
@@ -245,7 +238,7 @@ async def run_decommission(fleet: Fleet, selector: Any, *, finish: str = "retire
                     params={"finish": finish, "method": method}) as job:
         result.job_id = job.id or 0
         for h in hostnames:
-            _move(fleet, h, "decommissioning", f"decommission job {job.id}: drained for wiping")
+            fleet.move_to(h, "decommissioning", reason=f"decommission job {job.id}: drained for wiping")
             result.servers[h] = {"state": "decommissioning", "disks": [], "reason": ""}
         with fleet._session() as s:
             fleet._audit(s, "decommission.start", hostnames, job=job.id, finish=finish, method=method)
@@ -302,8 +295,8 @@ async def run_decommission(fleet: Fleet, selector: Any, *, finish: str = "retire
             entry = result.servers[h]
             if entry.get("wiped"):
                 methods = sorted({d.get("method", "?") for d in entry["disks"]})
-                _move(fleet, h, finish, f"decommission job {job.id}: {len(entry['disks'])} disk(s) wiped and "
-                                        f"verified ({', '.join(methods)}); certificates on record")
+                fleet.move_to(h, finish, reason=f"decommission job {job.id}: {len(entry['disks'])} disk(s) wiped "
+                                                f"and verified ({', '.join(methods)}); certificates on record")
                 entry["state"] = finish
                 job.progress(advance=1)
             else:

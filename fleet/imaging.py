@@ -41,7 +41,6 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from inventory.lifecycle import transition
 from inventory.models import IpPool, Nic, Rack, Server, utcnow
 
 from .errors import ConflictError, FleetError, InputError, NotFound, ValidationError
@@ -49,7 +48,7 @@ from .errors import ConflictError, FleetError, InputError, NotFound, ValidationE
 if TYPE_CHECKING:
     from .service import Fleet
 
-__all__ = ["IMAGE_STATES", "ImageOptions", "ImageResult", "allocate_addresses", "run_image"]
+__all__ = ["IMAGE_STATES", "ImageOptions", "ImageResult", "allocate_addresses", "plan_waves", "run_image"]
 
 #: States a server may be imaged from (``deployed`` needs ``reimage``; ``deploying`` is a resume).
 IMAGE_STATES = ("ready", "maintenance")
@@ -218,7 +217,7 @@ def _pool_for(pools: list[IpPool], rack: Rack | None) -> IpPool | None:
 # -- the job -------------------------------------------------------------------------------------------
 
 
-def _waves(hosts: list[str], canary: int, wave: int) -> list[list[str]]:
+def plan_waves(hosts: list[str], canary: int, wave: int) -> list[list[str]]:
     canary = max(0, min(canary, len(hosts)))
     out = [hosts[:canary]] if canary else []
     rest = hosts[canary:]
@@ -248,12 +247,6 @@ def _eligible(fleet: Fleet, hostnames: list[str], *, reimage: bool, resuming: se
     return rows
 
 
-def _move(fleet: Fleet, host: str, to_state: str, reason: str) -> None:
-    with fleet._session() as s:
-        server = s.execute(select(Server).where(Server.hostname == host)).scalar_one()
-        if server.state != to_state:
-            transition(s, server, to_state, actor=fleet.actor, reason=reason[:256])
-
 
 async def run_image(fleet: Fleet, selector: Any, options: ImageOptions, *, resume: int | None = None,
                     progress: Callable[[str, dict[str, Any]], None] | None = None) -> ImageResult:
@@ -280,7 +273,7 @@ async def run_image(fleet: Fleet, selector: Any, options: ImageOptions, *, resum
         _eligible(fleet, hostnames, reimage=options.reimage, resuming=set())
         order = {r.hostname: (r.rack or "", r.position or 0) for r in fleet.servers(hostnames)}
         hostnames.sort(key=lambda h: (order[h], h))
-        waves = _waves(hostnames, options.canary, options.wave)
+        waves = plan_waves(hostnames, options.canary, options.wave)
         servers = {h: {"step": "pending", "wave": i, "reason": "", "evidence": {}}
                    for i, wave in enumerate(waves) for h in wave}
         selector_text = str(fleet.selector(selector))
@@ -338,7 +331,7 @@ class _ImageRun:
 
     def _fail(self, host: str, reason: str) -> None:
         try:
-            _move(self.fleet, host, "failed", f"imaging job {self.job.id}: {reason}")
+            self.fleet.move_to(host, "failed", reason=f"imaging job {self.job.id}: {reason}")
         except FleetError as exc:  # moved meanwhile by someone else: say so, do not fight over it
             reason = f"{reason} (its state was not changed: {exc})"
         self._set(host, "failed", reason)
@@ -401,7 +394,7 @@ class _ImageRun:
 
     async def _wave(self, number: int, hosts: list[str]) -> None:
         for h in hosts:
-            _move(self.fleet, h, "deploying", f"imaging job {self.job.id}: wave {number} ({self.o.os})")
+            self.fleet.move_to(h, "deploying", reason=f"imaging job {self.job.id}: wave {number} ({self.o.os})")
         boot = await self.fleet.set_boot(hosts, "pxe", persistent=False)
         ready = []
         for host, _, error in boot:
@@ -479,9 +472,9 @@ class _ImageRun:
             self._set(host, "installing", early=f"from {ev.ip} at {at}")
         elif ev.kind == "callback" and ev.phase == "late":
             self._set(host, "deployed", late=f"from {ev.ip} at {at}")
-            _move(self.fleet, host, "deployed",
-                  f"imaging job {self.job.id}: {self.o.os} installed (lease, answer file and late callback "
-                  f"from {ev.ip} at {at})")
+            self.fleet.move_to(host, "deployed",
+                               reason=f"imaging job {self.job.id}: {self.o.os} installed (lease, answer file and "
+                                      f"late callback from {ev.ip} at {at})")
             pending.discard(host)
 
 

@@ -361,6 +361,15 @@ class Fleet(BrowseMixin, PxeMixin):
             transition(s, server, state.strip().lower(), actor=self.actor, reason=reason)
         return self.servers(f"host={server.hostname}")[0]
 
+    def move_to(self, hostname: str, state: str, *, reason: str) -> bool:
+        """Move a server to ``state`` unless it is there already (workflows that resume); True if moved."""
+        with self._session() as s:
+            server = self._server(s, hostname)
+            if server.state == state:
+                return False
+            transition(s, server, state, actor=self.actor, reason=reason[:256])
+        return True
+
     def allowed_states(self, hostname: str) -> list[str]:
         with Session(self.engine) as s:
             return allowed_moves(self._server(s, hostname).state)

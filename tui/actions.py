@@ -157,7 +157,7 @@ def _prepare_lifecycle_job(fleet: Fleet, action: ActionSpec, hosts: list[str], l
     """Imaging and decommissioning: refuse what their workflows would refuse, show the waves or the wipe."""
     from fleet.decommission import DECOMMISSION_STATES
     from fleet.errors import InputError
-    from fleet.imaging import IMAGE_STATES, _waves
+    from fleet.imaging import IMAGE_STATES, plan_waves
 
     if not hosts:
         raise InputError("select the servers first")
@@ -177,7 +177,7 @@ def _prepare_lifecycle_job(fleet: Fleet, action: ActionSpec, hosts: list[str], l
                              "FLEET_PXE_INTERFACE): see docs/tui.md")
         order = sorted(hosts, key=lambda h: (rows[h].rack or "", rows[h].position or 0, h))
         prepared.plan_columns = ("wave", "servers")
-        for i, wave in enumerate(_waves(order, 1, 8)):
+        for i, wave in enumerate(plan_waves(order, 1, 8)):
             prepared.plan.append(("canary" if i == 0 else f"wave {i + 1}", ", ".join(wave)))
         prepared.notes += [f"installs {settings['os']}; PXE tree in {settings['root']}, served at "
                            f"{settings['manager_url']}" + (f" on {settings['interface']}" if settings["interface"]
