@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import insert, select
 
-from inventory.models import Credential, Disk, Nic, Server, WipeCertificate, utcnow
+from inventory.models import WipeCertificate, utcnow
 
 from .errors import DriverError, InputError, NotFound
 
@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from .service import Fleet
 
 __all__ = ["DECOMMISSION_STATES", "METHODS", "WIPE_SCRIPT", "DecommissionResult", "certificate_digest",
-           "certificates", "parse_wipe_output", "run_decommission"]
+           "certificates", "check_decommission", "parse_wipe_output", "run_decommission"]
 
 DECOMMISSION_STATES = ("new", "ready", "deployed", "maintenance", "failed", "quarantined", "decommissioning")
 METHODS = ("auto", "overwrite")
@@ -187,26 +187,25 @@ def _ts(text: str | None) -> datetime | None:
         return None
 
 
-def _rows(fleet: Fleet, hostnames: Sequence[str]) -> dict[str, Any]:
-    with fleet.engine.connect() as conn:
-        rows = {r.hostname: r for r in conn.execute(
-            select(Server.id, Server.hostname, Server.state, Server.serial, Server.primary_ip, Server.ssh_host_key,
-                   Server.bmc_host, Credential.name.label("cred"), Credential.username, Credential.secret,
-                   Credential.options)
-            .outerjoin(Credential, Credential.id == Server.ssh_credential_id)
-            .where(Server.hostname.in_(list(hostnames))))}
-        ids = [r.id for r in rows.values()]
-        first_ip: dict[int, str] = {}
-        for sid, ip in conn.execute(select(Nic.server_id, Nic.ip).where(Nic.server_id.in_(ids), Nic.ip.is_not(None))
-                                    .order_by(Nic.name)):
-            first_ip.setdefault(sid, ip)
-        disks: dict[int, list[Any]] = {}
-        for d in conn.execute(select(Disk.server_id, Disk.slot, Disk.serial, Disk.model)
-                              .where(Disk.server_id.in_(ids))):
-            disks.setdefault(d.server_id, []).append(d)
-    return {h: {"row": r, "address": r.primary_ip or first_ip.get(r.id), "disks": disks.get(r.id, [])}
-            for h, r in rows.items()}
+def check_decommission(fleet: Fleet, selector: Any) -> list[str]:
+    """The selected servers' host names, or :class:`InputError` naming every one whose state does not allow
+    decommissioning (nothing is changed either way)."""
+    hostnames = fleet.hostnames(selector)
+    if not hostnames:
+        raise NotFound(f"no servers match {fleet.selector(selector)!s}")
+    refused = [f"{r.hostname}: {r.state}" for r in fleet.servers(hostnames) if r.state not in DECOMMISSION_STATES]
+    if refused:
+        raise InputError(f"{len(refused)} server(s) cannot be decommissioned now: {'; '.join(refused[:10])}. "
+                         f"Decommissioning takes servers that are {', '.join(DECOMMISSION_STATES)}")
+    return hostnames
 
+
+def _rows(fleet: Fleet, hostnames: Sequence[str]) -> dict[str, Any]:
+    from .facts_ops import ssh_servers
+
+    known = ssh_servers(fleet, list(hostnames))
+    return {r.hostname: {"row": r, "address": known.address(r), "disks": known.disks.get(r.id, [])}
+            for r in known.rows}
 
 
 async def run_decommission(fleet: Fleet, selector: Any, *, finish: str = "retired", method: str = "auto",
@@ -223,14 +222,8 @@ async def run_decommission(fleet: Fleet, selector: Any, *, finish: str = "retire
     for dev in only_devices:
         if not re.fullmatch(r"[a-z][a-z0-9]{1,31}", dev):
             raise InputError(f"device names are like sda or nvme0n1, not {dev!r}")
-    hostnames = fleet.hostnames(selector)
-    if not hostnames:
-        raise NotFound(f"no servers match {fleet.selector(selector)!s}")
+    hostnames = check_decommission(fleet, selector)
     info = _rows(fleet, hostnames)
-    refused = [f"{h}: {info[h]['row'].state}" for h in hostnames if info[h]["row"].state not in DECOMMISSION_STATES]
-    if refused:
-        raise InputError(f"{len(refused)} server(s) cannot be decommissioned now: {'; '.join(refused[:10])}. "
-                         f"Decommissioning takes servers that are {', '.join(DECOMMISSION_STATES)}")
     result = DecommissionResult(job_id=0)
     sem = asyncio.Semaphore(concurrency)
     driver = fleet.driver("ssh")

@@ -26,7 +26,7 @@ from .facts import InventoryDisk, InventoryNic, ServerInventoryView, reconcile
 if TYPE_CHECKING:
     from .service import Fleet
 
-__all__ = ["FactsResult", "collect", "ssh_target"]
+__all__ = ["FactsResult", "SshServers", "collect", "ssh_servers", "ssh_target"]
 
 _PIN_STATES = ("new", "commissioning")
 _DRIFT_KINDS = {"serial-changed", "disk-missing", "disk-added", "disk-failing", "mac-moved", "mac-missing",
@@ -45,6 +45,45 @@ class FactsResult:
     def to_json(self) -> dict[str, Any]:
         return {"facts": self.facts, "drift": self.drift, "pinned": self.pinned, "errors": self.errors,
                 "events_opened": self.opened, "events_resolved": self.resolved}
+
+
+@dataclass
+class SshServers:
+    """Servers as SSH work needs them: rows (id, hostname, state, serial, primary_ip, ssh_host_key, bmc_host,
+    cred, username, secret, options) and, by server id, the inventory's disks, NICs and first NIC address."""
+
+    rows: list[Any]
+    disks: dict[int, list[InventoryDisk]]
+    nics: dict[int, list[InventoryNic]]
+    first_ip: dict[int, str]
+
+    def address(self, row: Any) -> str | None:
+        """Where to reach a server over SSH: its primary IP, else its first NIC's address (by NIC name)."""
+        return row.primary_ip or self.first_ip.get(row.id)
+
+
+def ssh_servers(fleet: Fleet, selector: Any, *, configured_only: bool = False) -> SshServers:
+    """The selected servers with their SSH credential rows and inventory disks and NICs (one read)."""
+    sel = fleet.selector(selector)
+    with fleet.engine.connect() as conn:
+        query = sel.apply(select(Server.id, Server.hostname, Server.state, Server.serial, Server.primary_ip,
+                                 Server.ssh_host_key, Server.bmc_host, Credential.name.label("cred"),
+                                 Credential.username, Credential.secret, Credential.options)
+                          .outerjoin(Credential, Credential.id == Server.ssh_credential_id))
+        if configured_only:
+            query = query.where(Server.ssh_credential_id.is_not(None))
+        rows = conn.execute(query).all()
+        ids = [r.id for r in rows]
+        out = SshServers(rows, {}, {}, {})
+        for sid, slot, serial, model in conn.execute(select(Disk.server_id, Disk.slot, Disk.serial, Disk.model)
+                                                     .where(Disk.server_id.in_(ids))):
+            out.disks.setdefault(sid, []).append(InventoryDisk(slot, serial, model))
+        for sid, name, mac, ip in conn.execute(select(Nic.server_id, Nic.name, Nic.mac, Nic.ip)
+                                               .where(Nic.server_id.in_(ids)).order_by(Nic.name)):
+            out.nics.setdefault(sid, []).append(InventoryNic(name, mac))
+            if ip and sid not in out.first_ip:
+                out.first_ip[sid] = ip
+    return out
 
 
 def ssh_target(fleet: Fleet, row: Any, address: str | None) -> tuple[Target | None, str]:
@@ -75,32 +114,14 @@ async def collect(fleet: Fleet, selector: str | Sequence[str] | None, *, concurr
     from .sweep import Finding, record_events
 
     result = FactsResult()
-    sel = fleet.selector(selector)
-    with fleet.engine.connect() as conn:
-        query = sel.apply(select(Server.id, Server.hostname, Server.state, Server.serial,
-                                 Server.primary_ip, Server.ssh_host_key, Credential.name.label("cred"),
-                                 Credential.username, Credential.secret, Credential.options)
-                          .outerjoin(Credential, Credential.id == Server.ssh_credential_id))
-        if configured_only:
-            query = query.where(Server.ssh_credential_id.is_not(None))
-        rows = conn.execute(query).all()
-        ids = [r.id for r in rows]
-        disks: dict[int, list[InventoryDisk]] = {}
-        nics: dict[int, list[InventoryNic]] = {}
-        first_ip: dict[int, str] = {}
-        for sid, slot, serial, model in conn.execute(select(Disk.server_id, Disk.slot, Disk.serial, Disk.model)
-                                                     .where(Disk.server_id.in_(ids))):
-            disks.setdefault(sid, []).append(InventoryDisk(slot, serial, model))
-        for sid, name, mac, ip in conn.execute(select(Nic.server_id, Nic.name, Nic.mac, Nic.ip)
-                                               .where(Nic.server_id.in_(ids)).order_by(Nic.name)):
-            nics.setdefault(sid, []).append(InventoryNic(name, mac))
-            if ip and sid not in first_ip:
-                first_ip[sid] = ip
+    known = ssh_servers(fleet, selector, configured_only=configured_only)
+    rows = known.rows
+    disks, nics = known.disks, known.nics
     driver = fleet.driver("ssh")
     sem = asyncio.Semaphore(concurrency)
 
     async def one(row: Any) -> tuple[Any, Any, str]:
-        target, why = ssh_target(fleet, row, row.primary_ip or first_ip.get(row.id))
+        target, why = ssh_target(fleet, row, known.address(row))
         if target is None:
             return row, None, why
         async with sem:

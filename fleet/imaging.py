@@ -48,7 +48,8 @@ from .errors import ConflictError, FleetError, InputError, NotFound, ValidationE
 if TYPE_CHECKING:
     from .service import Fleet
 
-__all__ = ["IMAGE_STATES", "ImageOptions", "ImageResult", "allocate_addresses", "plan_waves", "run_image"]
+__all__ = ["IMAGE_STATES", "ImageOptions", "ImageResult", "allocate_addresses", "image_waves", "plan_waves",
+           "run_image"]
 
 #: States a server may be imaged from (``deployed`` needs ``reimage``; ``deploying`` is a resume).
 IMAGE_STATES = ("ready", "maintenance")
@@ -226,6 +227,19 @@ def plan_waves(hosts: list[str], canary: int, wave: int) -> list[list[str]]:
     return out
 
 
+def image_waves(fleet: Fleet, selector: Any, *, canary: int = 1, wave: int = 8, reimage: bool = False
+                ) -> list[list[str]]:
+    """The waves imaging the selected servers would run (rack and position order, canary first); raises
+    :class:`InputError` naming every server that cannot be imaged now, as :func:`run_image` does."""
+    hostnames = fleet.hostnames(selector)
+    if not hostnames:
+        raise NotFound(f"no servers match {fleet.selector(selector)!s}")
+    _eligible(fleet, hostnames, reimage=reimage, resuming=set())
+    order = {r.hostname: (r.rack or "", r.position or 0) for r in fleet.servers(hostnames)}
+    hostnames.sort(key=lambda h: (order[h], h))
+    return plan_waves(hostnames, canary, wave)
+
+
 def _eligible(fleet: Fleet, hostnames: list[str], *, reimage: bool, resuming: set[str]) -> dict[str, Any]:
     with fleet.engine.connect() as conn:
         rows = {r.hostname: r for r in conn.execute(select(Server.hostname, Server.state, Server.bmc_host,
@@ -267,13 +281,7 @@ async def run_image(fleet: Fleet, selector: Any, options: ImageOptions, *, resum
         waves = job_row.params["waves"]
         selector_text = job_row.selector
     else:
-        hostnames = fleet.hostnames(selector)
-        if not hostnames:
-            raise NotFound(f"no servers match {fleet.selector(selector)!s}")
-        _eligible(fleet, hostnames, reimage=options.reimage, resuming=set())
-        order = {r.hostname: (r.rack or "", r.position or 0) for r in fleet.servers(hostnames)}
-        hostnames.sort(key=lambda h: (order[h], h))
-        waves = plan_waves(hostnames, options.canary, options.wave)
+        waves = image_waves(fleet, selector, canary=options.canary, wave=options.wave, reimage=options.reimage)
         servers = {h: {"step": "pending", "wave": i, "reason": "", "evidence": {}}
                    for i, wave in enumerate(waves) for h in wave}
         selector_text = str(fleet.selector(selector))

@@ -1016,6 +1016,19 @@ class Fleet(BrowseMixin, PxeMixin):
             opts = ImageOptions(os=os or "-", root=str(root or "-"), manager_url=manager_url or "-")
         return await run_image(self, selector, opts, resume=resume, progress=progress)
 
+    def image_waves(self, selector: str | Sequence[str] | None, *, canary: int = 1, wave: int = 8,
+                    reimage: bool = False) -> list[list[str]]:
+        """The waves :meth:`image` would run; refuses (InputError) servers that cannot be imaged now."""
+        from .imaging import image_waves
+
+        return image_waves(self, selector, canary=canary, wave=wave, reimage=reimage)
+
+    def decommission_check(self, selector: str | Sequence[str] | None) -> list[str]:
+        """The servers :meth:`decommission` would take; refuses (InputError) states that do not allow it."""
+        from .decommission import check_decommission
+
+        return check_decommission(self, selector)
+
     async def decommission(self, selector: str | Sequence[str] | None, *, finish: str = "retired",
                            method: str = "auto", power_off: bool = True, only_devices: Sequence[str] = (),
                            concurrency: int = 8) -> Any:

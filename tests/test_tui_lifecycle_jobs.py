@@ -89,7 +89,7 @@ async def test_imaging_a_server_that_is_not_ready_is_refused_before_any_confirma
         await keys(pilot, "enter")
         await settle(pilot, 0.2)
         assert not isinstance(app.screen, ConfirmAction)
-        assert any("cannot be imaged now (db02.par1: failed)" in str(n.message) for n in app._notifications)
+        assert any("cannot be imaged now: db02.par1: failed" in str(n.message) for n in app._notifications)
         await keys(pilot, "slash", "clear", "type:host=gpu01.par1", "escape", "a")
         _choose(app, "image")
         await keys(pilot, "enter")

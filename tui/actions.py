@@ -155,19 +155,13 @@ def image_settings() -> dict[str, Any]:
 
 def _prepare_lifecycle_job(fleet: Fleet, action: ActionSpec, hosts: list[str], limits: BlastRadius) -> Prepared:
     """Imaging and decommissioning: refuse what their workflows would refuse, show the waves or the wipe."""
-    from fleet.decommission import DECOMMISSION_STATES
     from fleet.errors import InputError
-    from fleet.imaging import IMAGE_STATES, plan_waves
 
     if not hosts:
         raise InputError("select the servers first")
-    rows = {r.hostname: r for r in fleet.servers(hosts)}
-    allowed = IMAGE_STATES if action.kind == "image" else DECOMMISSION_STATES
-    refused = [f"{h}: {rows[h].state}" for h in hosts if rows[h].state not in allowed]
-    if refused:
-        verb = "imaged" if action.kind == "image" else "decommissioned"
-        raise InputError(f"{len(refused)} server(s) cannot be {verb} now ({', '.join(refused[:5])}); "
-                         f"allowed: {', '.join(allowed)}")
+    waves = fleet.image_waves(hosts) if action.kind == "image" else None  # both refuse what their run would
+    if action.kind == "decommission":
+        fleet.decommission_check(hosts)
     verdict = limits.verdict("cycle", hosts, fleet.rack_occupancy(hosts))
     prepared = Prepared(action, hosts, verdict)
     if action.kind == "image":
@@ -175,9 +169,8 @@ def _prepare_lifecycle_job(fleet: Fleet, action: ActionSpec, hosts: list[str], l
         if not settings["manager_url"]:
             raise InputError("imaging from the TUI needs FLEET_PXE_MANAGER_URL (and FLEET_PXE_ROOT, "
                              "FLEET_PXE_INTERFACE): see docs/tui.md")
-        order = sorted(hosts, key=lambda h: (rows[h].rack or "", rows[h].position or 0, h))
         prepared.plan_columns = ("wave", "servers")
-        for i, wave in enumerate(plan_waves(order, 1, 8)):
+        for i, wave in enumerate(waves or []):
             prepared.plan.append(("canary" if i == 0 else f"wave {i + 1}", ", ".join(wave)))
         prepared.notes += [f"installs {settings['os']}; PXE tree in {settings['root']}, served at "
                            f"{settings['manager_url']}" + (f" on {settings['interface']}" if settings["interface"]
@@ -189,7 +182,7 @@ def _prepare_lifecycle_job(fleet: Fleet, action: ActionSpec, hosts: list[str], l
         prepared.plan_columns = ("server", "state", "SSH", "disks on record")
         for h in hosts:
             detail = fleet.server(h)
-            prepared.plan.append((h, rows[h].state, detail.ssh_credential or "none (cannot wipe)",
+            prepared.plan.append((h, detail.row.state, detail.ssh_credential or "none (cannot wipe)",
                                   ", ".join(f"{d.get('slot')}:{d.get('serial')}" for d in detail.disks) or "-"))
         prepared.notes += ["every disk is wiped over SSH (NVMe format, secure discard, ATA secure erase, else "
                            "overwrite), verified, and certified; then power off and retired",
