@@ -10,6 +10,11 @@
     │   └── IllegalTransition              a lifecycle move the state machine refuses
     ├── NotFound (LookupError)             no such server, rack, credential...: exit code 2
     ├── SecretError                        the encryption key is missing or does not fit: exit code 1
+    ├── Unavailable                        this machine lacks what the command needs; says the remedy
+    │   ├── MissingDependency              an optional program or Python package is not installed
+    │   ├── PortInUse (OSError)            an address and port we must listen on is taken
+    │   └── NeedsRoot (PermissionError)    the command needs root (or a capability) it does not have
+    ├── Busy                               another writer holds the inventory; retry: exit code 75
     └── DriverError                        talking to a device failed (target, operation): exit code 1
         ├── RetryableError                 worth another try later
         │   ├── DeviceTimeout (TimeoutError)
@@ -26,6 +31,7 @@ from __future__ import annotations
 
 __all__ = [
     "AuthFailed",
+    "Busy",
     "ConflictError",
     "DeviceTimeout",
     "DeviceUnreachable",
@@ -35,11 +41,15 @@ __all__ = [
     "IllegalTransition",
     "ImportFailed",
     "InputError",
+    "MissingDependency",
+    "NeedsRoot",
     "NotFound",
+    "PortInUse",
     "ProfileError",
     "RetryableError",
     "SecretError",
     "SelectorError",
+    "Unavailable",
     "Unsupported",
     "ValidationError",
 ]
@@ -126,6 +136,37 @@ class NotFound(FleetError, LookupError):
 
 class SecretError(FleetError):
     """The secret key is missing, unreadable, or does not decrypt this inventory's credentials."""
+
+
+class Unavailable(FleetError):
+    """This machine lacks something the command needs (a program, a package, a free port, root).
+
+    An expected condition, not a bug: the message says what is missing and ``remedy`` how to get it,
+    on one line (``"snmpsim is not installed: pip install 'rackfleet[lab]'"``).
+    """
+
+    def __init__(self, message: str, *, remedy: str = "") -> None:
+        self.message = message
+        self.remedy = remedy
+        super().__init__(f"{message}: {remedy}" if remedy else message)
+
+
+class MissingDependency(Unavailable):
+    """An optional program or Python package is not installed."""
+
+
+class PortInUse(Unavailable, OSError):
+    """An address and port this command must listen on is taken by another process."""
+
+
+class NeedsRoot(Unavailable, PermissionError):
+    """The command needs root (or a capability such as binding port 623) that this process lacks."""
+
+
+class Busy(FleetError):
+    """Another writer held the inventory longer than we wait (the message says how long): retry later."""
+
+    exit_code = 75  # EX_TEMPFAIL, as a sweep that finds another sweep running
 
 
 class DriverError(FleetError):
