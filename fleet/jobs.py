@@ -12,14 +12,17 @@ State lives in the database only, so a later worker on another host can take a j
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import OperationalError
 
 from inventory.models import Job, utcnow
@@ -69,8 +72,10 @@ def mark_interrupted(engine: Any) -> int:
             dead.append(job_id)
     if dead:
         with engine.begin() as conn:
+            # It ended when it was last heard of (its heartbeat), not when someone noticed.
             conn.execute(update(Job).where(Job.id.in_(dead), Job.status == "running")
-                         .values(status="interrupted", finished_at=utcnow()))
+                         .values(status="interrupted",
+                                 finished_at=func.coalesce(Job.heartbeat_at, Job.started_at, Job.created_at)))
     return len(dead)
 
 
@@ -82,8 +87,12 @@ class JobTracker:
     """
 
     def __init__(self, fleet: Any, kind: str, selector: str = "", *, params: dict[str, Any] | None = None,
-                 total: int = 0, min_write_s: float = 0.5, job_id: int | None = None) -> None:
+                 total: int = 0, min_write_s: float = 0.5, job_id: int | None = None,
+                 sessions: Callable[[], AbstractContextManager[Any]] | None = None, actor: str | None = None) -> None:
+        #: ``fleet`` may be None when ``sessions`` (a committing session factory) and ``actor`` are given.
         self.fleet = fleet
+        self._sessions = sessions or fleet._session
+        self.actor = actor if actor is not None else fleet.actor
         self.kind = kind
         self.selector = selector[:512]
         self.params = dict(params or {})
@@ -96,6 +105,7 @@ class JobTracker:
         self._min_write_s = min_write_s
         self._last_write = 0.0
         self._started = utcnow()
+        self._trailing: Any = None  # the deferred write of throttled progress (asyncio handle)
 
     def __enter__(self) -> JobTracker:
         self._started = utcnow()
@@ -108,11 +118,11 @@ class JobTracker:
         the row is written at the next progress or at the end."""
         now = utcnow()
         try:
-            with self.fleet._session() as s:
+            with self._sessions() as s:
                 if self.id is None:
                     self.id = s.execute(insert(Job).values(
                         kind=self.kind, selector=self.selector, params=self.params, status="running",
-                        total=self.total, actor=self.fleet.actor, owner=_owner(), created_at=self._started,
+                        total=self.total, actor=self.actor, owner=_owner(), created_at=self._started,
                         started_at=self._started, heartbeat_at=now, result={}).returning(Job.id)).scalar_one()
                 else:  # taking over (resuming) an existing job
                     s.execute(update(Job).where(Job.id == self.id).values(
@@ -127,7 +137,9 @@ class JobTracker:
     def progress(self, done: int | None = None, *, failed: int | None = None, total: int | None = None,
                  advance: int = 0, force: bool = False, **result: Any) -> None:
         """Update counters (absolute ``done``/``failed``/``total`` or ``advance``); written at most every
-        ``min_write_s`` unless ``force``. Keyword arguments merge into the job's result."""
+        ``min_write_s`` unless ``force``; a throttled update is written when the interval is up even if no
+        further call comes (a trailing write, inside an event loop), and always at the end. Keyword
+        arguments merge into the job's result."""
         if done is not None:
             self.done = done
         self.done += advance
@@ -138,8 +150,24 @@ class JobTracker:
         self.result.update(result)
         now = time.monotonic()
         if force or now - self._last_write >= self._min_write_s:
-            self._write()
-            self._last_write = now
+            self._flush()
+        elif self._trailing is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                return
+            self._trailing = loop.call_later(self._min_write_s - (now - self._last_write), self._flush)
+
+    def phase(self, name: str) -> None:
+        """Enter a phase of the job (``reading``, ``writing``...): recorded in its result, written now."""
+        self.progress(force=True, phase=name)
+
+    def _flush(self) -> None:
+        if self._trailing is not None:
+            self._trailing.cancel()
+            self._trailing = None
+        self._write()
+        self._last_write = time.monotonic()
 
     def save_params(self, **params: Any) -> None:
         """Persist resumable state now (imaging keeps its per-server progress here)."""
@@ -152,7 +180,7 @@ class JobTracker:
             try:
                 if self.id is None and not self._insert_or_take_over():
                     raise OperationalError("insert job", {}, Exception("database is locked"))
-                with self.fleet._session() as s:
+                with self._sessions() as s:
                     s.execute(update(Job).where(Job.id == self.id).values(
                         done=self.done, failed=self.failed, total=self.total, result=dict(self.result),
                         params=dict(self.params), heartbeat_at=utcnow(), **extra))
@@ -166,6 +194,9 @@ class JobTracker:
                     "its end could not be recorded" if final else "progress not recorded this time")
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        if self._trailing is not None:
+            self._trailing.cancel()
+            self._trailing = None
         if exc is not None:
             cancelled = isinstance(exc, (KeyboardInterrupt, SystemExit)) or exc_type.__name__ == "CancelledError"
             self.status = "cancelled" if cancelled else "failed"

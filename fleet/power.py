@@ -27,6 +27,7 @@ from typing import Any, Literal
 
 from .drivers.base import PowerControl, Target
 from .errors import DriverError, FleetError, InputError
+from .jobsteps import SendStopped
 
 __all__ = [
     "ACTIONS",
@@ -95,7 +96,10 @@ class PowerResult:
     ok: bool
     before: str = "unknown"
     after: str = "unknown"
-    outcome: str = ""  # done | already | skipped | unknown-state | failed | timeout | status
+    #: done | already | skipped | unknown-state | failed | timeout | status; and for a job cut short:
+    #: not-sent (stopped before its command), unconfirmed (sent, stopped before confirming), confirmed
+    #: (sent by an earlier run of the job, confirmed on resume by reading its state, not acted on again)
+    outcome: str = ""
     error: str = ""
     elapsed_s: float = 0.0
     wave: int = 0
@@ -118,6 +122,13 @@ class PowerPlan:
     confirm_timeout_s: float = 60.0
     poll_interval_s: float = 1.0
     progress: Callable[[PowerResult], None] | None = None
+    #: Awaited after the decision to act and before the command goes out (a durable "sent" mark, see
+    #: :class:`fleet.jobsteps.SendGate`); raising :class:`~fleet.jobsteps.SendStopped` leaves the target alone.
+    gate: Callable[[str], Awaitable[None]] | None = None
+    #: Targets an earlier run of the same job sent the command to: confirmed by query, never acted on again.
+    confirm_only: frozenset[str] = frozenset()
+    #: Set (SIGTERM, cancel): no new command is sent and confirmation polls end at their next turn.
+    stop: asyncio.Event | None = None
     waves: list[list[int]] = field(default_factory=list, init=False)
 
     def __post_init__(self) -> None:
@@ -146,6 +157,11 @@ async def _one(plan: PowerPlan, index: int, wave: int, sem: asyncio.Semaphore) -
     target, driver = plan.targets[index]
     result = PowerResult(target.name, plan.action, ok=False, wave=wave)
     start = time.monotonic()
+    if plan.stop is not None and plan.stop.is_set() and plan.action != "status":
+        result.outcome, result.error = "not-sent", "stopped before its command was sent"
+        return result
+    if target.name in plan.confirm_only and plan.action != "status":
+        return await _confirm(plan, target, driver, result, start, sem, resumed=True)
     async with sem:
         try:
             result.before = await _status(driver, target)
@@ -171,16 +187,33 @@ async def _one(plan: PowerPlan, index: int, wave: int, sem: asyncio.Semaphore) -
             result.error = f"server is off: not {plan.action}d (power it on instead)"
             result.elapsed_s = time.monotonic() - start
             return result
+        if plan.gate is not None:
+            try:
+                await plan.gate(target.name)
+            except SendStopped as exc:
+                result.outcome, result.error = "not-sent", str(exc)
+                result.elapsed_s = time.monotonic() - start
+                return result
         try:
             await _act(driver, target, plan.action)
         except DriverError as exc:
             result.outcome, result.error = "failed", str(exc)
             result.elapsed_s = time.monotonic() - start
             return result
-    # Confirmation polls outside the semaphore so waiting servers do not starve the others.
+    return await _confirm(plan, target, driver, result, start, sem)
+
+
+async def _confirm(plan: PowerPlan, target: Target, driver: PowerControl, result: PowerResult, start: float,
+                   sem: asyncio.Semaphore, *, resumed: bool = False) -> PowerResult:
+    """Poll until the goal state or the deadline (outside the semaphore, so waiting servers do not
+    starve the others). ``resumed``: the command was sent by an earlier run; only its state is read."""
+    goal = _GOAL[plan.action]
     deadline = start + plan.confirm_timeout_s
     last_error = ""
     while True:
+        if plan.stop is not None and plan.stop.is_set():
+            result.outcome, result.error = "unconfirmed", "stopped before the state was confirmed"
+            break
         try:
             async with sem:
                 result.after = await _status(driver, target)
@@ -188,7 +221,7 @@ async def _one(plan: PowerPlan, index: int, wave: int, sem: asyncio.Semaphore) -
         except DriverError as exc:
             result.after, last_error = "unknown", str(exc)
         if result.after == goal:
-            result.ok, result.outcome = True, "done"
+            result.ok, result.outcome = True, "confirmed" if resumed else "done"
             break
         if time.monotonic() + plan.poll_interval_s > deadline:
             result.outcome = "timeout"

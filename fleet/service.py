@@ -661,19 +661,28 @@ class Fleet(BrowseMixin, PxeMixin):
     async def power(self, action: str, selector: str | Sequence[str] | Selector | None, *, force: bool = False,
                     concurrency: int = 64, wave_size: int = 0, stagger_s: float = 0.0,
                     confirm_timeout_s: float = 60.0, poll_interval_s: float = 1.0,
-                    limits: Any = None, progress: Any = None, budget: bool = False) -> list[Any]:
+                    limits: Any = None, progress: Any = None, budget: bool = False,
+                    resume: int | None = None, stop: Any = None) -> list[Any]:
         """Query, act and confirm ``action`` on the selected servers (see :mod:`fleet.power`). Audited.
 
-        With ``budget`` (``on`` only), servers are switched on in the waves of :meth:`power_on_plan`,
-        an inrush window apart; servers that would put a feed, UPS or PDU over capacity are not switched.
+        A disruptive action runs as a job with a step per server, "sent" recorded before each command
+        (:mod:`fleet.power_job`); ``resume`` (a job id; ``action``/``selector`` are then the job's)
+        confirms what that job sent and acts only on what it never sent. ``stop`` (an asyncio.Event)
+        stops sending. With ``budget`` (``on`` only), servers are switched on in the waves of
+        :meth:`power_on_plan`, an inrush window apart; servers that would put a feed, UPS or PDU over
+        capacity are not switched.
         """
         if budget:
             if action != "on":
                 raise InputError("--budget plans a power-on: use it with 'on'")
             return await self._budgeted_on(selector, concurrency=concurrency, confirm_timeout_s=confirm_timeout_s,
                                            poll_interval_s=poll_interval_s, progress=progress, max_wave=wave_size)
-        from .power import ACTIONS, BlastRadius, PowerPlan, PowerResult, check_blast_radius, run_power, summarise
+        from .power import ACTIONS, BlastRadius, PowerPlan, check_blast_radius, run_power
+        from .power_job import resume_spec, run_power_job
 
+        spec = resume_spec(self.engine, self._session, resume) if resume is not None else None
+        if spec is not None:
+            action, selector = spec.action, [f"host={','.join(sorted(spec.states))}"]
         if action not in ACTIONS:
             raise InputError(f"unknown power action {action!r}; actions: {', '.join(ACTIONS)}")
         sel = parse_selector(selector)
@@ -683,52 +692,34 @@ class Fleet(BrowseMixin, PxeMixin):
         hostnames = [h for h, _, _ in targets]
         if not targets and not problems:
             raise NotFound(f"no servers match {str(sel)!r}")
-        try:
-            everyone = hostnames + [p.split(":")[0] for p in problems]
-            reasons = check_blast_radius(limits or BlastRadius(), action, everyone, self.rack_occupancy(everyone),
-                                         force=force)
-        except InputError as exc:
-            if action != "status":
-                self.audit_failure(f"power.{action}", hostnames, exc, refused=True)
-            raise
+        if spec is not None:  # the job's own limits were checked (or forced) when it started
+            reasons = spec.forced_past
+        else:
+            try:
+                everyone = hostnames + [p.split(":")[0] for p in problems]
+                reasons = check_blast_radius(limits or BlastRadius(), action, everyone,
+                                             self.rack_occupancy(everyone), force=force)
+            except InputError as exc:
+                if action != "status":
+                    self.audit_failure(f"power.{action}", hostnames, exc, refused=True)
+                raise
         pairs = []
         for _, target, profile in targets:
             names = profile.drivers_for("power") if profile is not None else ("ipmi",)
             pairs.append((target, self.driver(names[0] if names else "ipmi")))
+        options = dict(concurrency=concurrency, wave_size=wave_size, stagger_s=stagger_s,
+                       confirm_timeout_s=confirm_timeout_s, poll_interval_s=poll_interval_s)
         if action == "status":
-            plan = PowerPlan(action, pairs, concurrency=concurrency, wave_size=wave_size, stagger_s=stagger_s,
-                             confirm_timeout_s=confirm_timeout_s, poll_interval_s=poll_interval_s, progress=progress)
-            results = await run_power(plan)
-        else:
-            from .jobs import JobTracker
+            results = await run_power(PowerPlan(action, pairs, progress=progress, **options))  # type: ignore[arg-type]
+            from .power import PowerResult
 
-            with JobTracker(self, "power", str(sel), params={"action": action, "wave_size": wave_size},
-                            total=len(targets) + len(problems), min_write_s=0.25) as job:
-                def tick(res: Any) -> None:
-                    job.progress(advance=1 if res.ok else 0, failed=job.failed + (0 if res.ok else 1))
-                    if progress is not None:
-                        progress(res)
-
-                plan = PowerPlan(action, pairs, concurrency=concurrency, wave_size=wave_size,
-                                 stagger_s=stagger_s, confirm_timeout_s=confirm_timeout_s,
-                                 poll_interval_s=poll_interval_s, progress=tick)
-                results = await run_power(plan)
-                job.failed += len(problems)
-                job.result["outcomes"] = summarise(results)
-        for problem in problems:
-            host, _, why = problem.partition(": ")
-            results.append(PowerResult(host, action, ok=False, outcome="failed", error=why))
-        results.sort(key=lambda r: r.hostname)
-        if action != "status":
-            counts = summarise(results)
-            ok = sum(r.ok for r in results)
-            verdict = "ok" if ok == len(results) else ("failed" if ok == 0 else "partial")
-            with self._session() as s:
-                self._audit(s, f"power.{action}", [r.hostname for r in results], verdict, outcomes=counts,
-                            forced_past=reasons,
-                            failures={r.hostname: r.error for r in results if not r.ok and r.error}
-                            if len(results) <= 200 else {"count": len(results) - ok})
-        return results
+            for problem in problems:
+                host, _, why = problem.partition(": ")
+                results.append(PowerResult(host, action, ok=False, outcome="failed", error=why))
+            return sorted(results, key=lambda r: r.hostname)
+        return await run_power_job(self._session, self.actor, action, spec.selector if spec else str(sel), pairs,
+                                   problems, forced_past=reasons, progress=progress, stop=stop, resume=spec,
+                                   **(spec.options if spec else options))
 
     def power_loads(self, hostnames: Sequence[str]) -> tuple[dict[str, Any], list[str]]:
         """Each server's draw (from its profile) and the feeds, UPSes and PDUs on its power path.
@@ -1069,7 +1060,12 @@ class Fleet(BrowseMixin, PxeMixin):
             j = s.get(Job, job_id)
             if j is None:
                 raise NotFound(f"no job {job_id}")
-            return _job_row(j)
+            row = _job_row(j)
+        from dataclasses import replace
+
+        from .jobsteps import steps_of
+
+        return replace(row, steps=tuple(steps_of(self._session, job_id)))
 
     def work_orders(self, *, status: str | None = "open") -> list[dict[str, Any]]:
         """Work orders (RMA, battery replacement), newest first, for people or a ticketing system."""

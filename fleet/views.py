@@ -215,6 +215,8 @@ class JobRow:
     heartbeat_at: datetime | None
     params: dict[str, Any]
     result: dict[str, Any]
+    #: Per-target steps (:class:`fleet.jobsteps.StepRow`), loaded for one job (``fleet jobs ID``), else None.
+    steps: tuple[Any, ...] | None = None
 
     @property
     def fraction(self) -> float | None:
@@ -226,7 +228,8 @@ class JobRow:
                 "total": self.total, "done": self.done, "failed": self.failed, "actor": self.actor,
                 "owner": self.owner, "created_at": _ts(self.created_at), "started_at": _ts(self.started_at),
                 "finished_at": _ts(self.finished_at), "heartbeat_at": _ts(self.heartbeat_at),
-                "params": self.params, "result": self.result}
+                "params": self.params, "result": self.result,
+                **({"steps": [st.to_json() for st in self.steps]} if self.steps is not None else {})}
 
 
 @dataclass(frozen=True)

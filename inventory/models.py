@@ -37,6 +37,7 @@ __all__ = [
     "Event",
     "IpPool",
     "Job",
+    "JobStep",
     "Meta",
     "Nic",
     "Outlet",
@@ -324,6 +325,9 @@ class ServerState(SQLModel, table=True):
     server_id: int = Field(foreign_key="servers.id", primary_key=True, ondelete="CASCADE")
     updated_at: datetime = Field(default_factory=utcnow)
     power: str = Field(default="unknown", max_length=8)
+    #: When ``power`` was last read, and by what ("sweep", or the power job that confirmed it).
+    power_at: datetime | None = Field(default=None)
+    power_source: str = Field(default="", max_length=64)
     health: str = Field(default="unknown", max_length=8, index=True)
     bmc_reachable: bool | None = Field(default=None)
     last_seen: datetime | None = Field(default=None)
@@ -389,6 +393,25 @@ class Job(SQLModel, table=True):
     started_at: datetime | None = Field(default=None)
     finished_at: datetime | None = Field(default=None)
     heartbeat_at: datetime | None = Field(default=None)
+
+
+class JobStep(SQLModel, table=True):
+    """One target of a job and how far its action got: ``pending -> sent -> confirmed | failed | expired``.
+
+    "sent" is committed before the command goes out, so a job cut short (kill -9, a lost worker) says
+    which targets were acted on, and a resume confirms those by reading their state instead of acting
+    again (at most once per target per job). See :mod:`fleet.jobsteps`.
+    """
+
+    __tablename__ = "job_steps"
+    __table_args__ = (UniqueConstraint("job_id", "target"), Index("ix_job_steps_job_state", "job_id", "state"))
+    id: int | None = Field(default=None, sa_column=Column(_BigId, primary_key=True, autoincrement=True))
+    job_id: int = Field(foreign_key="jobs.id", ondelete="CASCADE")
+    target: str = Field(max_length=253)
+    state: str = Field(default="pending", max_length=16)
+    sent_at: datetime | None = Field(default=None)
+    updated_at: datetime = Field(default_factory=utcnow)
+    detail: dict = _json_column()
 
 
 class Audit(SQLModel, table=True):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import sys
 from typing import Any
 
@@ -18,8 +19,10 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p = sub.add_parser("power", parents=[common], help="power status/on/off/cycle/reset/soft through the BMCs",
                        description="Query first, act, then confirm by query. Servers whose state cannot be "
                        "read are reported and left alone.")
-    p.add_argument("action", choices=("status", "on", "off", "cycle", "reset", "soft"))
-    p.add_argument("selector", nargs="+", help="which servers, e.g. rack=R12 or web-1")
+    p.add_argument("action", nargs="?", choices=("status", "on", "off", "cycle", "reset", "soft"))
+    p.add_argument("selector", nargs="*", help="which servers, e.g. rack=R12 or web-1")
+    p.add_argument("--resume", type=int, metavar="JOB",
+                   help="continue an interrupted power job: confirm what it sent, act on what it never sent")
     p.add_argument("--yes", "-y", action="store_true", help="do not ask before a disruptive action")
     p.add_argument("--force", action="store_true", help="go past the blast-radius limits")
     p.add_argument("--wave", type=int, default=0, metavar="N", help="act on N servers at a time")
@@ -81,16 +84,21 @@ async def _power(fleet: Fleet, args: argparse.Namespace, out: Out) -> list[Any]:
 
         bar = Progress(TextColumn(f"power {args.action}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                        console=out.err, transient=True)
-        task = bar.add_task("power", total=fleet.count(args.selector))
+        task = bar.add_task("power", total=fleet.count(args.selector) if args.selector else None)
         bar.start()
 
         def progress(_result: Any) -> None:
             bar.advance(task)
+    stop = asyncio.Event()  # SIGTERM: send nothing more, record what was sent, exit non-zero
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
     try:
         return await fleet.power(args.action, args.selector, force=args.force, concurrency=args.concurrency,
                                  wave_size=args.wave, stagger_s=args.stagger, confirm_timeout_s=args.timeout,
-                                 limits=limits, progress=progress, budget=args.budget)
+                                 limits=limits, progress=progress, budget=args.budget, resume=args.resume,
+                                 stop=stop)
     finally:
+        loop.remove_signal_handler(signal.SIGTERM)
         if bar is not None:
             bar.stop()
         await fleet.aclose()
@@ -100,9 +108,16 @@ def cmd_power(args: argparse.Namespace, out: Out) -> int:
     fleet = Fleet.open(args.db)
     if args.plan and not args.budget:
         raise InputError("--plan goes with --budget")
+    if args.resume is not None:
+        if args.budget or args.selector:
+            raise InputError("--resume JOB takes the job's action and servers: give no selector or --budget")
+        job = fleet.job(args.resume)
+        _confirm(out, f"resume power job {args.resume} ({job.params.get('action', '?')} {job.selector})?", args.yes)
+    elif args.action is None or not args.selector:
+        raise InputError("name an action and the servers (fleet power cycle rack=R12), or --resume JOB")
     if args.budget and args.plan:
         return _show_plan(fleet, args, out)
-    if args.action in DISRUPTIVE:
+    if args.resume is None and args.action in DISRUPTIVE:
         hosts = fleet.hostnames(args.selector)
         if not hosts:
             raise InputError(f"no servers match {' '.join(args.selector)!r}")
@@ -115,8 +130,14 @@ def cmd_power(args: argparse.Namespace, out: Out) -> int:
         out.table(["HOST", "BEFORE", "AFTER", "RESULT", "SECONDS", "ERROR"],
                   [(r.hostname, r.before, r.after, r.outcome, f"{r.elapsed_s:.1f}", r.error) for r in results])
     failed = [r for r in results if not r.ok]
+    job_id = getattr(results, "job_id", None)
+    if getattr(results, "stopped", False):
+        out.error(f"stopped (SIGTERM): {sum(r.outcome == 'not-sent' for r in results)} server(s) not acted on; "
+                  f"what was sent is recorded in job {job_id}: fleet power --resume {job_id}")
+        return 143
     if failed and not args.json:
-        out.error(f"{len(failed)} of {len(results)} server(s) did not reach the goal")
+        out.error(f"{len(failed)} of {len(results)} server(s) did not reach the goal"
+                  + (f" (job {job_id})" if job_id else ""))
     return 1 if failed else 0
 
 

@@ -239,6 +239,11 @@ def cmd_jobs(args: argparse.Namespace, out: Out) -> int:
               [(r.id, r.kind, r.selector[:40], r.status, r.done, r.failed, r.total,
                 r.started_at.isoformat(timespec="seconds") if r.started_at else "",
                 r.finished_at.isoformat(timespec="seconds") if r.finished_at else "", r.actor) for r in rows])
+    if args.job_id and rows[0].steps:
+        out.table(["TARGET", "STEP", "OUTCOME", "SENT", "ERROR"],
+                  [(st.target, st.state, st.detail.get("outcome", ""),
+                    st.sent_at.isoformat(timespec="seconds") if st.sent_at else "", st.detail.get("error", ""))
+                   for st in rows[0].steps])
     if args.job_id and rows[0].result:
         import json
 
