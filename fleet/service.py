@@ -944,8 +944,9 @@ class Fleet(BrowseMixin, PxeMixin):
 
         with JobTracker(self, "sweep", str(parse_selector(selector)), params={"ups": ups}) as job:
             result = await sweep(self, selector, ups=ups, concurrency=concurrency, min_interval_s=min_interval_s,
-                                 probe_all=probe_all, progress=lambda n, total=None: job.progress(
-                                     advance=n, total=total, force=total is not None))
+                                 probe_all=probe_all, progress=lambda n, total=None, phase=None: job.progress(
+                                     advance=n, total=total, force=total is not None or phase is not None,
+                                     **({"phase": phase} if phase else {})))
             job.failed = len(result.errors)
             job.done = max(0, result.servers - result.servers_skipped - job.failed)
             job.total = max(job.total, result.servers - result.servers_skipped)

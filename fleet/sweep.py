@@ -115,8 +115,9 @@ async def sweep(fleet: Fleet, selector: str | Sequence[str] | None = None, *, up
     """Run one sweep over the selected servers (and every UPS when ``ups``); see the module docstring.
 
     ``probe_all`` reads every BMC now, whatever its circuit breaker and minimum interval say.
-    ``progress(advance, total=None)`` is called once with the number of servers due (``advance`` 0)
-    and then as each server's reads finish (``advance`` 1).
+    ``progress(advance, total=None, phase=None)`` is called once with the number of servers due
+    (``advance`` 0, phase ``reading``), then as each server's reads finish (``advance`` 1), and at each
+    later phase (``ups``, ``writing``) so the job's row says where the sweep is.
     """
     now = now or utcnow()
     started = time.monotonic()
@@ -144,7 +145,7 @@ async def sweep(fleet: Fleet, selector: str | Sequence[str] | None = None, *, up
         (skipped if (breaker_open or too_soon) and not probe_all else due).append((host, target, profile))
     result.servers_skipped = len(skipped)
     if progress is not None:
-        progress(0, len(due))
+        progress(0, len(due), phase="reading")
     reads = await asyncio.gather(*(_read_server(fleet, t, p, int(prior.get(ids[h], {}).get("sel_last", 0)), sem,
                                                 progress) for h, t, p in due))
     overrides = fleet.threshold_overrides([h for h, _, _ in due]) if due else {}
@@ -164,7 +165,8 @@ async def sweep(fleet: Fleet, selector: str | Sequence[str] | None = None, *, up
             kind = "bmc-auth-failed" if got.get("auth") else "bmc-unreachable"
             findings.append(Finding("server", sid, host, kind, "critical", got["error"][:500]))
             judged[("server", sid)] = {"bmc-unreachable", "bmc-auth-failed"}
-            states.append({"server_id": sid, "updated_at": now, "power": "unknown", "health": "critical",
+            states.append({"server_id": sid, "updated_at": now, "power": "unknown", "power_at": None,
+                           "power_source": "sweep", "health": "critical",
                            "bmc_reachable": False, "last_seen": _parse(summary.get("last_seen")),
                            "last_error": got["error"][:256], "summary": summary})
             continue
@@ -205,11 +207,14 @@ async def sweep(fleet: Fleet, selector: str | Sequence[str] | None = None, *, up
             worst = "critical"
         summary.update(failures=0, next_probe_at=None, last_read_at=now.replace(tzinfo=None).isoformat(),
                        sel_last=got.get("sel_last", summary.get("sel_last", 0)), last_seen=now.isoformat())
-        states.append({"server_id": sid, "updated_at": now, "power": got["power"], "health": worst,
+        states.append({"server_id": sid, "updated_at": now, "power": got["power"], "power_at": now,
+                       "power_source": "sweep", "health": worst,
                        "bmc_reachable": True, "last_seen": now, "last_error": "", "summary": summary})
     if ups:
         from .ups import _ups_rows, ups_status
 
+        if progress is not None:
+            progress(0, phase="ups")
         ups_ids = {u.name: u.id for u, *_ in _ups_rows(fleet, None)}
         ups_reads = await ups_status(fleet, None, record=True)
         result.ups = len(ups_reads)
@@ -231,6 +236,8 @@ async def sweep(fleet: Fleet, selector: str | Sequence[str] | None = None, *, up
                 findings.append(Finding("ups", uid, r.name, "ups-low-runtime", "critical", f"{status}{runtime}"))
             if "replace-battery" in status:
                 findings.append(Finding("ups", uid, r.name, "ups-battery-failing", "warning", status))
+    if progress is not None:
+        progress(0, phase="writing")
     t0 = time.monotonic()
     result.readings = len(readings)
     for attempt in range(5):  # a database locked for longer than its busy timeout: wait and write again

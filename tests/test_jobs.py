@@ -78,3 +78,61 @@ def test_a_silent_job_of_another_host_reads_as_interrupted_after_its_heartbeat_g
         assert fleet.job(job.id).status == "interrupted"
         job.status = "interrupted"
     assert fleet.job(job.id).status == "interrupted"
+
+
+def test_an_interrupted_jobs_finish_time_is_its_last_heartbeat_not_when_it_was_noticed(fleet: Fleet) -> None:
+    beat = utcnow() - timedelta(hours=2)
+    with JobTracker(fleet, "sweep", "") as job:
+        with fleet._session() as s:
+            s.execute(update(Job).where(Job.id == job.id).values(owner="elsewhere:1", heartbeat_at=beat))
+        row = fleet.job(job.id)
+        assert row.status == "interrupted"
+        assert abs((row.finished_at - beat).total_seconds()) < 1, "it ended when it was last heard of"
+        job.status = "interrupted"
+
+
+def test_throttled_progress_is_written_when_its_interval_is_up_even_without_a_further_call(fleet: Fleet) -> None:
+    import asyncio
+
+    async def run() -> tuple[int, int, str]:
+        with JobTracker(fleet, "sweep", "", total=0, min_write_s=0.3) as job:
+            job.progress(0, total=3, force=True)
+            job.progress(advance=3)  # within the interval: throttled
+            throttled = fleet.job(job.id).done
+            await asyncio.sleep(0.6)  # the sweep is busy elsewhere (UPS polls, its write)
+            later = fleet.job(job.id).done
+            job.phase("writing")
+            return throttled, later, fleet.job(job.id).result["phase"]
+
+    assert asyncio.run(run()) == (0, 3, "writing")
+
+
+
+def test_job_steps_move_pending_sent_final_never_back_and_sent_marks_are_group_committed(fleet: Fleet) -> None:
+    import asyncio
+
+    from fleet.jobsteps import SendGate, SendStopped, StepLog
+
+    with JobTracker(fleet, "power", "") as job:
+        log = StepLog(fleet._session, job.id)
+        assert log.open([f"h{i}" for i in range(100)]) == 100 and log.open(["h0", "h100"]) == 1
+        committed: list[int] = []
+
+        async def run() -> None:
+            gate = SendGate(log, also=lambda s, moved: committed.append(len(moved)))
+            await asyncio.gather(*(gate.sent(f"h{i}") for i in range(100)))
+            assert gate.commits == len(committed) < 100  # a batch per commit, not a commit per target
+            with pytest.raises(SendStopped):  # already sent in this job: never twice
+                await gate.sent("h0")
+            stop = asyncio.Event()
+            stop.set()
+            with pytest.raises(SendStopped):
+                await SendGate(log, stop=stop).sent("h100")
+
+        asyncio.run(run())
+        assert sum(committed) == 100
+        log.finish({"h0": ("confirmed", {"outcome": "done"}), "h1": ("failed", {"error": "timeout"})})
+        log.finish({"h0": ("failed", {})})  # final stays final
+        states = log.states()
+        assert (states["h0"], states["h1"], states["h2"], states["h100"]) == ("confirmed", "failed", "sent", "pending")
+        assert fleet.job(job.id).steps[0].to_json()["outcome"] == "done"
