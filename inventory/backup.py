@@ -74,7 +74,10 @@ def _b64(data: bytes) -> str:
 def _unb64(text: Any, what: str) -> bytes:
     if not isinstance(text, str):
         raise binascii.Error(what)
-    return base64.b64decode(text.encode("ascii"), validate=True)
+    data = base64.b64decode(text.encode("ascii"), validate=True)
+    if base64.b64encode(data).decode("ascii") != text:  # non-canonical (e.g. altered padding bits): not ours
+        raise binascii.Error(what)
+    return data
 
 
 def _derive(passphrase: str, salt: bytes, n: int, r: int, p: int) -> bytes:
@@ -162,10 +165,15 @@ def read_sealed(paths: Sequence[Path], passphrase: str | Callable[[], str] | Non
                 ) -> tuple[list[Path], list[CredentialRecord]]:
     """(the plain YAML secrets files among ``paths``, the credentials of the encrypted ones).
 
-    ``passphrase`` may be a callable, asked once and only when an encrypted file is given.
+    A file is read as encrypted when it starts as one or is not named ``*.yaml``/``*.yml`` (so an
+    encrypted file altered in its first line still says so). ``passphrase`` may be a callable,
+    asked once and only when an encrypted file is given.
     """
-    plain = [Path(p) for p in paths if not is_secrets_file(Path(p))]
-    sealed = [Path(p) for p in paths if is_secrets_file(Path(p))]
+    def encrypted(path: Path) -> bool:  # a YAML credentials: file is named *.yaml / *.yml
+        return is_secrets_file(path) or path.suffix.lower() not in (".yaml", ".yml")
+
+    plain = [Path(p) for p in paths if not encrypted(Path(p))]
+    sealed = [Path(p) for p in paths if encrypted(Path(p))]
     if not sealed:
         return plain, []
     if passphrase is None:
