@@ -16,7 +16,7 @@ import asyncio
 import getpass
 import os
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -1246,34 +1246,45 @@ class Fleet(BrowseMixin, PxeMixin):
 
     def import_files(self, paths: Sequence[str | Path], *, netbox_devices: str | Path | None = None,
                      netbox_interfaces: str | Path | None = None, secrets: Sequence[str | Path] = (),
-                     dry_run: bool = False) -> ImportResult:
+                     dry_run: bool = False, passphrase: str | Callable[[], str] | None = None,
+                     without_credentials: bool = False) -> ImportResult:
         """Import YAML/CSV files (or a NetBox export) as one transaction: all of it, or nothing.
 
-        ``secrets`` are YAML files of credentials with their secrets, sealed before they are stored.
+        ``secrets`` are files of credentials with their secrets, sealed with this inventory's key
+        before they are stored: encrypted ones from ``export_secrets`` (opened with ``passphrase``,
+        a string or a callable asked once) or plain YAML ``credentials:`` files.
+        ``without_credentials`` imports devices whose credential is nowhere to be found without
+        one, and lists them in the result, instead of refusing the import.
         """
-        from inventory import importer, records
+        from inventory import backup, importer, records
 
         path_list = [Path(p) for p in paths]
+        left: list[Any] = []
         try:
+            plain_secrets, sealed = backup.read_sealed([Path(p) for p in secrets], passphrase)
             recs, warnings = importer.read_files(
                 path_list, profiles=self.profiles,
                 netbox_devices=Path(netbox_devices) if netbox_devices else None,
                 netbox_interfaces=Path(netbox_interfaces) if netbox_interfaces else None,
-                secrets=[Path(p) for p in secrets])
+                secrets=plain_secrets)
+            recs += sealed
             needs_key = any(getattr(r, "kind", None) == "credential" for r in recs)
             with Session(self.engine, expire_on_commit=False) as s:
                 try:
+                    if without_credentials:
+                        recs, left = backup.drop_unresolved_credentials(s.connection(), recs)
                     report = records.apply(s, recs, profiles=self.profiles,
                                            keyring=self.keyring if needs_key else None,
                                            actor=self.actor, mode="upsert")
                     sources = [str(p) for p in path_list] + [str(p) for p in (netbox_devices, netbox_interfaces) if p]
                     sources += [f"secrets:{p}" for p in secrets]
                     result = ImportResult(dict(report.created), dict(report.updated), dict(report.unchanged),
-                                          tuple(warnings) + tuple(report.warnings), dry_run)
+                                          tuple(warnings) + tuple(report.warnings), dry_run, tuple(left))
                     if dry_run:
                         s.rollback()
                     else:
-                        self._audit(s, "import", sources, created=result.created, updated=result.updated)
+                        extra = {"without_credentials": [f"{u.kind}:{u.name}" for u in left]} if left else {}
+                        self._audit(s, "import", sources, created=result.created, updated=result.updated, **extra)
                         s.commit()
                         if sum(result.created.values()) + sum(result.updated.values()) >= _ANALYZE_AFTER:
                             self._analyze()
@@ -1402,6 +1413,41 @@ class Fleet(BrowseMixin, PxeMixin):
             if fmt == "csv":
                 return exporter.export_csv(s)
         raise InputError(f"unknown export format {fmt!r}: yaml or csv")
+
+    def export_secrets(self, path: str | Path, passphrase: str) -> list[str]:
+        """Write every credential, secrets opened, to ``path`` encrypted to ``passphrase`` (mode 0600); audited.
+
+        Returns the credential names. The file is what ``import_files(..., secrets=[path])`` reads.
+        """
+        from inventory import backup
+
+        with Session(self.engine) as s:
+            creds = backup.credentials_plain(s.connection(), self.keyring)
+        names = [c["name"] for c in creds]
+        try:
+            backup.write_secrets_file(Path(path), backup.seal_secrets(creds, passphrase))
+        except BaseException as exc:
+            self.audit_failure("export.secrets", names, exc, file=str(path))
+            raise
+        with self._session() as s:
+            self._audit(s, "export.secrets", names, file=str(path), count=len(names))
+        return names
+
+    def migrate(self, to: str, *, progress: Callable[[str, int, int], None] | None = None) -> Any:
+        """Copy this whole inventory into the empty database at ``to`` (see ``inventory.migrate``); audited there."""
+        from inventory import migrate
+
+        def audit(conn: Any, result: Any) -> None:  # in the copy's transaction: the target says where it came from
+            conn.execute(insert(Audit).values(ts=utcnow(), actor=self.actor, action="migrate", targets=[result.target],
+                                              target_count=1, result="ok", detail={
+                                                  "source": result.source, "rows": sum(result.counts.values())}))
+
+        target = inv_db.make_engine(inv_db.db_url(to))
+        try:
+            result = migrate.migrate(self.engine, target, progress=progress, on_done=audit)
+        finally:
+            target.dispose()
+        return result
 
 
 def _utc(value: Any) -> datetime | None:

@@ -239,7 +239,10 @@ class ImportResult:
     unchanged: dict[str, int] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
     dry_run: bool = False
+    #: Devices imported without the credential they named (``without_credentials=True``): Unresolved items.
+    without_credentials: tuple[Any, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {"created": self.created, "updated": self.updated, "unchanged": self.unchanged,
-                "warnings": list(self.warnings), "dry_run": self.dry_run}
+                "warnings": list(self.warnings), "dry_run": self.dry_run,
+                "without_credentials": [u.to_json() for u in self.without_credentials]}

@@ -1183,8 +1183,10 @@ class _Writer:
         try:
             return self.creds[name]
         except KeyError:
-            raise _refused(f"unknown credential {name!r} (credentials come from a secrets file or "
-                           "'fleet credential add')", field=fld, loc=_at(rec, fld), value=name) from None
+            raise _refused(f"unknown credential {name!r}: import it with its secrets file (--secrets FILE, "
+                           f"from 'fleet export --secrets FILE'), create it first ('fleet credentials set {name} "
+                           "--kind ...'), or import without it (--without-credentials)", field=fld,
+                           loc=_at(rec, fld), value=name) from None
 
     def _simple(self, kind: str, table: Table, recs: list, existing: dict[Any, Any],
                 key: Callable[[Any], Any], key_columns: Sequence[str], values: Callable[[Any], dict[str, Any]],

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from fleet.errors import FleetError
 
 from . import image_cmds, inventory_cmds, lab_cmds, metrics_cmds, power_cmds, pxe_cmds, sweep_cmds, tui_cmds, ups_cmds
+from .backup_cmds import register as register_backup
 from .output import Out
 
 __all__ = ["build_parser", "main"]
@@ -43,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
                      description="Rackfleet: bare-metal provisioning and fleet management.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     inventory_cmds.register(sub, common)
+    register_backup(sub, common)
     power_cmds.register(sub, common)
     ups_cmds.register(sub, common)
     sweep_cmds.register(sub, common)

@@ -13,6 +13,7 @@ from fleet.errors import InputError, ValidationError
 from fleet.service import CREDENTIAL_KINDS, Fleet
 from inventory.validate import check_endpoint
 
+from . import backup_cmds
 from .output import Out
 
 _STATES_HELP = ("new, commissioning, ready, deploying, deployed, maintenance, failed, quarantined, "
@@ -38,14 +39,17 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--netbox", type=Path, metavar="DEVICES.json", help="NetBox /api/dcim/devices/ response")
     p.add_argument("--interfaces", type=Path, metavar="INTERFACES.json",
                    help="NetBox /api/dcim/interfaces/ response (with --netbox)")
-    p.add_argument("--secrets", type=Path, action="append", default=[], metavar="SECRETS.yaml",
-                   help="a YAML file of credentials with their secrets (repeatable); sealed on the way in")
+    p.add_argument("--secrets", type=Path, action="append", default=[], metavar="FILE",
+                   help="credentials with their secrets (repeatable): the encrypted file of 'fleet export "
+                   "--secrets', or a YAML credentials: file; sealed on the way in")
     p.add_argument("--dry-run", action="store_true", help="check everything, write nothing")
+    backup_cmds.add_import_options(p)
 
-    p = cmd("export", cmd_export, "export the inventory (never secrets)")
+    p = cmd("export", cmd_export, "export the inventory (never secrets; --secrets FILE writes them apart, encrypted)")
     p.add_argument("--format", choices=("yaml", "csv"), default="yaml")
     p.add_argument("--out", type=Path, help="file (yaml) or directory (csv); default: stdout "
                    "(csv to stdout prints servers.csv only)")
+    backup_cmds.add_export_options(p)
 
     p = cmd("list", cmd_list, "list servers matching a selector")
     p.add_argument("selector", nargs="*", help="e.g. rack=R12 state=deployed host=web-* tag=gpu site=par1")
@@ -230,12 +234,15 @@ def cmd_import(args: argparse.Namespace, out: Out) -> int:
         raise InputError("--interfaces goes with --netbox")
     fleet = _open(args)
     result = fleet.import_files(args.files, netbox_devices=args.netbox, netbox_interfaces=args.interfaces,
-                                secrets=args.secrets, dry_run=args.dry_run)
+                                secrets=args.secrets, dry_run=args.dry_run,
+                                passphrase=backup_cmds.passphrase_reader(args, "the secrets file"),
+                                without_credentials=args.without_credentials)
     if args.json:
         out.json(result)
         return 0
     for w in result.warnings:
         out.warn(w)
+    backup_cmds.report_without_credentials(result, out)
     kinds = sorted(set(result.created) | set(result.updated) | set(result.unchanged))
     out.table(["kind", "created", "updated", "unchanged"],
               [(k, result.created.get(k, 0), result.updated.get(k, 0), result.unchanged.get(k, 0)) for k in kinds],
@@ -245,6 +252,8 @@ def cmd_import(args: argparse.Namespace, out: Out) -> int:
 
 def cmd_export(args: argparse.Namespace, out: Out) -> int:
     fleet = _open(args)
+    if args.secrets:
+        backup_cmds.export_secrets(args, out, fleet)
     data = fleet.export(args.format)
     if isinstance(data, str):
         if args.out:
