@@ -128,7 +128,9 @@ class Fleet(BrowseMixin, PxeMixin):
     @classmethod
     def init(cls, url: str | None = None, *, key_path: Path | None = None, **kwargs: Any) -> Fleet:
         """Create or upgrade the inventory to the latest schema and make sure a secret key exists."""
-        engine = inv_db.make_engine(inv_db.db_url(url))
+        resolved = inv_db.db_url(url)
+        _check_sqlite_folder(resolved)
+        engine = inv_db.make_engine(resolved)
         inv_db.upgrade(engine)
         key = load_or_create_key(key_path, create=True)
         fleet = cls(engine, keyring=KeyRing(key), key_path=key_path, **kwargs)
@@ -1448,6 +1450,18 @@ class Fleet(BrowseMixin, PxeMixin):
         finally:
             target.dispose()
         return result
+
+
+def _check_sqlite_folder(url: str) -> None:
+    """A new SQLite inventory needs a folder it can write: say so in one line, not as an OperationalError."""
+    if not url.startswith("sqlite:///") or url.startswith("sqlite:///:memory:"):
+        return
+    folder = Path(url.removeprefix("sqlite:///")).parent
+    if not folder.is_dir():
+        raise NotFound(f"no folder {folder} for the inventory: create it (mkdir -p {folder}) or choose another "
+                       "FLEET_DB / --db")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise InputError(f"cannot write the inventory in {folder}: choose a folder you can write (FLEET_DB / --db)")
 
 
 def _utc(value: Any) -> datetime | None:

@@ -88,6 +88,13 @@ def test_a_missing_inventory_says_how_to_make_one(tmp_path, monkeypatch, capsys)
     assert code == 2 and "fleet init" in err
 
 
+def test_init_in_a_folder_that_does_not_exist_is_one_line_with_the_remedy(tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("FLEET_KEY_FILE", str(tmp_path / "k.key"))
+    code, _, err = run(capsys, "init", "--db", str(tmp_path / "no" / "such" / "fleet.db"))
+    assert code == 2 and "internal error" not in err
+    assert "mkdir -p" in err and len(err.strip().splitlines()) == 1
+
+
 def test_credential_secrets_never_reach_any_output(db, capsys, monkeypatch) -> None:
     import io
 
