@@ -31,7 +31,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fleet.drivers.nut import parse_line, quote
+from fleet.drivers.nut import parse_line
 
 __all__ = ["VERSION_LINE", "NutServer", "UpsUser", "load_config", "main", "parse_dev"]
 
@@ -47,6 +47,11 @@ _DESCRIPTIONS = {"ups.status": "UPS status", "battery.charge": "Battery charge (
                  "battery.runtime": "Battery runtime (seconds)", "ups.load": "Load on UPS (percent of full)",
                  "input.voltage": "Input voltage (V)", "load.off": "Turn off the load immediately"}
 _HELP = "Commands: HELP VER GET LIST SET INSTCMD LOGIN LOGOUT USERNAME PASSWORD STARTTLS"
+
+
+def quote(value: str) -> str:
+    """A value as upsd sends it: always in double quotes, ``\\`` and ``"`` escaped."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def parse_dev(text: str) -> list[tuple[dict[str, str], float]]:
