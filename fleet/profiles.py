@@ -22,7 +22,6 @@ import functools
 import itertools
 import os
 import re
-import sys
 import tomllib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field

@@ -127,8 +127,8 @@ def test_the_same_dev_states_give_ups_status_the_same_answers(tmp_path: Path) ->
     try:
         for mode in ("upsd", "builtin"):
             lab = tmp_path / mode / "lab"
-            env = dict(os.environ, FLEET_DB=str(tmp_path / mode / "fleet.db"), FLEET_KEY_FILE=str(tmp_path / mode / "k"),
-                       FLEET_LAB_NUT=mode, COLUMNS="200")
+            env = dict(os.environ, FLEET_DB=str(tmp_path / mode / "fleet.db"),
+                       FLEET_KEY_FILE=str(tmp_path / mode / "k"), FLEET_LAB_NUT=mode, COLUMNS="200")
             envs[mode], labs[mode] = env, lab
             done = fleet(env, "lab", "start", "--dir", str(lab), "--racks", "1", "--servers-per-rack", "5",
                          "--port", str(BMC_PORTS[mode]), "--no-rack-power", "--no-ssh", timeout=180)
