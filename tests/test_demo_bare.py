@@ -78,6 +78,7 @@ def test_the_headless_demo_completes_with_nut_snmp_ssh_and_ipmitool_hidden(tmp_p
                           capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
     try:
         out = done.stdout + done.stderr
+        (tmp_path / "demo.out").write_text(out)  # kept for a failure's post-mortem
         assert done.returncode == 0, out[-3000:]
         assert "peers hidden" in out
         assert "240 servers in 6 racks, 2 site(s)" in out
