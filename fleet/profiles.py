@@ -22,7 +22,6 @@ import functools
 import itertools
 import os
 import re
-import sys
 import tomllib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -1003,14 +1002,14 @@ def _pick(candidates: list[Profile]) -> Profile | None:
 
 def default_profiles_dir() -> Path:
     """Where the fleet's profiles live: ``$FLEET_PROFILES``, else the repository's
-    ``hardware-profiles/`` (editable installs), else ``<sys.prefix>/share/rackfleet/hardware-profiles``."""
+    ``hardware-profiles/`` (editable installs), else the installed ``<data>/share/rackfleet/hardware-profiles``
+    (:mod:`fleet.datafiles`)."""
     env = os.environ.get("FLEET_PROFILES")
     if env:
         return Path(env)
-    candidates = [
-        Path(__file__).resolve().parent.parent / "hardware-profiles",
-        Path(sys.prefix) / "share" / "rackfleet" / "hardware-profiles",
-    ]
+    from fleet.datafiles import data_candidates
+
+    candidates = data_candidates("hardware-profiles")
     for c in candidates:
         if c.is_dir():
             return c

@@ -19,6 +19,7 @@ from sqlalchemy import insert, select
 
 from inventory.models import Audit, Event, Outlet, Rack, Server, ServerState, Site, Ups, UpsState, WorkOrder, utcnow
 
+from .datafiles import data_path
 from .errors import FleetError
 from .policy import Finding, PastAction, Plan, PolicySet, load_policies, plan
 
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
 
 __all__ = ["DEFAULT_POLICY", "RemediationRun", "execute", "gather", "load", "remediation_plan"]
 
-DEFAULT_POLICY = Path(__file__).resolve().parent.parent / "examples" / "policies" / "default.yaml"
+DEFAULT_POLICY = data_path("examples", "policies", "default.yaml")  # the checkout's, or the installed copy
 _HISTORY = timedelta(days=2)
 
 

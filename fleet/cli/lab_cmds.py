@@ -21,7 +21,9 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--servers-per-rack", type=int, default=8)
     p.add_argument("--sites", type=int, default=1)
     p.add_argument("--port", type=int, help="BMC port (default 623 as root, else 6623)")
-    p.add_argument("--no-ups", action="store_true", help="no per-server UPSes (NUT upsd + one dummy-ups each)")
+    p.add_argument("--no-ups", action="store_true",
+                   help="no per-server UPSes (NUT upsd + one dummy-ups each, or the lab's own NUT server: "
+                   "FLEET_LAB_NUT=auto|upsd|builtin)")
     p.add_argument("--no-rack-power", action="store_true",
                    help="no rack UPS and switched PDU per rack (snmpsim serving real APC recordings)")
     ssh = p.add_mutually_exclusive_group()
@@ -59,6 +61,9 @@ def cmd_start(args: argparse.Namespace, out: Out) -> int:
         out.info(f"lab: {info.servers} servers in {info.racks} racks, {info.sites} site(s), {info.ups} UPS(es), "
                  f"{info.pdus} PDU(s), {info.ssh_hosts} SSH host(s); "
                  f"BMC server pid {info.bmc_pid}, port {info.port}")
+        if info.nut_server:
+            out.info("per-server UPSes: " + ("NUT's upsd + dummy-ups" if info.nut_server == "upsd" else
+                                             "the lab's NUT stand-in (NUT not installed, or FLEET_LAB_NUT=builtin)"))
         for note in info.notes:
             out.info(f"note: {note}")
         out.info(f"import it: fleet import {args.dir / 'inventory.yaml'} --secrets {args.dir / 'secrets.yaml'}")

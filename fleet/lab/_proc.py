@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["cmdline_has", "environ_has", "pid_alive", "terminate"]
+__all__ = ["cmdline_has", "environ_has", "pid_alive", "read_start_error", "terminate", "write_start_error"]
 
 
 def pid_alive(pid: int) -> bool:
@@ -65,3 +65,37 @@ def terminate(pid: int, is_ours: Callable[[int], bool], *, timeout: float = 10.0
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, 0)
     return True
+
+
+# A background process that cannot start for an expected reason (a port taken, no root) says which
+# in a small JSON file, so the process that started it raises the same FleetError class, not a log tail.
+_EXPECTED = ("PortInUse", "NeedsRoot", "MissingDependency")
+
+
+def write_start_error(path: Path, exc: BaseException) -> None:
+    """Record why this process could not start: its error class (if an expected one), message and remedy."""
+    import json
+
+    name = type(exc).__name__
+    kind = next((c.__name__ for c in type(exc).__mro__ if c.__name__ in _EXPECTED), name)
+    doc = {"class": kind, "message": getattr(exc, "message", str(exc)), "remedy": getattr(exc, "remedy", "")}
+    with contextlib.suppress(OSError):
+        path.write_text(json.dumps(doc))
+
+
+def read_start_error(path: Path) -> Exception | None:
+    """The error :func:`write_start_error` recorded at ``path`` (removed), as its class; None if none
+    or not an expected condition."""
+    import json
+
+    from fleet import errors
+
+    try:
+        doc = json.loads(path.read_text())
+        path.unlink()
+    except (OSError, ValueError):
+        return None
+    if doc.get("class") not in _EXPECTED:
+        return None
+    cls = getattr(errors, doc["class"])
+    return cls(str(doc.get("message", "")), remedy=str(doc.get("remedy", "")))

@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import errno
 import hmac
 import ipaddress
 import json
@@ -39,8 +40,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from fleet.errors import DeviceTimeout, DeviceUnreachable
-from fleet.lab._proc import cmdline_has, pid_alive, terminate
+from fleet.errors import DeviceTimeout, DeviceUnreachable, FleetError, NeedsRoot, PortInUse, Unavailable
+from fleet.lab._proc import cmdline_has, pid_alive, read_start_error, terminate, write_start_error
 
 from . import rmcp
 from .bmc import FAULT_KINDS, Bmc, BmcSpec, SensorSet, parse_spec
@@ -66,6 +67,7 @@ CONTROL_SOCKET = "control.sock"
 PID_FILE = "bmcserver.pid"
 READY_FILE = "ready"
 LOG_FILE = "bmcserver.log"
+START_ERROR_FILE = "start-error.json"  # why it could not start, when that is an expected condition
 
 #: Sessions one BMC holds at once (real BMCs: 4-16); a full table answers "insufficient resources".
 MAX_SESSIONS = 16
@@ -86,7 +88,7 @@ _CIPHER_RECORDS = b"".join(bytes([0xC0, s.id, s.auth, 0x40 | s.integrity, 0x80 |
                            for s in rmcp.CIPHER_SUITES.values())
 
 
-class LabStartError(RuntimeError):
+class LabStartError(FleetError, RuntimeError):
     """The server cannot start: too few file descriptors, an address in use, a bad spec."""
 
 
@@ -224,6 +226,12 @@ class LabServer:
             sock.bind((spec.host, spec.port))
         except OSError as exc:
             sock.close()
+            if exc.errno == errno.EADDRINUSE:
+                raise PortInUse(f"{spec.name}: the lab BMC address {spec.host}:{spec.port} is in use",
+                                remedy="stop the other lab ('fleet lab stop --dir DIR') or give --port") from exc
+            if exc.errno == errno.EACCES and spec.port < 1024:
+                raise NeedsRoot(f"{spec.name}: binding {spec.host}:{spec.port} needs root",
+                                remedy="run as root or give a port above 1023 (--port 6623)") from exc
             hint = " (ports below 1024 need root: give high ports in the spec)" if spec.port < 1024 else ""
             raise LabStartError(f"{spec.name}: cannot bind {spec.host}:{spec.port}: {exc.strerror}{hint}") from exc
         if spec.port == 0:
@@ -820,6 +828,7 @@ def start(spec_path: str | os.PathLike[str], state_dir: str | os.PathLike[str], 
     if running is not None:
         raise LabStartError(f"a lab BMC server (pid {running}) already runs in {state}")
     (state / READY_FILE).unlink(missing_ok=True)
+    (state / START_ERROR_FILE).unlink(missing_ok=True)
     logfile = state / LOG_FILE
     with open(logfile, "ab") as out:
         proc = subprocess.Popen(
@@ -832,6 +841,9 @@ def start(spec_path: str | os.PathLike[str], state_dir: str | os.PathLike[str], 
         if (state / READY_FILE).exists():
             return proc.pid
         if proc.poll() is not None:
+            expected = read_start_error(state / START_ERROR_FILE)
+            if expected is not None:
+                raise expected
             tail = logfile.read_text(errors="replace")[-2000:]
             raise LabStartError(f"the lab BMC server exited with status {proc.returncode}:\n{tail}")
         time.sleep(0.05)
@@ -906,7 +918,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     with _pid_file(args.state_dir):
         try:
             asyncio.run(_serve(specs, sets, args.state_dir, args.max_sessions))
-        except LabStartError as exc:
+        except (LabStartError, Unavailable) as exc:
+            write_start_error(args.state_dir / START_ERROR_FILE, exc)
             print(f"error: {exc}", file=sys.stderr)
             return 1
     return 0

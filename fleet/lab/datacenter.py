@@ -56,11 +56,13 @@ class LabInfo:
     pdus: int = 0
     ssh_hosts: int = 0
     notes: tuple[str, ...] = ()
+    nut_server: str = ""  # what serves the per-server UPSes: "upsd", "builtin", or "" (none)
 
     def to_json(self) -> dict[str, Any]:
         return {"directory": str(self.directory), "servers": self.servers, "racks": self.racks,
                 "sites": self.sites, "bmc_pid": self.bmc_pid, "port": self.port, "ups": self.ups,
-                "pdus": self.pdus, "ssh_hosts": self.ssh_hosts, "notes": list(self.notes)}
+                "pdus": self.pdus, "ssh_hosts": self.ssh_hosts, "notes": list(self.notes),
+                "nut_server": self.nut_server}
 
 
 def _default_port() -> int:
@@ -144,7 +146,8 @@ def start_lab(directory: str | os.PathLike[str], *, racks: int = 2, servers_per_
               ssh: bool | None = None) -> LabInfo:
     """Start the virtual datacenter in the background; write its inventory and secrets to ``directory``.
 
-    ``server_ups``: every server gets its own small UPS, served by NUT's upsd with one dummy-ups each.
+    ``server_ups``: every server gets its own small UPS, served by NUT's upsd with one dummy-ups each, or
+    where NUT is not installed by the lab's own NUT stand-in (``FLEET_LAB_NUT``, see :mod:`fleet.lab.nutlab`).
     ``rack_power``: every rack gets an APC Smart-UPS on its feed and an APC switched PDU behind it whose
     outlets feed the servers, simulated by snmpsim from real recordings (v2c; each device's community is
     its name, so each has its own credential). Servers then have two PSUs: 1 on their own UPS, 2 on the PDU.
@@ -163,9 +166,10 @@ def start_lab(directory: str | os.PathLike[str], *, racks: int = 2, servers_per_
     if ssh is not False:
         from . import sshlab
 
-        ssh_why = sshlab.ssh_lab_available()
-        if ssh_why and ssh:
-            raise InputError(ssh_why)
+        problem = sshlab.ssh_lab_problem()
+        if problem is not None and ssh:
+            raise problem
+        ssh_why = str(problem) if problem is not None else None
         if ssh_why:
             notes.append(f"no SSH hosts: {ssh_why}")
     nut = None
@@ -214,7 +218,7 @@ def start_lab(directory: str | os.PathLike[str], *, racks: int = 2, servers_per_
         raise
     info = LabInfo(root, len(spec["bmcs"]), racks, sites, pid, spec["bmcs"][0]["port"],
                    (len(nut.ups) if nut is not None else 0) + snmp_devices // 2, snmp_devices // 2, ssh_hosts,
-                   tuple(notes))
+                   tuple(notes), nut.server if nut is not None else "")
     _write(root / LAB_FILE, json.dumps(info.to_json(), indent=2))
     return info
 

@@ -1,8 +1,14 @@
-"""The lab's per-server UPSes: one NUT ``upsd`` serving N ``dummy-ups`` UPSes on loopback.
+"""The lab's per-server UPSes: one NUT ``upsd`` serving N ``dummy-ups`` UPSes on loopback, or, where NUT
+is not installed, the lab's own stand-in (:mod:`fleet.lab.nutserve`) serving the same files.
 
-NUT runs one driver process per UPS; here each is ``/lib/nut/dummy-ups`` reading its own ``.dev`` file of
+Which one runs: ``FLEET_LAB_NUT`` = ``auto`` (default: upsd when both ``upsd`` and ``dummy-ups`` are found
+by :func:`fleet.lab.programs.find_program`, in NUT's libexec folders or on PATH; else the stand-in),
+``upsd`` (NUT's, or :class:`~fleet.errors.MissingDependency`) or ``builtin``. ``nutlab.json`` records it
+(``server``), ``fleet lab status`` shows it, and either is stopped by its PID.
+
+NUT runs one driver process per UPS; here each is ``dummy-ups`` reading its own ``.dev`` file of
 ``var: value`` lines (``mode = dummy-once``: the file is played once, ``TIMER n`` lines included, and played
-again whenever its modification time changes). One ``/lib/nut/upsd`` serves them all on
+again whenever its modification time changes). One ``upsd`` serves them all on
 ``127.0.0.1:PORT``. Everything lives under ``DIR`` (``conf/``, ``state/``, ``log/``, ``nutlab.json``);
 processes run in their own sessions, so they outlive the caller, and are stopped by the PIDs recorded
 in ``nutlab.json`` (each checked to still be our process first), never by name.
@@ -45,6 +51,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -52,8 +59,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from fleet.errors import InputError, NotFound
+from fleet.errors import FleetError, InputError, MissingDependency, NotFound, PortInUse
 from fleet.lab._proc import environ_has, pid_alive, terminate
+from fleet.lab.programs import find_program, nut_dirs
 
 __all__ = [
     "FAULTS",
@@ -66,12 +74,14 @@ __all__ = [
     "nut_fault",
     "nut_lab_running",
     "nut_memory",
+    "nut_server_mode",
     "start_nut_lab",
     "stop_nut_lab",
 ]
 
-UPSD = "/lib/nut/upsd"
-DUMMY_UPS = "/lib/nut/dummy-ups"
+#: ``FLEET_LAB_NUT`` values: what serves the lab's per-server UPSes.
+MODES = ("auto", "upsd", "builtin")
+NUT_REMEDY = "install NUT (Debian: apt install nut-server), or set FLEET_LAB_NUT=builtin"
 LAB_FILE = "nutlab.json"
 PROFILE = "nut-dummy"
 CREDENTIAL = "lab-nut"
@@ -83,8 +93,8 @@ STEP_S = 2
 _NAME_RE = re.compile(r"[^A-Za-z0-9_-]+")
 
 
-class NutLabError(RuntimeError):
-    """The NUT lab could not start (NUT missing, a process exited, upsd did not serve every UPS in time)."""
+class NutLabError(FleetError, RuntimeError):
+    """The NUT lab could not start (a process exited, upsd did not serve every UPS in time)."""
 
 
 @dataclass(frozen=True)
@@ -113,6 +123,7 @@ class NutLab:
     user: str
     password: str
     monitor_password: str
+    server: str = "upsd"  # "upsd" (NUT's upsd + dummy-ups) or "builtin" (fleet.lab.nutserve)
 
     def find(self, ups: str) -> NutLabUps:
         """The UPS called ``ups`` (inventory name, NUT name, or the server it feeds)."""
@@ -134,14 +145,14 @@ class NutLab:
     def to_json(self) -> dict[str, Any]:
         return {"directory": str(self.directory), "host": self.host, "port": self.port, "upsd_pid": self.upsd_pid,
                 "driver_pids": dict(self.driver_pids), "ups": [asdict(u) for u in self.ups], "user": self.user,
-                "password": self.password, "monitor_password": self.monitor_password}
+                "password": self.password, "monitor_password": self.monitor_password, "server": self.server}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> NutLab:
         return cls(Path(data["directory"]), data["host"], int(data["port"]), int(data["upsd_pid"]),
                    {k: int(v) for k, v in data["driver_pids"].items()},
                    tuple(NutLabUps(**u) for u in data["ups"]), data["user"], data["password"],
-                   data["monitor_password"])
+                   data["monitor_password"], data.get("server", "upsd"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -203,6 +214,42 @@ def _write(path: Path, text: str, mode: int = 0o644) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
+def nut_server_mode(mode: str | None = None) -> tuple[str, dict[str, str]]:
+    """What serves the UPSes, ``"upsd"`` or ``"builtin"``, and NUT's programs (name -> path) for upsd.
+
+    ``mode``: ``auto``, ``upsd`` or ``builtin`` (default ``$FLEET_LAB_NUT``, else ``auto``). ``upsd``
+    without NUT's ``upsd`` and ``dummy-ups`` is :class:`~fleet.errors.MissingDependency`.
+    """
+    mode = (mode or os.environ.get("FLEET_LAB_NUT") or "auto").strip().lower()
+    if mode not in MODES:
+        raise InputError(f"FLEET_LAB_NUT must be one of {', '.join(MODES)}, not {mode!r}")
+    if mode == "builtin":
+        return "builtin", {}
+    programs = {name: find_program(name, extra_dirs=nut_dirs()) for name in ("upsd", "dummy-ups")}
+    missing = [name for name, path in programs.items() if path is None]
+    if not missing:
+        return "upsd", {k: v for k, v in programs.items() if v}
+    if mode == "upsd":
+        where = " or ".join(["PATH", *nut_dirs()])
+        raise MissingDependency(f"NUT's {' and '.join(missing)} not found (looked in {where})", remedy=NUT_REMEDY)
+    return "builtin", {}
+
+
+def _check_port(host: str, port: int) -> None:
+    """:class:`~fleet.errors.PortInUse` if ``host:port`` cannot be listened on."""
+    import errno
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise PortInUse(f"the lab's NUT port {host}:{port} is in use",
+                                remedy="stop what listens there or choose another port") from None
+            raise
+
+
 def _free_port(host: str) -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
@@ -258,12 +305,15 @@ def _nut_names(servers: Sequence[str]) -> list[str]:
 
 
 def start_nut_lab(directory: str | os.PathLike[str], servers: Sequence[str] | int, *, host: str = "127.0.0.1",
-                  port: int | None = None, password: str | None = None, timeout: float = 120.0) -> NutLab:
-    """Start upsd and one dummy-ups per server (state ``normal``); write ``DIR/nutlab.json``.
+                  port: int | None = None, password: str | None = None, timeout: float = 120.0,
+                  mode: str | None = None) -> NutLab:
+    """Start upsd and one dummy-ups per server (state ``normal``), or the lab's stand-in serving the same
+    files (``mode``, see :func:`nut_server_mode`); write ``DIR/nutlab.json``.
 
     ``servers``: the hostnames the UPSes feed, or a count (servers ``srv001``...). Raises
-    :class:`NutLabError` (after stopping what it started) if NUT is missing or upsd does not serve every
-    UPS within ``timeout`` seconds.
+    :class:`~fleet.errors.MissingDependency` if ``mode`` is ``upsd`` and NUT is missing,
+    :class:`~fleet.errors.PortInUse` if ``port`` is taken, :class:`NutLabError` (after stopping what it
+    started) if a process exits or the UPSes are not all served within ``timeout`` seconds.
     """
     if not host.startswith("127."):
         raise InputError(f"the NUT lab listens on loopback only, not {host}")
@@ -271,9 +321,7 @@ def start_nut_lab(directory: str | os.PathLike[str], servers: Sequence[str] | in
         servers = [f"srv{i + 1:03d}" for i in range(servers)]
     if not servers:
         raise InputError("a NUT lab needs at least one UPS")
-    for prog in (UPSD, DUMMY_UPS):
-        if not os.access(prog, os.X_OK):
-            raise NutLabError(f"{prog} not found: install Debian's nut-server")
+    server, programs = nut_server_mode(mode)
     root = Path(directory).resolve()
     if nut_lab_running(root):
         raise NutLabError(f"a NUT lab already runs in {root}: stop it first")
@@ -284,6 +332,8 @@ def start_nut_lab(directory: str | os.PathLike[str], servers: Sequence[str] | in
     os.chmod(state, 0o770)
     if state != root / "state" and not (root / "state").exists():
         (root / "state").symlink_to(state)
+    if port:
+        _check_port(host, port)
     port = port or _free_port(host)
     password = password or pysecrets.token_urlsafe(12)
     monitor_password = pysecrets.token_urlsafe(12)
@@ -306,12 +356,15 @@ def start_nut_lab(directory: str | os.PathLike[str], servers: Sequence[str] | in
     drivers: dict[str, subprocess.Popen[bytes]] = {}
     upsd: subprocess.Popen[bytes] | None = None
     try:
-        for u in ups:
-            drivers[u.nut_name] = _spawn(root, [DUMMY_UPS, "-a", u.nut_name, "-u", "root", "-F"],
-                                         f"{u.nut_name}.log")
-        upsd = _spawn(root, [UPSD, "-F", "-u", "root"], "upsd.log")
+        if server == "upsd":
+            for u in ups:
+                drivers[u.nut_name] = _spawn(root, [programs["dummy-ups"], "-a", u.nut_name, "-u", "root", "-F"],
+                                             f"{u.nut_name}.log")
+            upsd = _spawn(root, [programs["upsd"], "-F", "-u", "root"], "upsd.log")
+        else:  # one Python process reading the same conf/ folder: no driver processes
+            upsd = _spawn(root, [sys.executable, "-m", "fleet.lab.nutserve", str(conf)], "upsd.log")
         lab = NutLab(root, host, port, upsd.pid, {n: p.pid for n, p in drivers.items()}, ups, LAB_USER, password,
-                     monitor_password)
+                     monitor_password, server)
         _write(root / LAB_FILE, json.dumps(lab.to_json(), indent=2), 0o600)  # holds the password
         _wait_ready(lab, upsd, drivers, time.monotonic() + timeout)
     except BaseException:
@@ -338,7 +391,8 @@ def _wait_ready(lab: NutLab, upsd: subprocess.Popen[bytes], drivers: Mapping[str
             if proc.poll() is not None:
                 log = lab.directory / "log" / ("upsd.log" if proc is upsd else f"{proc.args[2]}.log")
                 tail = log.read_text(errors="replace")[-1500:] if log.exists() else ""
-                raise NutLabError(f"{proc.args[0]} exited with status {proc.returncode}:\n{tail}")
+                what = "the lab's NUT stand-in" if lab.server == "builtin" else proc.args[0]
+                raise NutLabError(f"{what} exited with status {proc.returncode}: {tail.strip()[-600:]}")
         still = []
         for name in pending:
             try:

@@ -29,7 +29,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from fleet.errors import MissingDependency
 from fleet.lab._proc import cmdline_has, pid_alive, terminate
+from fleet.lab.programs import require_program
 
 __all__ = [
     "FIRMWARES",
@@ -283,6 +285,9 @@ class QemuVm:
             raise RuntimeError(f"{self.spec.name}: QEMU already runs (pid {self.pid})")
         spec = self.spec
         boot = boot or self.next_boot
+        self.qemu = require_program(self.qemu, "install QEMU (Debian: apt install qemu-system-x86)")
+        if spec.firmware == "uefi" and not OVMF_VARS.exists():
+            raise MissingDependency(f"UEFI firmware {OVMF_VARS} is not installed", remedy="Debian: apt install ovmf")
         if spec.firmware == "uefi" and not spec.vars_file.exists():
             shutil.copyfile(OVMF_VARS, spec.vars_file)
         spec.qmp_socket.unlink(missing_ok=True)

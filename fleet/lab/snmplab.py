@@ -63,6 +63,7 @@ from __future__ import annotations
 
 import bz2
 import contextlib
+import errno
 import json
 import os
 import resource
@@ -76,8 +77,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fleet.errors import InputError, NotFound
+from fleet.errors import FleetError, InputError, MissingDependency, NotFound, PortInUse
 from fleet.lab._proc import cmdline_has, pid_alive, terminate
+from fleet.lab.programs import LAB_EXTRA, SBIN_DIRS, require_package, require_program
 
 __all__ = [
     "MODELS",
@@ -115,7 +117,7 @@ VARIATION = "fleetdev"
 _FLAGS = ("on_battery", "low_battery", "replace_battery")
 
 
-class SnmpLabError(RuntimeError):
+class SnmpLabError(FleetError, RuntimeError):
     """A simulated SNMP agent could not be built or started (the message holds its log's tail)."""
 
 
@@ -127,8 +129,8 @@ def variation_dir() -> Path:
 def _snmpsim_data_dir() -> Path:
     try:
         import snmpsim_data
-    except ImportError as exc:  # pragma: no cover - the test extra installs it
-        raise SnmpLabError("the snmpsim-data package is not installed (pip install snmpsim-data)") from exc
+    except ImportError:
+        raise MissingDependency("the snmpsim-data package is not installed", remedy=LAB_EXTRA) from None
     return Path(snmpsim_data.__file__).resolve().parent / "data"
 
 
@@ -418,6 +420,18 @@ class SnmpsimLab:
                    doc.get("startup_s", 0.0))
 
 
+def _check_udp_port(host: str, port: int) -> None:
+    """:class:`~fleet.errors.PortInUse` if UDP ``host:port`` is taken."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise PortInUse(f"the lab's SNMP port {host}:{port} (UDP) is in use",
+                                remedy="stop what listens there or choose another port") from None
+            raise
+
+
 def _free_udp_port(host: str) -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind((host, 0))
@@ -514,6 +528,10 @@ def start_snmpsim(directory: str | os.PathLike[str], *, ups: int = 4, pdu: int =
     _check_loopback(host)
     if ups < 0 or pdu < 0 or ups + pdu == 0:
         raise InputError("an snmpsim lab needs at least one device")
+    require_package("snmpsim", "snmpsim")
+    require_package("snmpsim_data", "snmpsim-data")
+    if port:
+        _check_udp_port(host, port)
     root = Path(directory).resolve()
     root.mkdir(parents=True, exist_ok=True)
     with contextlib.suppress(NotFound):
@@ -599,6 +617,8 @@ def spawn_snmpsim(data_dir: str | os.PathLike[str], *, workdir: str | os.PathLik
     sysName; stop it with :func:`stop_pid`.
     """
     _check_loopback(host)
+    require_package("snmpsim", "snmpsim")
+    _check_udp_port(host, port)
     work = Path(workdir)
     (work / "cache").mkdir(parents=True, exist_ok=True)
     logfile = work / "snmpsim.log"
@@ -802,10 +822,7 @@ class SnmpdFleet:
 
 
 def _snmpd_binary() -> str:
-    for candidate in (shutil.which("snmpd"), "/usr/sbin/snmpd"):
-        if candidate and os.access(candidate, os.X_OK):
-            return candidate
-    raise SnmpLabError("net-snmp's snmpd is not installed (Debian package snmpd)")
+    return require_program("snmpd", "install net-snmp's agent (Debian: apt install snmpd)", extra_dirs=SBIN_DIRS)
 
 
 def snmpd_config(*, community: str | None = "public", values: Mapping[str, tuple[str, str]] = SNMPD_UPS_VALUES,

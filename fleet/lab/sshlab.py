@@ -34,9 +34,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fleet.errors import FleetError, InputError
+from fleet.errors import FleetError, InputError, MissingDependency, NeedsRoot, PortInUse, Unavailable
 
 from ._proc import cmdline_has, terminate
+from .programs import SBIN_DIRS, find_program
 
 __all__ = [
     "HOST_FAULTS",
@@ -45,11 +46,12 @@ __all__ = [
     "disks_of",
     "ssh_fault",
     "ssh_lab_available",
+    "ssh_lab_problem",
     "start_ssh_lab",
     "stop_ssh_lab",
 ]
 
-SSHD = "/usr/sbin/sshd"
+SSHD = "sshd"  # found with fleet.lab.programs.find_program: PATH, then the sbin folders
 SSH_PORT = 2222
 _LISTEN_PER_SSHD = 16
 HOST_FAULTS = ("disk-failing", "serial-changed", "wipe-fails")
@@ -110,13 +112,26 @@ else:
 '''
 
 
-def ssh_lab_available() -> str | None:
-    """Why SSH hosts cannot run here, or None when they can."""
+def ssh_lab_problem() -> Unavailable | None:
+    """Why SSH hosts cannot run here (:class:`~fleet.errors.NeedsRoot` or
+    :class:`~fleet.errors.MissingDependency`, with the remedy), or None when they can."""
     if os.geteuid() != 0:
-        return "SSH hosts in the lab need root (sshd binds one address per server and switches users)"
-    if not os.access(SSHD, os.X_OK) or shutil.which("ssh-keygen") is None:
-        return f"SSH hosts in the lab need OpenSSH's server ({SSHD}) and ssh-keygen (Debian: openssh-server)"
+        return NeedsRoot("SSH hosts in the lab need root (sshd binds one address per server and switches users)",
+                         remedy="run as root, or --no-ssh")
+    if _sshd() is None or shutil.which("ssh-keygen") is None:
+        return MissingDependency("SSH hosts in the lab need OpenSSH's sshd and ssh-keygen",
+                                 remedy="install OpenSSH (Debian: apt install openssh-server), or --no-ssh")
     return None
+
+
+def ssh_lab_available() -> str | None:
+    """Why SSH hosts cannot run here, in one line with the remedy, or None when they can."""
+    problem = ssh_lab_problem()
+    return str(problem) if problem is not None else None
+
+
+def _sshd() -> str | None:
+    return find_program(SSHD, extra_dirs=SBIN_DIRS)
 
 
 def disks_of(index: int) -> list[dict[str, Any]]:
@@ -143,9 +158,11 @@ def _write_json(path: Path, data: Any) -> None:
 def start_ssh_lab(state: Path, hosts: list[dict[str, Any]], *, port: int = SSH_PORT) -> dict[str, str]:
     """Start one sshd for ``hosts`` (dicts: hostname, ip, serial, disks, nics); return the client key
     (``private_key``) and the host key line (``host_key``) for the inventory and secrets."""
-    why = ssh_lab_available()
-    if why:
-        raise FleetError(why)
+    problem = ssh_lab_problem()
+    if problem is not None:
+        raise problem
+    sshd = _sshd()
+    assert sshd is not None
     state = state.resolve()  # sshd runs from / and re-reads its files for every connection
     state.mkdir(parents=True, exist_ok=True)
     os.chmod(state, 0o755)
@@ -178,7 +195,7 @@ def start_ssh_lab(state: Path, hosts: list[dict[str, Any]], *, port: int = SSH_P
                 "UsePAM no\nStrictModes no\nPrintMotd no\nLogLevel ERROR\nMaxStartups 100:30:200\n"
                 f"ForceCommand {script}\nSubsystem sftp internal-sftp\n")
             with open(state / "sshd.log", "ab") as log:
-                proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)], stdin=subprocess.DEVNULL,
+                proc = subprocess.Popen([sshd, "-D", "-e", "-f", str(config)], stdin=subprocess.DEVNULL,
                                         stdout=log, stderr=log, start_new_session=True)
             procs.append(proc)
             (state / f"sshd.{n}.pid").write_text(str(proc.pid))
@@ -186,8 +203,8 @@ def start_ssh_lab(state: Path, hosts: list[dict[str, Any]], *, port: int = SSH_P
         failed = [line for line in (state / "sshd.log").read_text(errors="replace").splitlines()
                   if "Bind to port" in line or "Cannot bind" in line]
         if failed:  # sshd goes on when some of its addresses are taken: we do not
-            raise FleetError(f"lab sshd could not listen on every server's address ({len(failed)} failed; is "
-                             f"another lab using port {port}?): {failed[0]}")
+            raise PortInUse(f"lab sshd could not listen on every server's address ({len(failed)} failed: "
+                            f"{failed[0].strip()})", remedy=f"another lab uses port {port}? stop it, or --no-ssh")
     except BaseException:
         stop_ssh_lab(state)
         raise
