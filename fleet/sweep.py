@@ -210,7 +210,7 @@ async def sweep(fleet: Fleet, selector: str | Sequence[str] | None = None, *, up
     if ups:
         from .ups import _ups_rows, ups_status
 
-        ups_ids = {u.name: u.id for u, *_ in _ups_rows(fleet, None)}
+        ups_ids = {u.name: u.id for u, *_ in _ups_rows(fleet, None, feeds=False)}
         ups_reads = await ups_status(fleet, None, record=True)
         result.ups = len(ups_reads)
         for r in ups_reads:
