@@ -217,11 +217,11 @@ class OutletPath:
         return tuple(h for h in self.hops if h.kind == kind)
 
     def to_row(self) -> dict[str, Any]:
-        """`fleet show`'s ``power_feeds`` row: the nearest PDU, UPS and feed, and the whole chain."""
+        """`fleet show`'s ``power_feeds`` row: the PDU, UPS and feed nearest the PSU on this path."""
         pdu, ups, feed = self.nearest("pdu"), self.nearest("ups"), self.nearest("feed")
         return {"psu": self.psu, "outlet": self.outlet, "pdu": pdu.name if pdu else None,
                 "ups": ups.name if ups else None, "ups_kind": ups.ups_kind if ups else None,
-                "feed": feed.name if feed else None, "path": [h.to_json() for h in self.hops]}
+                "feed": feed.name if feed else None}
 
 
 def _up(server_ids: Sequence[int] | Select[Any] | None) -> CTE:
