@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import insert, select
 
-from inventory.models import Audit, Event, Outlet, Rack, Server, ServerState, Site, Ups, UpsState, WorkOrder, utcnow
+from inventory.models import Audit, Event, Rack, Server, ServerState, Site, Ups, UpsState, WorkOrder, utcnow
+from inventory.powerpath import carried_hostnames
 
 from .datafiles import data_path
 from .errors import FleetError
@@ -50,12 +51,10 @@ def gather(fleet: Fleet, now: datetime) -> dict[str, Any]:
                                .outerjoin(ServerState, ServerState.server_id == Server.id)).all()
         events = conn.execute(select(Event.target_kind, Event.target_name, Event.kind, Event.severity,
                                      Event.opened_at, Event.count).where(Event.status != "resolved")).all()
-        feeds: dict[int, list[str]] = {}
-        for ups_id, host in conn.execute(select(Outlet.ups_id, Server.hostname)
-                                         .join(Server, Server.id == Outlet.server_id)
-                                         .where(Outlet.ups_id.is_not(None))):
-            feeds.setdefault(ups_id, []).append(host)
         ups_ids = dict(conn.execute(select(Ups.name, Ups.id)).all())
+        # The servers each UPS with an open finding carries: through its PDUs, any number of hops.
+        wanted = {ups_ids[t] for k, t, *_ in events if k == "ups" and t in ups_ids}
+        feeds = carried_hostnames(conn, {"ups": wanted}) if wanted else {}
         runtimes = dict(conn.execute(select(Ups.name, UpsState.runtime_s)
                                      .join(UpsState, UpsState.ups_id == Ups.id)).all())
         history_rows = conn.execute(select(Audit.ts, Audit.targets, Audit.result, Audit.detail)
@@ -66,7 +65,7 @@ def gather(fleet: Fleet, now: datetime) -> dict[str, Any]:
         extra: dict[str, Any] = {}
         value = None
         if target_kind == "ups":  # the servers it feeds, and its runtime, for the on-battery rules
-            extra["feeds"] = tuple(sorted(feeds.get(ups_ids.get(target, -1), ())))
+            extra["feeds"] = feeds.get(("ups", ups_ids.get(target, -1)), ())
             value = runtimes.get(target)
         findings.append(Finding(target=target, kind=kind, severity=severity, opened_at=_aware(opened_at),
                                 value=value, state=state_of.get(target), count=count, extra=extra))

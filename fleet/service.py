@@ -47,6 +47,7 @@ from inventory.models import (
     Ups,
     utcnow,
 )
+from inventory.powerpath import server_elements, server_paths
 from inventory.secrets import CHECK_META_KEY, KeyRing, Secret, load_or_create_key
 from inventory.selectors import Selector, glob_to_like, parse_selector
 from inventory.validate import check_code, check_hostname
@@ -300,19 +301,8 @@ class Fleet(BrowseMixin, PxeMixin):
 
     @staticmethod
     def _power_path(s: Session, server_id: int) -> Iterable[dict[str, Any]]:
-        """The outlets feeding a server and what is upstream of each (UPS/PDU, feed)."""
-        from sqlalchemy.orm import aliased
-
-        upstream = aliased(Ups)  # the UPS a PDU hangs on
-        stmt = (select(Outlet.number, Outlet.psu, Pdu.name, func.coalesce(Ups.name, upstream.name),
-                       func.coalesce(Ups.kind, upstream.kind), PowerFeed.name)
-                .outerjoin(Pdu, Pdu.id == Outlet.pdu_id)
-                .outerjoin(Ups, Ups.id == Outlet.ups_id)
-                .outerjoin(upstream, upstream.id == Pdu.ups_id)
-                .outerjoin(PowerFeed, PowerFeed.id == func.coalesce(Pdu.feed_id, Ups.feed_id, upstream.feed_id))
-                .where(Outlet.server_id == server_id).order_by(Outlet.psu, Outlet.number))
-        for number, psu, pdu, ups, ups_kind, feed in s.execute(stmt):
-            yield {"psu": psu, "outlet": number, "pdu": pdu, "ups": ups, "ups_kind": ups_kind, "feed": feed}
+        """The outlets feeding a server and what is upstream of each (see :mod:`inventory.powerpath`)."""
+        return [p.to_row() for p in server_paths(s, [server_id]).get(server_id, [])]
 
     def latest_state(self, selector: str | Sequence[str] | Selector | None = None) -> list[StateRow]:
         """The latest state of every selected server in one query (never-swept servers: unknown).
@@ -726,31 +716,23 @@ class Fleet(BrowseMixin, PxeMixin):
     def power_loads(self, hostnames: Sequence[str]) -> tuple[dict[str, Any], list[str]]:
         """Each server's draw (from its profile) and the feeds, UPSes and PDUs on its power path.
 
-        A server's path is its outlets (UPS or PDU, then what feeds that UPS/PDU: a PDU's UPS and
-        feed, a UPS's feed); a server with no outlet on record hangs on its rack's feeds. Elements
-        with no known capacity are left out, with a warning.
+        A server's path is every element above each of its outlets, through any number of hops
+        (:func:`inventory.powerpath.server_elements`); a server with no outlet on record hangs on its
+        rack's feeds. Elements with no known capacity are left out, with a warning.
         """
         from .budget import Element, Load
 
         warnings: list[str] = []
         loads: dict[str, Any] = {}
         with Session(self.engine) as s:
-            feeds = {f.id: f for f in s.execute(select(PowerFeed)).scalars()}
-            upses = {u.id: u for u in s.execute(select(Ups)).scalars()}
-            pdus = {p.id: p for p in s.execute(select(Pdu)).scalars()}
             servers: list[Any] = []
             for i in range(0, len(hostnames), _CHUNK):
                 servers += s.execute(select(Server.id, Server.hostname, Server.profile, Server.priority,
                                             Server.rack_id).where(Server.hostname.in_(hostnames[i:i + _CHUNK]))).all()
-            ids = [r.id for r in servers]
-            outlets: dict[int, list[Any]] = defaultdict(list)
-            for i in range(0, len(ids), _CHUNK):
-                for o in s.execute(select(Outlet).where(Outlet.server_id.in_(ids[i:i + _CHUNK]))).scalars():
-                    outlets[o.server_id].append(o)
-        rack_feeds: dict[int, list[Any]] = defaultdict(list)
-        for f in feeds.values():
-            if f.rack_id is not None:
-                rack_feeds[f.rack_id].append(f)
+            above = server_elements(s, [r.id for r in servers])
+            objects = {kind: {o.id: o for o in s.execute(select(model).where(model.id.in_(
+                {h.id for hops in above.values() for h in hops if h.kind == kind}))).scalars()}
+                for kind, model in (("feed", PowerFeed), ("ups", Ups), ("pdu", Pdu))}
         cache: dict[tuple[str, int], Any] = {}
 
         def element(kind: str, obj: Any) -> Any:
@@ -765,24 +747,6 @@ class Fleet(BrowseMixin, PxeMixin):
                 cache[key] = Element(kind, obj.name, float(capacity)) if capacity else None
             return cache[key]
 
-        def path(o: Any) -> list[Any]:
-            out: list[Any] = []
-            if o.pdu_id is not None:
-                pdu = pdus[o.pdu_id]
-                out.append(element("pdu", pdu))
-                if pdu.ups_id is not None:
-                    out.append(element("ups", upses[pdu.ups_id]))
-                    if upses[pdu.ups_id].feed_id is not None:
-                        out.append(element("feed", feeds[upses[pdu.ups_id].feed_id]))
-                if pdu.feed_id is not None:
-                    out.append(element("feed", feeds[pdu.feed_id]))
-            if o.ups_id is not None:
-                ups = upses[o.ups_id]
-                out.append(element("ups", ups))
-                if ups.feed_id is not None:
-                    out.append(element("feed", feeds[ups.feed_id]))
-            return out
-
         for row in servers:
             profile = self.profiles.get(row.profile) if row.profile in self.profiles else None
             power = profile.power if profile is not None else None
@@ -791,9 +755,7 @@ class Fleet(BrowseMixin, PxeMixin):
                 warnings.append(f"{row.hostname}: profile {row.profile} gives no peak watts; 500 W assumed")
                 peak = 500.0
             factor = getattr(power, "inrush_factor", None) or 1.5
-            elements = [el for o in outlets.get(row.id, []) for el in path(o)]
-            if not outlets.get(row.id) and row.rack_id is not None:
-                elements = [element("feed", f) for f in rack_feeds.get(row.rack_id, [])]
+            elements = [element(h.kind, objects[h.kind][h.id]) for h in above.get(row.id, ())]
             loads[row.hostname] = Load(row.hostname, float(peak), float(factor), row.priority,
                                        tuple(el for el in elements if el is not None))
         return loads, sorted(set(warnings))

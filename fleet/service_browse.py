@@ -14,13 +14,11 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import String, cast, func, select
-from sqlalchemy.orm import aliased
 from sqlmodel import Session
 
 from inventory.models import (
     Audit,
     Event,
-    Outlet,
     Pdu,
     Pod,
     PowerFeed,
@@ -32,6 +30,7 @@ from inventory.models import (
     Ups,
     UpsState,
 )
+from inventory.powerpath import carried_stmt, kind_of, server_paths
 from inventory.selectors import Selector, glob_to_like, parse_selector
 
 from .errors import NotFound
@@ -267,24 +266,17 @@ class BrowseMixin:
                        ServerState.power)
                 .outerjoin(ServerState, ServerState.server_id == Server.id)
                 .where(Server.rack_id == rid).order_by(Server.position.desc(), Server.hostname)).all()
-            upstream = aliased(Ups)
             ups_of: dict[int, tuple[str, str]] = {}
-            ids = [s[0] for s in servers]
-            if ids:
-                ups_id = func.coalesce(Outlet.ups_id, Pdu.ups_id)
-                for sid, ups_name, status in conn.execute(
-                        select(Outlet.server_id, upstream.name, UpsState.status)
-                        .outerjoin(Pdu, Pdu.id == Outlet.pdu_id)
-                        .join(upstream, upstream.id == ups_id)
-                        .outerjoin(UpsState, UpsState.ups_id == upstream.id)
-                        .where(Outlet.server_id.in_(ids))
-                        .order_by(Outlet.server_id, Outlet.psu, upstream.kind.desc())):
-                    # The server's own UPS (kind server) sorts before the rack's; a UPS anywhere on the path
-                    # that is not online (on battery, low) is shown instead.
-                    status = status or "unknown"
+            paths = server_paths(conn, [s[0] for s in servers]) if servers else {}
+            status_of = _ups_statuses(conn, paths)
+            for sid, outlet_paths in paths.items():
+                for hop in (h for p in outlet_paths for h in p.of_kind("ups")):
+                    # The first UPS on the path (PSU 1's first); a UPS anywhere on the path that is not
+                    # online (on battery, low) is shown instead.
+                    status = status_of.get(hop.id) or "unknown"
                     if sid not in ups_of or (ups_of[sid][1] in ("online", "unknown")
                                              and status not in ("online", "unknown")):
-                        ups_of[sid] = (ups_name, status)
+                        ups_of[sid] = (hop.name, status)
             devices = self._ups_briefs(conn, Ups.rack_id == rid, limit=50)
             # Rack UPSes never read have no ups_state row: list them anyway.
             have = {d.name for d in devices}
@@ -303,7 +295,6 @@ class BrowseMixin:
     def server_status(self, hostname: str) -> dict[str, Any]:
         """The latest state a sweep left for one server, and the UPSes on its power path."""
         host = hostname.strip().lower()
-        upstream = aliased(Ups)
         with self.engine.connect() as conn:
             row = conn.execute(select(Server.id, ServerState.power, ServerState.health, ServerState.bmc_reachable,
                                       ServerState.last_seen, ServerState.updated_at, ServerState.last_error)
@@ -311,16 +302,13 @@ class BrowseMixin:
                                .where(Server.hostname == host)).first()
             if row is None:
                 raise NotFound(f"no server named {hostname!r}")
-            ups_id = func.coalesce(Outlet.ups_id, Pdu.ups_id)
-            ups = [{"name": n, "kind": k, "outlet": f"{pdu or n}:{num}", "psu": psu, "status": st or "unknown",
-                    "charge_pct": ch, "runtime_s": rt, "load_pct": ld}
-                   for n, k, pdu, num, psu, st, ch, rt, ld in conn.execute(
-                       select(upstream.name, upstream.kind, Pdu.name, Outlet.number, Outlet.psu, UpsState.status,
-                              UpsState.charge_pct, UpsState.runtime_s, UpsState.load_pct)
-                       .outerjoin(Pdu, Pdu.id == Outlet.pdu_id)
-                       .join(upstream, upstream.id == ups_id)
-                       .outerjoin(UpsState, UpsState.ups_id == upstream.id)
-                       .where(Outlet.server_id == row[0]).order_by(Outlet.psu, Outlet.number))]
+            outlet_paths = server_paths(conn, [row[0]]).get(row[0], [])
+            states = {st.ups_id: st for st in conn.execute(select(UpsState).where(UpsState.ups_id.in_(
+                {h.id for p in outlet_paths for h in p.of_kind("ups")})))}
+            ups = [{"name": h.name, "kind": h.ups_kind, "outlet": f"{p.hops[0].name}:{p.outlet}", "psu": p.psu,
+                    "status": (st.status if st else None) or "unknown", "charge_pct": st.charge_pct if st else None,
+                    "runtime_s": st.runtime_s if st else None, "load_pct": st.load_pct if st else None}
+                   for p in outlet_paths for h in p.of_kind("ups") for st in (states.get(h.id),)]
         return {"power": row[1] or "unknown", "health": row[2] or "unknown", "bmc_reachable": row[3],
                 "last_seen": _aware(row[4]), "updated_at": _aware(row[5]), "last_error": row[6] or "", "ups": ups}
 
@@ -386,7 +374,8 @@ class BrowseMixin:
         """Feeds, rack/room UPSes and PDUs with capacity, measured load (UPS) and the servers' peak draw.
 
         UPSes on battery come first, then the most loaded. The estimate is the sum of the profiles' peak
-        watts of the servers each element feeds (through its outlets, or its rack for a rack feed).
+        watts of the servers each element carries, through any number of hops (a server with no outlet
+        on record counts on its rack's feeds), each server once: the budget's view of the path.
         Per-server UPSes are left out (the server screen shows them). Returns the first ``limit`` and the total.
         """
         profiles = self.profiles
@@ -412,27 +401,16 @@ class BrowseMixin:
                     raise NotFound(f"no site {site!r}")
             codes = dict(conn.execute(select(Site.id, Site.code)).all())
             racks = dict(conn.execute(select(Rack.id, Rack.name)).all())
-            draw_ups: dict[int, float] = defaultdict(float)
-            draw_pdu: dict[int, float] = defaultdict(float)
-            count_ups: dict[int, int] = defaultdict(int)
-            count_pdu: dict[int, int] = defaultdict(int)
-            for ups_id, pdu_id, profile, n in conn.execute(
-                    select(Outlet.ups_id, Outlet.pdu_id, Server.profile, func.count(func.distinct(Server.id)))
-                    .join(Server, Server.id == Outlet.server_id)
-                    .group_by(Outlet.ups_id, Outlet.pdu_id, Server.profile)):
-                if ups_id is not None:
-                    draw_ups[ups_id] += n * peak_of(profile)
-                    count_ups[ups_id] += n
-                if pdu_id is not None:
-                    draw_pdu[pdu_id] += n * peak_of(profile)
-                    count_pdu[pdu_id] += n
-            rack_draw: dict[int, float] = defaultdict(float)
-            rack_count: dict[int, int] = defaultdict(int)
-            for rid, profile, n in conn.execute(select(Server.rack_id, Server.profile, func.count())
-                                                .where(Server.rack_id.is_not(None))
-                                                .group_by(Server.rack_id, Server.profile)):
-                rack_draw[rid] += n * peak_of(profile)
-                rack_count[rid] += n
+            # Each element's servers, through any number of hops (inventory.powerpath), by profile.
+            draw: dict[tuple[str, int], float] = defaultdict(float)
+            count: dict[tuple[str, int], int] = defaultdict(int)
+            carry = carried_stmt({"ups": None, "pdu": None, "feed": None}).subquery()
+            for kind, element_id, profile, n in conn.execute(
+                    select(carry.c.kind, carry.c.element_id, Server.profile, func.count())
+                    .join(Server, Server.id == carry.c.server_id)
+                    .group_by(carry.c.kind, carry.c.element_id, Server.profile)):
+                draw[(kind_of(kind), element_id)] += n * peak_of(profile)
+                count[(kind_of(kind), element_id)] += n
             ups_stmt = (select(Ups, UpsState).outerjoin(UpsState, UpsState.ups_id == Ups.id)
                         .where(Ups.kind != "server"))
             pdu_stmt = select(Pdu)
@@ -447,57 +425,28 @@ class BrowseMixin:
             ups_names = dict(conn.execute(select(Ups.id, Ups.name)).all())
             feed_names = dict(conn.execute(select(PowerFeed.id, PowerFeed.name)).all())
         elements: list[PowerElement] = []
-        feed_est: dict[int, float] = defaultdict(float)
-        feed_hung: set[int] = set()
-        pdu_on_ups: dict[int, float] = defaultdict(float)
-        pdu_count_on_ups: dict[int, int] = defaultdict(int)
-        feed_servers: dict[int, int] = defaultdict(int)
-        for (p,) in pdus:
-            if p.ups_id is not None:
-                pdu_on_ups[p.ups_id] += draw_pdu.get(p.id, 0.0)
-                pdu_count_on_ups[p.ups_id] += count_pdu.get(p.id, 0)
         for row in upses:
             u, st = row[0], row[1]
             if on_battery_only and (st is None or "on-battery" not in st.status):
                 continue
             cap = cap_of(u.capacity_w, u.profile)
-            est = draw_ups.get(u.id, 0.0) + pdu_on_ups.get(u.id, 0.0)
             measured = cap * st.load_pct / 100 if cap and st is not None and st.load_pct is not None else None
-            n_servers = count_ups.get(u.id, 0) + pdu_count_on_ups.get(u.id, 0)
-            if u.feed_id is not None:
-                feed_est[u.feed_id] += est
-                feed_servers[u.feed_id] += n_servers
-                feed_hung.add(u.feed_id)
             elements.append(PowerElement("ups", u.name, codes.get(u.site_id), racks.get(u.rack_id), cap, measured,
-                                         est or None, st.status if st is not None else "unknown",
+                                         draw.get(("ups", u.id)) or None, st.status if st is not None else "unknown",
                                          st.charge_pct if st is not None else None,
                                          st.runtime_s if st is not None else None,
-                                         feed_names.get(u.feed_id), n_servers))
+                                         feed_names.get(u.feed_id), count.get(("ups", u.id), 0)))
         for row in pdus:
             p = row[0]
-            est = draw_pdu.get(p.id, 0.0)
-            if p.ups_id is None and p.feed_id is not None:
-                feed_est[p.feed_id] += est
-                feed_servers[p.feed_id] += count_pdu.get(p.id, 0)
-                feed_hung.add(p.feed_id)
             elements.append(PowerElement("pdu", p.name, codes.get(p.site_id), racks.get(p.rack_id),
-                                         cap_of(p.capacity_w, p.profile), None, est or None, "",
+                                         cap_of(p.capacity_w, p.profile), None, draw.get(("pdu", p.id)) or None, "",
                                          upstream=ups_names.get(p.ups_id) or feed_names.get(p.feed_id),
-                                         servers=count_pdu.get(p.id, 0)))
-        rack_feeds: dict[int, int] = defaultdict(int)
-        for row in feeds:
-            if row[0].rack_id is not None:
-                rack_feeds[row[0].rack_id] += 1
+                                         servers=count.get(("pdu", p.id), 0)))
         for row in feeds:
             f = row[0]
-            est = feed_est.get(f.id, 0.0)
-            servers = feed_servers.get(f.id, 0)
-            if f.id not in feed_hung and f.rack_id is not None:  # the rack's servers share its feeds
-                est = rack_draw.get(f.rack_id, 0.0) / max(rack_feeds[f.rack_id], 1)
-                servers = rack_count.get(f.rack_id, 0)
             elements.append(PowerElement("feed", f.name, codes.get(f.site_id), racks.get(f.rack_id),
-                                         float(f.capacity_w) if f.capacity_w else None, None, est or None,
-                                         servers=servers))
+                                         float(f.capacity_w) if f.capacity_w else None, None,
+                                         draw.get(("feed", f.id)) or None, servers=count.get(("feed", f.id), 0)))
 
         def order(e: PowerElement) -> tuple[int, float, str, str]:
             on_batt = 0 if "on-battery" in e.status else 1
@@ -505,6 +454,13 @@ class BrowseMixin:
 
         elements.sort(key=order)
         return elements[:limit], len(elements)
+
+
+def _ups_statuses(conn: Any, paths: dict[int, list[Any]]) -> dict[int, str]:
+    """The latest status of every UPS on these paths."""
+    ids = {h.id for outlet_paths in paths.values() for p in outlet_paths for h in p.of_kind("ups")}
+    return dict(conn.execute(select(UpsState.ups_id, UpsState.status).where(UpsState.ups_id.in_(ids))).all()) \
+        if ids else {}
 
 
 def _aware(value: Any) -> Any:

@@ -215,7 +215,7 @@ async def sweep(fleet: Fleet, selector: str | Sequence[str] | None = None, *, up
 
         if progress is not None:
             progress(0, phase="ups")
-        ups_ids = {u.name: u.id for u, *_ in _ups_rows(fleet, None)}
+        ups_ids = {u.name: u.id for u, *_ in _ups_rows(fleet, None, feeds=False)}
         ups_reads = await ups_status(fleet, None, record=True)
         result.ups = len(ups_reads)
         for r in ups_reads:

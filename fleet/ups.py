@@ -3,7 +3,9 @@
 The functions here take a :class:`fleet.Fleet` and do the fleet-level work (which devices, which
 driver, what to record); the drivers (``snmp``, ``nut``) do the talking. A UPS selector is a list
 of terms: plain words are UPS names (``ups-*``), and ``site=``, ``rack=``, ``kind=server|rack|room``,
-``protocol=snmp|nut``, ``profile=`` and ``server=HOST`` (the UPSes feeding a server) narrow it.
+``protocol=snmp|nut``, ``profile=`` and ``server=HOST`` (every UPS on the server's power path, through
+its PDUs) narrow it. A UPS's ``feeds`` are the servers it carries through any number of hops
+(:mod:`inventory.powerpath`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from sqlalchemy import ColumnElement, and_, func, insert, select
 from sqlmodel import Session
 
 from inventory.models import Credential, Outlet, Pdu, Rack, Reading, Server, Site, Ups, UpsState, utcnow
+from inventory.powerpath import carried_hostnames, upses_on_path_stmt
 from inventory.secrets import Secret
 from inventory.selectors import glob_to_like
 
@@ -77,9 +80,9 @@ def parse_ups_selector(terms: str | Sequence[str] | None) -> ColumnElement[bool]
         elif key == "rack":
             lowered = [v.lower() for v in values]
             clauses.append(Ups.rack_id.in_(select(Rack.id).where(func.lower(Rack.name).in_(lowered))))
-        elif key == "server":
-            clauses.append(Ups.id.in_(select(Outlet.ups_id).join(Server, Server.id == Outlet.server_id)
-                                      .where(_any_like(Server.hostname, [v.lower() for v in values]))))
+        elif key == "server":  # every UPS on the server's power path, through PDUs and any hops
+            clauses.append(Ups.id.in_(upses_on_path_stmt(
+                select(Server.id).where(_any_like(Server.hostname, [v.lower() for v in values])))))
     return and_(*clauses) if clauses else None
 
 
@@ -145,7 +148,7 @@ class UpsReading:
         }
 
 
-def _ups_rows(fleet: Fleet, selector: str | Sequence[str] | None) -> list[Any]:
+def _ups_rows(fleet: Fleet, selector: str | Sequence[str] | None, *, feeds: bool = True) -> list[Any]:
     cond = parse_ups_selector(selector)
     stmt = (select(Ups, Site.code, Rack.name, Credential)
             .join(Site, Site.id == Ups.site_id).outerjoin(Rack, Rack.id == Ups.rack_id)
@@ -154,14 +157,10 @@ def _ups_rows(fleet: Fleet, selector: str | Sequence[str] | None) -> list[Any]:
         stmt = stmt.where(cond)
     with Session(fleet.engine) as s:
         rows = s.execute(stmt).all()
-        feeds: dict[int, list[str]] = {}
-        if rows:
-            for ups_id, host in s.execute(select(Outlet.ups_id, Server.hostname)
-                                          .join(Server, Server.id == Outlet.server_id)
-                                          .where(Outlet.ups_id.in_([r[0].id for r in rows]))
-                                          .order_by(Server.hostname)):
-                feeds.setdefault(ups_id, []).append(host)
-    return [(ups, site, rack, cred, tuple(feeds.get(ups.id, ()))) for ups, site, rack, cred in rows]
+        # The servers each UPS carries, through its PDUs and any number of hops.
+        carries = carried_hostnames(s, {"ups": None if cond is None else [r[0].id for r in rows]}) \
+            if rows and feeds else {}
+    return [(ups, site, rack, cred, carries.get(("ups", ups.id), ())) for ups, site, rack, cred in rows]
 
 
 async def ups_status(fleet: Fleet, selector: str | Sequence[str] | None = None, *, concurrency: int = 64,
@@ -344,7 +343,7 @@ def battery_forecast(fleet: Fleet, selector: str | Sequence[str] | None = None, 
     reaches ``min_runtime_s`` at today's load is the trend's due date. A UPS that reports
     replace-battery is due now, whatever the figures say.
     """
-    rows = _ups_rows(fleet, selector)
+    rows = _ups_rows(fleet, selector, feeds=False)
     today = datetime.now(UTC).date()
     out = []
     with Session(fleet.engine) as s:
