@@ -1,0 +1,56 @@
+"""The whole fleet's latest state in one query.
+
+At 100,000 servers the query itself is the smaller part of the read: what costs is making a
+:class:`~fleet.views.StateRow` per row, and, above all, the cyclic garbage collector, which runs
+every few hundred of those allocations and re-scans every row made so far (measured: 15-30 % of
+the read). The rows create no cycles, so the collector is paused while they are made
+(:func:`inventory.records.gc_paused`, as the bulk import does). Timestamps are fetched untyped and
+parsed here, each distinct value once: SQLAlchemy's per-value datetime processing cost more than
+the query itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Engine, String, select, type_coerce
+
+from inventory.models import Server, ServerState
+from inventory.records import gc_paused
+from inventory.selectors import Selector, parse_selector
+
+from .views import StateRow
+
+__all__ = ["as_utc", "latest_state"]
+
+
+def as_utc(value: Any) -> datetime | None:
+    """A timestamp as stored (text on SQLite, a datetime from psycopg) as an aware UTC datetime."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def latest_state(engine: Engine, selector: str | Sequence[str] | Selector | None = None) -> list[StateRow]:
+    """The latest state of every selected server, by host name (never-swept servers: unknown)."""
+    sel = parse_selector(selector)
+    stmt = sel.apply(
+        select(Server.hostname, Server.state, ServerState.power, ServerState.health, ServerState.bmc_reachable,
+               type_coerce(ServerState.last_seen, String), type_coerce(ServerState.updated_at, String),
+               ServerState.last_error)
+        .outerjoin(ServerState, ServerState.server_id == Server.id).order_by(Server.hostname))
+    seen: dict[Any, datetime | None] = {}  # a sweep stamps its batches alike: parse each value once
+
+    def ts(value: Any) -> datetime | None:
+        if value not in seen:
+            seen[value] = as_utc(value)
+        return seen[value]
+
+    with engine.connect() as conn, gc_paused():
+        return [StateRow(h, st, p or "unknown", hl or "unknown", None if r is None else bool(r), ts(ls), ts(up),
+                         e or "")
+                for h, st, p, hl, r, ls, up, e in conn.execute(stmt)]
