@@ -132,7 +132,7 @@ class Fleet(BrowseMixin, PxeMixin):
         inv_db.upgrade(engine)
         key = load_or_create_key(key_path, create=True)
         fleet = cls(engine, keyring=KeyRing(key), key_path=key_path, **kwargs)
-        with inv_db.session_scope(engine) as s:
+        with inv_db.write_session(engine) as s:
             meta = s.get(Meta, CHECK_META_KEY)
             if meta is None:
                 s.add(Meta(key=CHECK_META_KEY, value=fleet._keyring.check_value()))
@@ -186,7 +186,8 @@ class Fleet(BrowseMixin, PxeMixin):
         return self._keyring
 
     def _session(self) -> Any:
-        return inv_db.session_scope(self.engine)
+        """A writer's session (``BEGIN IMMEDIATE``; see :mod:`inventory.db`); reads use ``Session(engine)``."""
+        return inv_db.write_session(self.engine)
 
     def _audit(self, session: Session, action: str, targets: Sequence[str], result: str = "ok",
                **detail: Any) -> None:
@@ -1264,7 +1265,7 @@ class Fleet(BrowseMixin, PxeMixin):
                 netbox_interfaces=Path(netbox_interfaces) if netbox_interfaces else None,
                 secrets=[Path(p) for p in secrets])
             needs_key = any(getattr(r, "kind", None) == "credential" for r in recs)
-            with Session(self.engine, expire_on_commit=False) as s:
+            with Session(inv_db.writer(self.engine), expire_on_commit=False) as s:
                 try:
                     report = records.apply(s, recs, profiles=self.profiles,
                                            keyring=self.keyring if needs_key else None,
@@ -1295,7 +1296,7 @@ class Fleet(BrowseMixin, PxeMixin):
                ) -> ImportResult:
         from inventory import records as recs
 
-        with Session(self.engine, expire_on_commit=False) as s:
+        with Session(inv_db.writer(self.engine), expire_on_commit=False) as s:
             try:
                 report = recs.apply(s, records, profiles=self.profiles, actor=self.actor, mode=mode)
                 self._audit(s, action, targets, **detail)
@@ -1392,7 +1393,7 @@ class Fleet(BrowseMixin, PxeMixin):
         Without them SQLite drives ``rack=R12 state=deployed`` from the state index (most servers
         are deployed) and takes 15-20 ms at 100,000 servers instead of under one.
         """
-        with self.engine.begin() as conn:
+        with inv_db.write_connection(self.engine) as conn:
             conn.exec_driver_sql("ANALYZE")
 
     def export(self, fmt: str = "yaml") -> str | dict[str, str]:
