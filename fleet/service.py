@@ -49,7 +49,7 @@ from inventory.models import (
 )
 from inventory.secrets import CHECK_META_KEY, KeyRing, Secret, load_or_create_key
 from inventory.selectors import Selector, glob_to_like, parse_selector
-from inventory.validate import check_code, check_hostname
+from inventory.validate import check_code, check_hostname, check_text, visible
 
 from .errors import ConflictError, DriverError, FleetError, ImportFailed, InputError, NotFound, ValidationError
 from .service_browse import BrowseMixin
@@ -368,7 +368,8 @@ class Fleet(BrowseMixin, PxeMixin):
             server = self._server(s, hostname)
             if server.state == state:
                 return False
-            transition(s, server, state, actor=self.actor, reason=reason[:256])
+            # Workflows' reasons may quote device text: shown escaped, never refused mid-workflow.
+            transition(s, server, state, actor=self.actor, reason=visible(reason)[:256])
         return True
 
     def allowed_states(self, hostname: str) -> list[str]:
@@ -470,6 +471,7 @@ class Fleet(BrowseMixin, PxeMixin):
                        options: dict[str, Any] | None = None) -> CredentialRow:
         """Create or replace a credential; the secret is sealed before it reaches the database."""
         name = check_code(name, "name")
+        username = check_text(username, "username", 64)
         if kind not in CREDENTIAL_KINDS:
             raise ValidationError(f"unknown kind {kind!r}; kinds: {', '.join(CREDENTIAL_KINDS)}", field="kind")
         if not secret:
@@ -1092,7 +1094,6 @@ class Fleet(BrowseMixin, PxeMixin):
         ``None`` clears a threshold; a server's override beats its rack's, which beats the profile. Audited.
         """
         from inventory.models import ThresholdOverride
-        from inventory.validate import check_text
 
         sensor = check_text(sensor, "sensor", 64)
         if not sensor:
