@@ -171,3 +171,44 @@ def test_a_legacy_row_with_control_characters_prints_escaped_in_show_list_and_au
     assert main(["show", "web-1", "--json"]) == 0
     out, _ = capsys.readouterr()
     assert "\x1b" not in out and "\u202e" not in out and json.loads(out)["description"] == ESC
+
+
+def test_the_tui_shows_legacy_control_characters_escaped_in_tables_and_the_server_view(tmp_path: Path) -> None:
+    import asyncio
+
+    from sqlalchemy import insert, update
+
+    from inventory.db import write_connection
+    from inventory.models import Audit, Server, utcnow
+    from tui.screens import AuditScreen, ServerScreen
+
+    from .tui_factory import make_app, make_fleet, screen_text, settle
+
+    f = make_fleet(tmp_path)
+    with write_connection(f.engine) as conn:
+        conn.execute(update(Server).where(Server.hostname == "db01.par1")
+                     .values(serial="[link=http://x]SN[/link]", asset_tag=ESC, state_reason=RLO))
+        conn.execute(insert(Audit).values(ts=utcnow(), actor=f"mallory{ESC}", action="set.server",
+                                          targets=[f"db01{RLO}"], target_count=1, result="ok", detail={}))
+
+    async def go() -> tuple[str, str]:
+        app = make_app(f)
+        async with app.run_test(size=(150, 45)) as pilot:
+            await settle(pilot)
+            app.push_screen(ServerScreen("db01.par1"))
+            await settle(pilot)
+            server_view = screen_text(app)
+            await pilot.press("escape", "7")
+            await settle(pilot)
+            assert isinstance(app.screen, AuditScreen)
+            return server_view, screen_text(app)
+
+    try:
+        server_view, audit_view = asyncio.run(go())
+    finally:
+        f.close()
+    for text in (server_view, audit_view):
+        assert "\x1b" not in text and "\u202e" not in text
+    assert "\\x1b[2J" in server_view and "evil\\u202etxt.exe" in server_view
+    assert "[link=http://x]SN[/link]" in server_view  # not read as markup
+    assert "mallory\\x1b[2J" in audit_view and "db01evil\\u202etxt.exe" in audit_view
