@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select, update
 
+from inventory.db import write_connection
 from inventory.models import Credential, Disk, Nic, Server, utcnow
 
 from .drivers.base import Target
@@ -154,7 +155,7 @@ async def collect(fleet: Fleet, selector: str | Sequence[str] | None, *, concurr
         for kind, messages in by_kind.items():
             severity = "critical" if kind in ("disk-failing", "serial-changed", "disk-missing") else "warning"
             findings.append(Finding("server", row.id, row.hostname, kind, severity, "; ".join(messages)[:500]))
-    with fleet.engine.begin() as conn:  # pinned keys and drift events together, or neither
+    with write_connection(fleet.engine) as conn:  # pinned keys and drift events together, or neither
         for sid, key in pins.items():
             conn.execute(update(Server).where(Server.id == sid).values(ssh_host_key=key))
         result.opened, _updated, result.resolved = record_events(conn, now, findings, judged)

@@ -25,7 +25,10 @@ from typing import Any
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import OperationalError
 
+from inventory.db import write_connection
 from inventory.models import Job, utcnow
+
+from .errors import Busy
 
 __all__ = ["STALE_AFTER_S", "JobTracker", "mark_interrupted", "owner_alive"]
 
@@ -34,7 +37,7 @@ _HOST = socket.gethostname()
 log = logging.getLogger(__name__)
 
 
-def _busy(exc: OperationalError) -> bool:
+def _busy(exc: OperationalError | Busy) -> bool:
     text = str(exc).lower()
     return "locked" in text or "busy" in text
 
@@ -71,7 +74,7 @@ def mark_interrupted(engine: Any) -> int:
         if alive is False or (alive is None and (beat is None or beat < stale_before)):
             dead.append(job_id)
     if dead:
-        with engine.begin() as conn:
+        with write_connection(engine) as conn:
             # It ended when it was last heard of (its heartbeat), not when someone noticed.
             conn.execute(update(Job).where(Job.id.in_(dead), Job.status == "running")
                          .values(status="interrupted",
@@ -127,7 +130,7 @@ class JobTracker:
                 else:  # taking over (resuming) an existing job
                     s.execute(update(Job).where(Job.id == self.id).values(
                         status="running", owner=_owner(), heartbeat_at=now, finished_at=None))
-        except OperationalError as exc:
+        except (OperationalError, Busy) as exc:
             if not _busy(exc):
                 raise
             log.warning("job %s: database busy, its row will be written later", self.kind)
@@ -185,7 +188,7 @@ class JobTracker:
                         done=self.done, failed=self.failed, total=self.total, result=dict(self.result),
                         params=dict(self.params), heartbeat_at=utcnow(), **extra))
                 return
-            except OperationalError as exc:
+            except (OperationalError, Busy) as exc:
                 if not _busy(exc):
                     raise
                 if attempt + 1 < attempts:

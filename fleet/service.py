@@ -49,7 +49,7 @@ from inventory.models import (
 from inventory.powerpath import server_elements, server_paths
 from inventory.secrets import CHECK_META_KEY, KeyRing, Secret, load_or_create_key
 from inventory.selectors import Selector, glob_to_like, parse_selector
-from inventory.validate import check_code, check_hostname
+from inventory.validate import check_code, check_hostname, check_text, visible
 
 from .errors import ConflictError, DriverError, FleetError, ImportFailed, InputError, NotFound, ValidationError
 from .latest_state import latest_state
@@ -135,7 +135,7 @@ class Fleet(BrowseMixin, PxeMixin):
         inv_db.upgrade(engine)
         key = load_or_create_key(key_path, create=True)
         fleet = cls(engine, keyring=KeyRing(key), key_path=key_path, **kwargs)
-        with inv_db.session_scope(engine) as s:
+        with inv_db.write_session(engine) as s:
             meta = s.get(Meta, CHECK_META_KEY)
             if meta is None:
                 s.add(Meta(key=CHECK_META_KEY, value=fleet._keyring.check_value()))
@@ -189,7 +189,8 @@ class Fleet(BrowseMixin, PxeMixin):
         return self._keyring
 
     def _session(self) -> Any:
-        return inv_db.session_scope(self.engine)
+        """A writer's session (``BEGIN IMMEDIATE``; see :mod:`inventory.db`); reads use ``Session(engine)``."""
+        return inv_db.write_session(self.engine)
 
     def _audit(self, session: Session, action: str, targets: Sequence[str], result: str = "ok",
                **detail: Any) -> None:
@@ -339,7 +340,8 @@ class Fleet(BrowseMixin, PxeMixin):
             server = self._server(s, hostname)
             if server.state == state:
                 return False
-            transition(s, server, state, actor=self.actor, reason=reason[:256])
+            # Workflows' reasons may quote device text: shown escaped, never refused mid-workflow.
+            transition(s, server, state, actor=self.actor, reason=visible(reason)[:256])
         return True
 
     def allowed_states(self, hostname: str) -> list[str]:
@@ -441,6 +443,7 @@ class Fleet(BrowseMixin, PxeMixin):
                        options: dict[str, Any] | None = None) -> CredentialRow:
         """Create or replace a credential; the secret is sealed before it reaches the database."""
         name = check_code(name, "name")
+        username = check_text(username, "username", 64)
         if kind not in CREDENTIAL_KINDS:
             raise ValidationError(f"unknown kind {kind!r}; kinds: {', '.join(CREDENTIAL_KINDS)}", field="kind")
         if not secret:
@@ -1032,7 +1035,6 @@ class Fleet(BrowseMixin, PxeMixin):
         ``None`` clears a threshold; a server's override beats its rack's, which beats the profile. Audited.
         """
         from inventory.models import ThresholdOverride
-        from inventory.validate import check_text
 
         sensor = check_text(sensor, "sensor", 64)
         if not sensor:
@@ -1213,7 +1215,7 @@ class Fleet(BrowseMixin, PxeMixin):
                 secrets=plain_secrets)
             recs += sealed
             needs_key = any(getattr(r, "kind", None) == "credential" for r in recs)
-            with Session(self.engine, expire_on_commit=False) as s:
+            with Session(inv_db.writer(self.engine), expire_on_commit=False) as s:
                 try:
                     if without_credentials:
                         recs, left = backup.drop_unresolved_credentials(s.connection(), recs)
@@ -1247,7 +1249,7 @@ class Fleet(BrowseMixin, PxeMixin):
                ) -> ImportResult:
         from inventory import records as recs
 
-        with Session(self.engine, expire_on_commit=False) as s:
+        with Session(inv_db.writer(self.engine), expire_on_commit=False) as s:
             try:
                 report = recs.apply(s, records, profiles=self.profiles, actor=self.actor, mode=mode)
                 self._audit(s, action, targets, **detail)
@@ -1344,7 +1346,7 @@ class Fleet(BrowseMixin, PxeMixin):
         Without them SQLite drives ``rack=R12 state=deployed`` from the state index (most servers
         are deployed) and takes 15-20 ms at 100,000 servers instead of under one.
         """
-        with self.engine.begin() as conn:
+        with inv_db.write_connection(self.engine) as conn:
             conn.exec_driver_sql("ANALYZE")
 
     def export(self, fmt: str = "yaml") -> str | dict[str, str]:

@@ -30,9 +30,10 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import OperationalError
 
+from inventory.db import write_connection
 from inventory.models import Event, Reading, Server, ServerState, utcnow
 
-from .errors import AuthFailed, DriverError
+from .errors import AuthFailed, Busy, DriverError
 from .profiles import SensorSpec
 
 if TYPE_CHECKING:
@@ -244,8 +245,8 @@ async def sweep(fleet: Fleet, selector: str | Sequence[str] | None = None, *, up
         try:
             _write(fleet, now, readings, states, findings, judged, result)
             break
-        except OperationalError as exc:
-            if "locked" not in str(exc).lower() or attempt == 4:
+        except (OperationalError, Busy) as exc:
+            if (not isinstance(exc, Busy) and "locked" not in str(exc).lower()) or attempt == 4:
                 raise
             for done in (result.opened, result.updated, result.resolved):  # that transaction was rolled back
                 done.clear()
@@ -262,7 +263,7 @@ def _parse(value: Any) -> datetime | None:
 def _write(fleet: Fleet, now: datetime, readings: list[dict[str, Any]], states: list[dict[str, Any]],
            findings: list[Finding], judged: dict[tuple[str, int], set[str]], result: SweepResult) -> None:
     """One transaction: readings, latest states, events opened/updated/resolved."""
-    with fleet.engine.begin() as conn:
+    with write_connection(fleet.engine) as conn:
         for i in range(0, len(readings), 5000):
             conn.execute(insert(Reading), readings[i:i + 5000])
         if states:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import ColumnElement, and_, func, insert, select
 from sqlmodel import Session
 
+from inventory.db import write_connection
 from inventory.models import Credential, Outlet, Pdu, Rack, Reading, Server, Site, Ups, UpsState, utcnow
 from inventory.powerpath import carried_hostnames, upses_on_path_stmt
 from inventory.secrets import Secret
@@ -207,7 +208,7 @@ def _record(fleet: Fleet, ids: dict[str, int], readings: list[UpsReading]) -> No
                 if value is not None and math.isfinite(value):
                     rows.append({"ts": now, "target_kind": "ups", "target_id": ids[r.name], "metric": metric,
                                  "value": float(value), "unit": unit})
-    with fleet.engine.begin() as conn:
+    with write_connection(fleet.engine) as conn:
         conn.execute(UpsState.__table__.delete().where(UpsState.ups_id.in_([s["ups_id"] for s in states])))
         conn.execute(insert(UpsState), states)
         if rows:

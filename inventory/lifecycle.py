@@ -15,6 +15,7 @@ from sqlmodel import Session
 from fleet.errors import IllegalTransition, ValidationError
 
 from .models import STATES, Audit, Server, StateChange, utcnow
+from .validate import check_free_text
 
 __all__ = ["TRANSITIONS", "allowed_moves", "transition"]
 
@@ -54,13 +55,13 @@ def transition(session: Session, server: Server, to_state: str, *, actor: str, r
     if to_state not in STATES:
         raise ValidationError(f"unknown state {to_state!r}; states: {', '.join(STATES)}", field="state",
                               value=to_state)
-    if not reason or not reason.strip():
+    reason = check_free_text(reason, "reason", 256)
+    if not reason:
         raise ValidationError("a reason is required for a lifecycle move", field="reason")
     from_state = server.state
     if to_state not in allowed_moves(from_state):
         raise IllegalTransition(server.hostname, from_state, to_state, allowed_moves(from_state))
     now = utcnow()
-    reason = reason.strip()[:256]
     result = session.execute(
         update(Server)
         .where(Server.id == server.id, Server.state == from_state)

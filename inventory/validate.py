@@ -1,15 +1,29 @@
-"""Strict validators for every value that may later reach a config file.
+r"""Strict validators for every value that may later reach a config file.
 
 Hostnames, MACs, IPs, short codes and tags end up in dnsmasq, iPXE, GRUB and preseed text. They
 are checked here, once, on the way in (import, ``fleet add``, ``fleet set``), so that nothing
 stored can inject a newline, a quote, a ``${...}`` or a ``;`` into rendered text later.
 Each function returns the normalised value or raises :class:`fleet.errors.ValidationError`.
+
+Free text (descriptions, reasons, serials, names of things, usernames) reaches terminals: the
+CLI's tables, ``fleet show``, the audit, the TUI. :func:`check_free_text` is the one rule for it,
+and :func:`check_text` (free text that may also reach a config file) applies it first. Refused,
+wherever they stand: C0 controls (U+0000-U+001F) except tab, DEL, C1 controls (U+0080-U+009F),
+every format character (category Cf: the bidi embeddings, overrides and isolates U+202A-U+202E and
+U+2066-U+2069, the marks LRM/RLM/ALM U+200E/U+200F/U+061C, zero-width space, BOM...), line and
+paragraph separators (U+2028/U+2029), surrogates and unassigned code points. ZWJ and ZWNJ
+(U+200D/U+200C) are kept only inside a word (between two letters, marks or symbols: Persian,
+Indic scripts, emoji sequences). No free-text field is multi-line: a newline is refused too. The
+error names the field, the position (1-based) and the code point, never the character itself.
+:func:`visible` is the output side of the same rule: what was stored before it (or comes from a
+device) is shown with such characters escaped (``\x1b``, ``\u202e``), never raw.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
+import unicodedata
 from datetime import date
 
 from fleet.errors import ValidationError
@@ -19,6 +33,7 @@ __all__ = [
     "check_code",
     "check_date",
     "check_endpoint",
+    "check_free_text",
     "check_hostname",
     "check_int",
     "check_ip",
@@ -28,6 +43,7 @@ __all__ = [
     "check_ssh_host_key",
     "check_tag",
     "check_text",
+    "visible",
 ]
 
 BMC_DEFAULT_PORT = 623
@@ -165,17 +181,72 @@ def check_ssh_host_key(value: object, field: str = "ssh_host_key") -> str:
     return text
 
 
-def check_text(value: object, field: str, max_len: int = 128) -> str:
-    """Free text that is still safe in a config file: no control characters, quotes or $;{}<>|\\."""
+_ZW_JOINERS = frozenset("\u200c\u200d")  # ZWNJ, ZWJ: kept inside words only
+_WORDISH = ("L", "M", "S")  # the neighbours a joiner may stand between (letters, marks, symbols)
+_KIND = {"Cc": "a control character", "Cf": "an invisible format character", "Cs": "a surrogate",
+         "Cn": "an unassigned code point", "Zl": "a line separator", "Zp": "a paragraph separator"}
+_BIDI = frozenset(range(0x202A, 0x202F)) | frozenset(range(0x2066, 0x206A)) | {0x200E, 0x200F, 0x061C}
+
+
+def _refused(text: str, i: int) -> bool:
+    ch = text[i]
+    if ch == "\t":
+        return False
+    cat = unicodedata.category(ch)
+    if cat not in _KIND:
+        return False
+    if ch in _ZW_JOINERS and 0 < i < len(text) - 1:
+        before, after = unicodedata.category(text[i - 1]), unicodedata.category(text[i + 1])
+        return not (before[0] in _WORDISH and after[0] in _WORDISH)
+    return True
+
+
+def _describe(ch: str) -> str:
+    if ord(ch) in _BIDI:
+        return "a bidirectional control"
+    return _KIND[unicodedata.category(ch)]
+
+
+def check_free_text(value: object, field: str, max_len: int = 256) -> str:
+    """Free text for people (a reason, a description): one line, at most ``max_len`` characters, without
+    the characters that act on a terminal instead of showing (see the module's docstring). Stripped."""
     if value is None:
         return ""
     if isinstance(value, int | float) and not isinstance(value, bool):
         value = str(value)
     if not isinstance(value, str):
-        raise ValidationError("must be text", field=field, value=value)
+        raise ValidationError("must be text", field=field)
     text = value.strip()
     if len(text) > max_len:
-        raise ValidationError(f"longer than {max_len} characters", field=field, value=value)
+        raise ValidationError(f"longer than {max_len} characters ({len(text)})", field=field)
+    if text.isascii() and text.isprintable():  # the common case, checked at C speed
+        return text
+    for i, ch in enumerate(text):
+        if _refused(text, i):
+            raise ValidationError(f"character {i + 1} is U+{ord(ch):04X} ({_describe(ch)}), which is not "
+                                  "allowed in text", field=field)
+    return text
+
+
+def visible(text: object) -> str:
+    r"""``text`` for a terminal: each character :func:`check_free_text` refuses (control, bidi, format,
+    unassigned) written as an escape (``\x1b``, ``\u202e``), everything else (tab included) as it is."""
+    s = "" if text is None else str(text)
+    if s.isascii() and s.isprintable():
+        return s
+    out = []
+    for i, ch in enumerate(s):
+        if not _refused(s, i):
+            out.append(ch)
+        else:
+            cp = ord(ch)
+            out.append(f"\\x{cp:02x}" if cp < 0x100 else f"\\u{cp:04x}" if cp < 0x10000 else f"\\U{cp:08x}")
+    return "".join(out)
+
+
+def check_text(value: object, field: str, max_len: int = 128) -> str:
+    r"""Free text that is still safe in a config file: :func:`check_free_text`, and no tab, quote or $;{}<>|\."""
+    text = check_free_text(value, field, max_len)
     bad = _UNSAFE_TEXT.search(text)
     if bad:
         raise ValidationError(f"{value!r} contains {bad.group()!r}, which is not allowed here",

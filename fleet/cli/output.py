@@ -14,6 +14,9 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
+
+from inventory.validate import visible
 
 __all__ = ["Out", "run_async"]
 
@@ -24,6 +27,11 @@ def _default(value: Any) -> Any:
     if hasattr(value, "to_json"):
         return value.to_json()
     raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+def _cell(value: Any) -> Text:
+    """A table cell: stored text with control/bidi characters escaped (:func:`visible`), never read as markup."""
+    return Text("" if value is None else visible(value))
 
 
 class Out:
@@ -44,7 +52,7 @@ class Out:
         for col in columns:
             table.add_column(col, overflow="fold")
         for row in rows:
-            table.add_row(*("" if v is None else str(v) for v in row))
+            table.add_row(*(_cell(v) for v in row))
         self.console.print(table)
 
     def kv(self, pairs: Sequence[tuple[str, Any]], *, title: str | None = None) -> None:
@@ -52,17 +60,17 @@ class Out:
         table.add_column(style="bold")
         table.add_column(overflow="fold")
         for key, value in pairs:
-            table.add_row(key, "" if value is None else str(value))
+            table.add_row(_cell(key), _cell(value))
         self.console.print(table)
 
     def info(self, message: str) -> None:
-        self.err.print(message, markup=False)
+        self.err.print(visible(message), markup=False)
 
     def warn(self, message: str) -> None:
-        self.err.print(f"warning: {message}", style="yellow", markup=False)
+        self.err.print(f"warning: {visible(message)}", style="yellow", markup=False)
 
     def error(self, message: str) -> None:
-        self.err.print(f"error: {message}", style="red", markup=False)
+        self.err.print(f"error: {visible(message)}", style="red", markup=False)
 
 
 def run_async(fleet: Any, coro_fn: Any) -> Any:

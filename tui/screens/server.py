@@ -18,10 +18,11 @@ from textual.worker import Worker, WorkerState
 
 from fleet.service_browse import SensorSeries
 from fleet.views import AuditRow, ServerDetail
+from inventory.validate import visible
 
 from ..actions import run_device_op
 from ..widgets.keybar import KeyBar
-from ..widgets.render import fmt_age, fmt_runtime, fmt_ts, health_text, power_text, spark, state_text
+from ..widgets.render import fmt_age, fmt_runtime, fmt_ts, health_text, plain, power_text, spark, state_text
 from .base import ACTION_BINDINGS, FleetScreen, describe_error
 
 
@@ -85,7 +86,7 @@ class ServerScreen(FleetScreen):
             place += f"  U{row.position}" + (f"-{row.position + row.height - 1}" if row.height > 1 else "")
         state = state_text(row.state)
         if d.detail.state_reason:
-            state.append(f"  ({d.detail.state_reason})", style="dim")
+            state.append(f"  ({visible(d.detail.state_reason)})", style="dim")
         power = power_text(st["power"])
         power.append("   health ")
         power.append_text(health_text(st["health"]))
@@ -95,9 +96,9 @@ class ServerScreen(FleetScreen):
                            ("profile", row.profile), ("serial", row.serial or "-"), ("asset", row.asset_tag or "-"),
                            ("BMC", row.bmc or "-"), ("IP", row.primary_ip or "-"),
                            ("tags", ", ".join(row.tags) or "-")):
-            ident.add_row(key, value)
+            ident.add_row(key, plain(value))
         if st["last_error"]:
-            ident.add_row("last error", Text(st["last_error"], style="red"))
+            ident.add_row("last error", Text(visible(st["last_error"]), style="red"))
         ups = [(str(u["psu"]), u["outlet"], u["name"],
                 Text(u["status"], style="bold yellow" if "battery" in u["status"] else ""),
                 f"{u['charge_pct']:.0f}%" if u["charge_pct"] is not None else "-", fmt_runtime(u["runtime_s"]))
@@ -165,7 +166,7 @@ def _table(columns: tuple[str, ...], rows: list[tuple[Any, ...]], empty: str) ->
     for col in columns:
         table.add_column(col, no_wrap=True, overflow="ellipsis")
     for row in rows:
-        table.add_row(*row)
+        table.add_row(*(plain(c) for c in row))
     return table
 
 

@@ -7,8 +7,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
 from rich.text import Text
+
+from inventory.validate import visible
 
 HEALTH_STYLE = {"ok": "green", "warning": "yellow", "critical": "bold red", "unknown": "dim"}
 POWER_STYLE = {"on": "green", "off": "dim", "unknown": "yellow"}
@@ -17,6 +20,16 @@ STATE_STYLE = {"deployed": "green", "ready": "cyan", "maintenance": "yellow", "f
                "quarantined": "magenta", "rma": "red", "retired": "dim", "new": "blue", "commissioning": "blue",
                "deploying": "cyan", "decommissioning": "dim"}
 _SPARK = "▁▂▃▄▅▆▇█"
+
+
+def plain(value: Any) -> Any:
+    """A cell for a Rich table: stored text as a ``Text`` (never read as markup) with control and bidi
+    characters escaped (:func:`inventory.validate.visible`); other renderables as they are."""
+    if isinstance(value, str):
+        return Text(visible(value))
+    if isinstance(value, Text) and not value.spans:
+        return Text(visible(value.plain), style=value.style)
+    return value
 
 
 def health_text(value: str) -> Text:

@@ -23,9 +23,16 @@ from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
+from inventory.validate import visible
+
 Cell = str | Text
 
 __all__ = ["Cell", "WindowTable"]
+
+
+def _visible(cell: Cell) -> Cell:
+    """Stored text is drawn with control and bidi characters escaped, never raw."""
+    return visible(cell) if isinstance(cell, str) else cell
 
 
 @functools.lru_cache(maxsize=256)
@@ -114,7 +121,7 @@ class WindowTable(ScrollView, can_focus=True):
 
     def set_rows(self, rows: Sequence[Sequence[Cell]], keys: Sequence[str], *, keep_cursor: bool = True) -> bool:
         """Show these rows (replacing the last ones). False, and nothing redrawn, when they are the same."""
-        new_rows = [tuple(r) for r in rows]
+        new_rows = [tuple(_visible(c) for c in r) for r in rows]
         new_keys = list(keys)
         if new_keys == self._keys and new_rows == self._rows:
             return False
@@ -137,7 +144,8 @@ class WindowTable(ScrollView, can_focus=True):
 
     def update_row(self, key: str, row: Sequence[Cell]) -> None:
         index = self._index[key]
-        self._rows[index] = tuple(row)
+        row = tuple(_visible(c) for c in row)
+        self._rows[index] = row
         self._lines.pop(index, None)
         for i, cell in enumerate(row[:len(self._widths)]):
             n = min(cell.cell_len if isinstance(cell, Text) else len(cell), 80)
