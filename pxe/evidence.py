@@ -10,7 +10,8 @@ Two logs under ``ROOT/var/``:
 
 - ``http.jsonl`` (written by :class:`pxe.serve.PxeServer`), one JSON object per request:
   ``{"ts", "client", "method", "path", "status", "bytes"}`` plus, for callbacks, ``"host"``,
-  ``"phase"`` and ``"ok"``.
+  ``"phase"`` and ``"ok"``; lines with ``"bad_request"`` (requests the server could not parse) are
+  skipped.
 
 Each becomes an :class:`Evidence` record; ``hostname`` and ``mac`` are filled in from the tree's
 ``hosts.json`` (by MAC, IP or the path) wherever the log line alone does not say. Kinds:
@@ -183,6 +184,8 @@ class EvidenceReader:
     def _http(self, line: str) -> Evidence | None:
         try:
             rec = json.loads(line)
+            if rec.get("bad_request"):  # a request nobody could parse is no host's evidence
+                return None
             ts = datetime.fromisoformat(rec["ts"])
             path, client, status = str(rec["path"]), rec.get("client"), int(rec["status"])
         except (ValueError, KeyError, TypeError):
