@@ -9,14 +9,17 @@ HTTP, read-only, on ``listen`` (default: the host and port of the tree's ``manag
 
 - ``GET|HEAD /PATH``: the file ``ROOT/http/PATH`` (no directory listings; ``..``, backslashes, NULs
   and symlinks leading out of ``http/`` are refused with 404);
-- ``GET|POST /cb/HOSTNAME/early|late?token=T``: an installer callback; 200 if ``T`` is the host's
-  token in ``hosts.json``, 403 if not, 404 for an unknown host or phase.
+- ``GET|POST /cb/HOSTNAME/early|late?token=T``: an installer callback; 200 if it comes from the
+  host's address in ``hosts.json`` with the host's unexpired, unspent token of this render (an
+  accepted ``late`` spends it: :mod:`pxe.callbacks`), 403 if not (the log line says why), 404 for an
+  unknown host or phase.
 
 Every request, parseable or not, is appended to ``ROOT/var/http.jsonl`` as one bounded JSON object:
 ``ts`` (ISO 8601, UTC), ``client``, ``method``, ``path``, ``status``, ``bytes``; callbacks add
-``host``, ``phase``, ``ok``; a request the parser refused (or a connection closed with half a request,
-at the latest after ``read_timeout``) has ``method``/``path`` null and a ``bad_request`` reason
-(:mod:`pxe.access`). Nothing is written to stderr for a bad request. :mod:`pxe.evidence` reads it back.
+``host``, ``phase``, ``ok`` and, when refused, ``reason``; a request the parser refused (or a
+connection closed with half a request, at the latest after ``read_timeout``) has ``method``/``path``
+null and a ``bad_request`` reason (:mod:`pxe.access`). Nothing is written to stderr for a bad
+request. :mod:`pxe.evidence` reads it back.
 
 dnsmasq runs as ``dnsmasq --keep-in-foreground --conf-file=ROOT/dnsmasq.conf`` and is stopped by
 its PID (SIGTERM, then SIGKILL). It needs root (or CAP_NET_ADMIN/NET_BIND_SERVICE/NET_RAW) for DHCP;
@@ -44,7 +47,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from .access import NOTE, AccessLog, HttpServer
-from .context import PHASES, verify_token
+from .callbacks import CallbackGate
 from .errors import ServeError
 from .evidence import DNSMASQ_LOG, HTTP_LOG, HostIndex
 
@@ -157,6 +160,7 @@ class _AppState:
     def __init__(self, root: Path, log: IO[str] | None) -> None:
         self.root = root
         self.log = log
+        self.gate = CallbackGate(root)
         self._index: HostIndex | None = None
         self._index_key: tuple[int, int] | None = None
 
@@ -176,15 +180,14 @@ class _AppState:
 
 
 async def _callback(state: _AppState, request: web.BaseRequest, host: str, phase: str) -> web.Response:
-    token = request.query.get("token", "")
-    expected = state.index.token(host)
-    known = expected is not None and phase in PHASES
-    ok = known and verify_token(expected or "", token)
-    request[NOTE] = {"host": host, "phase": phase, "ok": bool(ok)}
-    if not known:
+    verdict = state.gate.check(state.index, host, phase, request.query.get("token", ""), request.remote)
+    request[NOTE] = {"host": host, "phase": phase, "ok": verdict.ok}
+    if verdict.reason:
+        request[NOTE]["reason"] = verdict.reason
+    if verdict.status == 404:
         return web.Response(status=404, text="unknown host or phase\n")
-    if not ok:
-        return web.Response(status=403, text="bad token\n")
+    if not verdict.ok:
+        return web.Response(status=403, text="refused\n")
     return web.Response(text="ok\n")
 
 

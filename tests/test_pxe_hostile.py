@@ -132,3 +132,91 @@ def test_unparseable_requests_each_leave_one_bounded_log_line_and_nothing_on_std
         "bad requests are no host's evidence"
     assert proc.poll() is None
     assert (tmp_path / "stderr").read_bytes() == b"", "nothing on the server's stderr"
+
+
+# ---------------------------------------------------------------------------------------------------
+# Forged and replayed callbacks
+# ---------------------------------------------------------------------------------------------------
+
+
+def _cb(port: int, source: str, host: Any, phase: str, token: str | None = None) -> int:
+    answer = _send(port, f"GET /cb/{host.hostname}/{phase}?token={token or host.token} HTTP/1.1\r\nHost: pxe\r\n"
+                         "Connection: close\r\n\r\n".encode(), source=source)
+    return int(answer.split()[1])
+
+
+def _serve(root: Path) -> Any:
+    """The tree at ``root`` served in a thread of this process (HTTP only): (port, stop)."""
+    import asyncio
+    import threading
+
+    from pxe.serve import PxeServer
+
+    started: list[int] = []
+    stop = threading.Event()
+
+    def run() -> None:
+        async def main() -> None:
+            async with PxeServer(root, listen=("127.0.0.1", 0), dnsmasq=False) as srv:
+                started.append(srv.port or 0)
+                while not stop.is_set():
+                    await asyncio.sleep(0.05)
+
+        asyncio.run(main())
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert started, "the server did not start"
+
+    def halt() -> None:
+        stop.set()
+        thread.join(10)
+
+    return started[0], halt
+
+
+def test_a_callback_counts_only_from_the_hosts_address_with_its_token_once(tmp_path: Path) -> None:
+    from .test_pxe_serve import lo_host, lo_tree
+
+    root = tmp_path / "pxe"
+    host, neighbour = lo_host("lo10", 10), lo_host("lo11", 11)
+    install(render_tree(lo_tree(root, host, neighbour)), fake_sources(tmp_path / "src"))
+    port, halt = _serve(root)
+    try:
+        # the right token from any other address: another loopback address, the neighbour's, the manager's
+        assert [_cb(port, src, host, "late") for src in ("127.77.0.99", neighbour.ip, "127.0.0.1")] == [403] * 3
+        assert _cb(port, host.ip, host, "early") == 200
+        assert _cb(port, host.ip, host, "late") == 200      # counts, and spends the token
+        assert _cb(port, host.ip, host, "late") == 403      # a replay
+        assert _cb(port, host.ip, host, "early") == 403     # the token is spent for every phase
+    finally:
+        halt()
+    port, halt = _serve(root)  # a restarted server still knows the token is spent
+    try:
+        assert _cb(port, host.ip, host, "late") == 403
+        # a new render (a new boot) issues a new token: it counts, the old one is just bad now
+        rebooted = lo_host("lo10", 10, nonce="boot-2")
+        expired = lo_host("lo11", 11, nonce="boot-2", token_expires="2020-01-01T00:00:00+00:00")
+        install(render_tree(lo_tree(root, rebooted, expired)), fake_sources(tmp_path / "src"))
+        assert rebooted.token != host.token
+        assert _cb(port, host.ip, rebooted, "late", host.token) == 403
+        assert _cb(port, host.ip, rebooted, "late") == 200
+        assert _cb(port, neighbour.ip, expired, "late") == 403
+    finally:
+        halt()
+    reasons = [(r["host"].split(".")[0], r["phase"], r["ok"], r.get("reason"), r["client"])
+               for r in _log(root) if r.get("phase")]
+    assert reasons == [
+        ("lo10", "late", False, "wrong-address", "127.77.0.99"), ("lo10", "late", False, "wrong-address", neighbour.ip),
+        ("lo10", "late", False, "wrong-address", "127.0.0.1"), ("lo10", "early", True, None, host.ip),
+        ("lo10", "late", True, None, host.ip), ("lo10", "late", False, "spent-token", host.ip),
+        ("lo10", "early", False, "spent-token", host.ip), ("lo10", "late", False, "spent-token", host.ip),
+        ("lo10", "late", False, "bad-token", host.ip), ("lo10", "late", True, None, host.ip),
+        ("lo11", "late", False, "expired-token", neighbour.ip)]
+    evidence = [e for e in EvidenceReader(root).poll() if e.kind == "callback"]
+    assert [(e.ok, e.reason) for e in evidence] == [(ok, reason) for _, _, ok, reason, _ in reasons]
+    spent = (root / "var/callbacks-spent.jsonl").read_text()
+    assert host.token not in spent and rebooted.token not in spent, "spent tokens are kept as digests only"
