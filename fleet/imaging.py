@@ -15,7 +15,8 @@
    or power-cycled (if on), and watched.
 5. **Evidence** (the tree's dnsmasq and HTTP logs, :mod:`pxe.evidence`): a DHCP lease for the server's
    MAC, then its answer file fetched by its address, then the installer's late callback (token
-   checked by the HTTP server). Each step has a timeout counted from the power action; a server that
+   checked by the HTTP server: from the server's own address, with the token of this run, once).
+   Each step has a timeout counted from the power action; a server that
    misses one moves to ``failed`` with the reason. A server with the late callback moves to
    ``deployed`` with the evidence in the reason.
 6. **Failure budget**: a failed canary stops the job; later, more than ``failure_budget`` failures stop
@@ -356,7 +357,8 @@ class _ImageRun:
         self.ips = allocate_addresses(self.fleet, todo)
         self.fleet.pxe_render(hosts, out=self.o.root, manager_url=self.o.manager_url, os=self.o.os,
                               interface=self.o.interface, overrides=_load_overrides(self.o.overrides),
-                              sources=self.o.sources(), dnsmasq_user=self.o.dnsmasq_user)
+                              sources=self.o.sources(), dnsmasq_user=self.o.dnsmasq_user,
+                              **_boot_tokens(self.job.id, self.o, len(self.waves)))
         import json
 
         index = json.loads((Path(self.o.root) / "hosts.json").read_text())
@@ -484,6 +486,16 @@ class _ImageRun:
                                reason=f"imaging job {self.job.id}: {self.o.os} installed (lease, answer file and "
                                       f"late callback from {ev.ip} at {at})")
             pending.discard(host)
+
+
+def _boot_tokens(job_id: int | None, o: ImageOptions, waves: int) -> dict[str, Any]:
+    """Callback tokens for this run of the job: bound to the job and a fresh nonce (a resume, which
+    reboots its servers, issues new ones), valid while the waves may run (each lasts at most its
+    longest timeout), spent by each server's late callback."""
+    import secrets
+
+    longest = max(o.dhcp_timeout_s, o.fetch_timeout_s, o.done_timeout_s)
+    return {"nonce": f"image-{job_id}-{secrets.token_hex(6)}", "token_ttl_s": waves * longest + 600}
 
 
 def _load_overrides(path: str) -> Any:

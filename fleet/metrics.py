@@ -7,7 +7,8 @@ Per-server series (and per-UPS series of per-server UPSes) are opt-in (``per_ser
 100,000 servers they are hundreds of thousands of series.
 
 Three ways out: :func:`render` (the text, e.g. for stdout), :func:`write_textfile` (atomic, for
-node_exporter's textfile collector) and :func:`serve` (an HTTP endpoint until told to stop).
+node_exporter's textfile collector) and :func:`serve` (an HTTP endpoint until told to stop: the bounded
+listener of :mod:`fleet.metrics_http`).
 Metric names follow Prometheus conventions: a ``rackfleet_`` prefix, base units (``_seconds``,
 ``_volts``, ``_celsius``, ``_ratio`` for 0-1), ``_total`` only for counters (there are none: every
 figure here is a gauge of the latest state). See docs/metrics.md for the list.
@@ -22,12 +23,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry, generate_latest, start_http_server, write_to_textfile
+from prometheus_client import CollectorRegistry, generate_latest, write_to_textfile
 from prometheus_client.core import GaugeMetricFamily, Metric, SummaryMetricFamily
 from sqlalchemy import Engine, case, func, literal, select, union_all
 from sqlalchemy.sql import ColumnElement
 
 from inventory.models import Event, Rack, Server, ServerState, Site, Ups, UpsState
+
+from .metrics_http import Limits, serve_blocking
 
 __all__ = ["FleetCollector", "make_registry", "render", "serve", "write_textfile"]
 
@@ -233,15 +236,11 @@ def write_textfile(engine: Engine, path: str | Path, *, per_server: bool = False
 
 
 def serve(engine: Engine, host: str, port: int, *, per_server: bool = False,
-          stop: threading.Event | None = None, ready: Callable[[str, int], None] | None = None) -> None:
-    """Serve ``/metrics`` on ``host:port`` until ``stop`` is set (each scrape queries afresh)."""
-    stop = stop or threading.Event()
-    server, thread = start_http_server(port, addr=host, registry=make_registry(engine, per_server=per_server))
-    try:
-        if ready is not None:
-            ready(host, server.server_address[1])
-        stop.wait()
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+          stop: threading.Event | None = None, ready: Callable[[str, int], None] | None = None,
+          limits: Limits | None = None) -> None:
+    """Serve ``/metrics`` on ``host:port`` until ``stop`` is set (each scrape queries afresh).
+
+    The listener is :class:`fleet.metrics_http.MetricsListener`: one event loop and a small render pool,
+    a read deadline per connection and a cap on open connections (``limits``)."""
+    registry = make_registry(engine, per_server=per_server)
+    serve_blocking(lambda: generate_latest(registry), host, port, limits=limits or Limits(), stop=stop, ready=ready)

@@ -13,8 +13,11 @@ that maps the inventory onto those contexts:
   ``[profile.NAME]`` (the server's hardware profile), its ``[rack.NAME]``, the server's
   ``pxe-os:``/``pxe-loader:``/``pxe-layout:`` tags, its ``[host."NAME"]``, then an ``os=`` given to the
   call (``fleet image --os``), which wins over all;
-- callback tokens are HMAC-SHA256 of the host name under a key kept in the inventory (``meta`` row
-  ``pxe.callback_key``, made on first use) unless one is passed in.
+- callback tokens are HMAC-SHA256 of the host name and a boot nonce (one per render: random, or the
+  imaging job's) under the PXE callback key (:meth:`PxeMixin.pxe_callback_key`, the one place that
+  reads it: today the ``meta`` row ``pxe.callback_key``, made on first use) unless a key is passed in.
+  So every render (every boot) issues new tokens; the HTTP server accepts a token only from the
+  host's address, until ``token_ttl_s`` if given, and its ``late`` callback once (:mod:`pxe.callbacks`).
 
 Everything that reaches config text is checked when the contexts are built: a host name, tag, MAC or
 kernel argument holding a newline, quote, ``${...}`` or ``;`` stops the render with a
@@ -32,7 +35,7 @@ import tomllib
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -204,7 +207,9 @@ class PxeMixin:
     # -- the callback key ------------------------------------------------------------------------------
 
     def pxe_callback_key(self) -> bytes:
-        """The key callback tokens are derived from; made (32 random bytes) and stored on first use."""
+        """The key callback tokens are derived from; made (32 random bytes) and stored on first use.
+
+        The only place that reads the key (issue 16 moves it into the key ring)."""
         with self._session() as s:
             meta = s.get(Meta, _KEY_META)
             if meta is None:
@@ -260,8 +265,12 @@ class PxeMixin:
     def pxe_contexts(self, selector: str | Sequence[str] | Selector | None, *, root: str | Path, manager_url: str,
                      server_ip: str | None = None, interface: str = "", os: str | None = None,
                      overrides: PxeOverrides | Mapping[str, Any] | None = None, token_key: bytes | None = None,
-                     lease_time: str = "1h", ra_prefix: str = "fd77::", dnsmasq_user: str = "") -> TreeContext:
+                     lease_time: str = "1h", ra_prefix: str = "fd77::", dnsmasq_user: str = "",
+                     nonce: str | None = None, token_ttl_s: float | None = None) -> TreeContext:
         """The frozen :class:`~pxe.context.TreeContext` for the servers ``selector`` matches.
+
+        Callback tokens are for one boot: bound to ``nonce`` (random when not given), valid for
+        ``token_ttl_s`` seconds from now when given.
 
         Raises :class:`~fleet.errors.ValidationError` (naming the server) for a value unfit for config
         text, or a server without a MAC, an address, or a pool holding that address.
@@ -274,6 +283,9 @@ class PxeMixin:
         if not rows:
             raise NotFound(f"no server matches {str(sel) or 'the empty selector'}")
         key = token_key or self.pxe_callback_key()
+        nonce = nonce or secrets.token_hex(8)
+        expires = "" if token_ttl_s is None else (utcnow() + timedelta(seconds=token_ttl_s)).astimezone(UTC) \
+            .replace(microsecond=0).isoformat()
         pools = self._pxe_pools()
         networks: dict[str, Network] = {}
         hosts: list[HostContext] = []
@@ -301,7 +313,7 @@ class PxeMixin:
                     settings["os"] = os
                 hosts.append(HostContext(
                     hostname=row.hostname, mac=row.mac, ip=ip, manager_url=manager_url, network=network,
-                    token=callback_token(key, row.hostname), **settings))
+                    token=callback_token(key, row.hostname, nonce), token_expires=expires, **settings))
             except ValidationError as exc:
                 raise exc.at(f"server {row.hostname}") from None
         nets = tuple(networks[c] for c in sorted(networks, key=lambda c: ipaddress.ip_network(c)))
@@ -318,10 +330,12 @@ class PxeMixin:
                    overrides: PxeOverrides | Mapping[str, Any] | None = None, token_key: bytes | None = None,
                    sources: BootSources | None = None, template_dirs: Sequence[str | Path] = (),
                    lease_time: str = "1h", ra_prefix: str = "fd77::", dnsmasq_user: str = "",
-                   dry_run: bool = False) -> PxeRenderResult:
+                   dry_run: bool = False, nonce: str | None = None, token_ttl_s: float | None = None
+                   ) -> PxeRenderResult:
         """Render the tree for ``selector`` and install it at ``out``, atomically (audited).
 
-        ``dry_run`` renders everything in memory (so every error shows) and writes nothing.
+        ``dry_run`` renders everything in memory (so every error shows) and writes nothing. Each
+        render issues new callback tokens (``nonce``, ``token_ttl_s``: see :meth:`pxe_contexts`).
         """
         from pxe.install import install
         from pxe.render import render_tree
@@ -330,7 +344,8 @@ class PxeMixin:
         try:
             tree = self.pxe_contexts(selector, root=out, manager_url=manager_url, server_ip=server_ip,
                                      interface=interface, os=os, overrides=overrides, token_key=token_key,
-                                     lease_time=lease_time, ra_prefix=ra_prefix, dnsmasq_user=dnsmasq_user)
+                                     lease_time=lease_time, ra_prefix=ra_prefix, dnsmasq_user=dnsmasq_user,
+                                     nonce=nonce, token_ttl_s=token_ttl_s)
             names = tuple(h.hostname for h in tree.hosts)
             rendered = render_tree(tree, template_dirs=template_dirs)
             report = None if dry_run else install(rendered, sources)
@@ -343,7 +358,7 @@ class PxeMixin:
             with self._session() as s:
                 self._audit(s, "pxe.render", list(names), root=tree.root, manager_url=manager_url,
                             files=len(rendered.files), oses=list(tree.oses), loaders=sorted(tree.loaders),
-                            install=report.to_json())
+                            install=report.to_json(), tokens_expire=tree.hosts[0].token_expires or None)
         return PxeRenderResult(root=Path(tree.root), hosts=names, files=len(rendered.files), report=report,
                                tree=tree)
 

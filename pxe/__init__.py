@@ -36,10 +36,11 @@ The installed tree (``ROOT`` is the absolute path given when rendering; dnsmasq.
         answers/HOSTNAME/preseed.cfg              Debian; user-data + meta-data (Ubuntu); ks.cfg (RHEL family)
         images/OS/vmlinuz  images/OS/initrd       hard links to the TFTP copies
     ROOT/var/                            kept across installs: dnsmasq.log, dnsmasq.leases, dnsmasq.pid,
-                                         http.jsonl (HTTP access and callback log)
+                                         http.jsonl (HTTP access and callback log),
+                                         callbacks-spent.jsonl (digests of spent late tokens)
 
-Callbacks: ``GET /cb/HOSTNAME/early|late?token=T``, ``T = HMAC-SHA256(key, HOSTNAME)[:32]``.
-See docs/pxe.md.
+Callbacks: ``GET /cb/HOSTNAME/early|late?token=T``, ``T = HMAC-SHA256(key, HOSTNAME + boot nonce)[:32]``,
+accepted only from the host's address and, for ``late``, once (:mod:`pxe.callbacks`). See docs/pxe.md.
 """
 
 from .context import (

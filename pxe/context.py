@@ -12,7 +12,10 @@ rather than silently normalised, so nothing rendered differs from what the inven
   files need (it carries the manager URL and the network by reference).
 - :class:`TreeContext`: the whole tree: dnsmasq's settings and all hosts.
 
-Callback tokens are ``HMAC-SHA256(key, hostname)`` (hex, 32 characters): :func:`callback_token`.
+Callback tokens are ``HMAC-SHA256(key, hostname + boot nonce)`` (hex, 32 characters):
+:func:`callback_token`. The nonce is chosen by the caller for each render (one boot of the host), so
+a token is good for one boot only; the HTTP server also checks that a callback comes from the host's
+address and that its ``late`` token was not spent already (:mod:`pxe.callbacks`).
 Nothing here reads the clock or a random source.
 """
 
@@ -24,6 +27,7 @@ import ipaddress
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from urllib.parse import urlsplit
 
 from fleet.errors import ValidationError
@@ -49,6 +53,7 @@ __all__ = [
     "check_os",
     "check_ssh_key",
     "check_tag",
+    "check_timestamp",
     "os_family",
     "verify_token",
 ]
@@ -167,6 +172,17 @@ def check_ssh_key(value: object, field_name: str = "ssh_keys") -> str:
     return value
 
 
+def check_timestamp(value: object, field_name: str = "token_expires") -> str:
+    """An ISO 8601 time with its UTC offset, in canonical form (``2026-12-08T02:00:00+00:00``)."""
+    try:
+        ts = datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        ts = None
+    if ts is None or ts.tzinfo is None:
+        raise _refuse(field_name, value, "is not an ISO 8601 time with its offset (2026-12-08T02:00:00+00:00)")
+    return _exact(ts.isoformat(), value, field_name)
+
+
 def check_manager_url(value: object, field_name: str = "manager_url") -> str:
     """``http://HOST[:PORT][/path]``, HOST an IP address or host name; no query, no trailing slash."""
     if not isinstance(value, str) or any(c in value for c in " \t\r\n\"'`$;{}<>\\|#?&%"):
@@ -208,11 +224,15 @@ def _tuple(values: Iterable[str] | str, field_name: str) -> tuple[str, ...]:
     return tuple(values)
 
 
-def callback_token(key: bytes, hostname: str) -> str:
-    """The callback token of ``hostname``: HMAC-SHA256 under ``key``, 32 hex characters."""
+def callback_token(key: bytes, hostname: str, nonce: str) -> str:
+    """The callback token of ``hostname`` for one boot (``nonce``, e.g. the imaging job's): HMAC-SHA256
+    under ``key`` of both, 32 hex characters. A new nonce (a new render, a new boot) gives a new token."""
     if not key:
         raise ValueError("the callback key is empty")
-    return hmac.new(key, hostname.encode(), hashlib.sha256).hexdigest()[:32]
+    if not nonce:
+        raise ValueError("a callback token needs a boot nonce (one token per boot)")
+    message = b"rackfleet-callback\x00" + hostname.encode() + b"\x00" + nonce.encode()
+    return hmac.new(key, message, hashlib.sha256).hexdigest()[:32]
 
 
 def verify_token(expected: str, given: str) -> bool:
@@ -279,6 +299,8 @@ class HostContext:
     host (e.g. for a test that picks options per host). ``kernel_args`` are appended after ours.
     ``disk`` empty lets the installer pick the first disk. ``extra_initrds`` are more initrds (paths
     under the tree's ``images/``, e.g. Debian's ``firmware.cpio.gz``) loaded after the OS's own.
+    ``token`` is good for callbacks from ``ip`` only, until ``token_expires`` (ISO 8601 with its offset;
+    empty: until the next render), and its ``late`` callback only once.
     """
 
     hostname: str
@@ -298,6 +320,7 @@ class HostContext:
     tags: tuple[str, ...] = ()
     mirror: str = ""
     extra_initrds: tuple[str, ...] = ()
+    token_expires: str = ""
 
     def __post_init__(self) -> None:
         _check_host(self.hostname, "hostname")
@@ -311,6 +334,8 @@ class HostContext:
         check_manager_url(self.manager_url)
         if not isinstance(self.token, str) or not _TOKEN_RE.match(self.token):
             raise _refuse("token", "<hidden>", "is not a callback token (32 hex characters)")
+        if self.token_expires:
+            check_timestamp(self.token_expires, "token_expires")
         if self.arch not in ARCHES:
             raise _refuse("arch", self.arch, f"is not a supported architecture ({', '.join(ARCHES)})")
         if self.loader not in LOADERS:

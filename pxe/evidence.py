@@ -10,7 +10,8 @@ Two logs under ``ROOT/var/``:
 
 - ``http.jsonl`` (written by :class:`pxe.serve.PxeServer`), one JSON object per request:
   ``{"ts", "client", "method", "path", "status", "bytes"}`` plus, for callbacks, ``"host"``,
-  ``"phase"`` and ``"ok"``.
+  ``"phase"``, ``"ok"`` and, for a refused one, ``"reason"`` (:mod:`pxe.callbacks`); lines with
+  ``"bad_request"`` (requests the server could not parse) are skipped.
 
 Each becomes an :class:`Evidence` record; ``hostname`` and ``mac`` are filled in from the tree's
 ``hosts.json`` (by MAC, IP or the path) wherever the log line alone does not say. Kinds:
@@ -22,7 +23,8 @@ lease     DHCPACK: the host got its address                always
 ignored   a DHCP request from a MAC not in the tree        never
 tftp      a file sent over TFTP (``path`` under tftp/)     sent; failed: false
 fetch     an HTTP GET of a file (``path`` under http/)     status 2xx
-callback  ``/cb/HOST/early|late``; ``phase`` says which    token right
+callback  ``/cb/HOST/early|late``; ``phase`` says which    accepted (``reason``
+                                                           says why not)
 ========= ================================================ =====================
 
 dnsmasq writes local time without a year: the year is taken from the log file's mtime (a line
@@ -72,11 +74,15 @@ class Evidence:
     phase: str | None = None
     status: int | None = None
     ok: bool = True
+    reason: str | None = None  # a refused callback: why (wrong-address, bad-token, spent-token...)
 
     def to_json(self) -> dict[str, Any]:
-        return {"kind": self.kind, "ts": self.ts.isoformat(), "mac": self.mac, "ip": self.ip,
-                "hostname": self.hostname, "path": self.path, "phase": self.phase, "status": self.status,
-                "ok": self.ok}
+        out = {"kind": self.kind, "ts": self.ts.isoformat(), "mac": self.mac, "ip": self.ip,
+               "hostname": self.hostname, "path": self.path, "phase": self.phase, "status": self.status,
+               "ok": self.ok}
+        if self.reason:
+            out["reason"] = self.reason
+        return out
 
 
 class HostIndex:
@@ -183,6 +189,8 @@ class EvidenceReader:
     def _http(self, line: str) -> Evidence | None:
         try:
             rec = json.loads(line)
+            if rec.get("bad_request"):  # a request nobody could parse is no host's evidence
+                return None
             ts = datetime.fromisoformat(rec["ts"])
             path, client, status = str(rec["path"]), rec.get("client"), int(rec["status"])
         except (ValueError, KeyError, TypeError):
@@ -191,7 +199,8 @@ class EvidenceReader:
             hostname = rec.get("host")
             host = self.index.by_name.get(hostname or "")
             return Evidence("callback", ts, mac=host["mac"] if host else None, ip=client, hostname=hostname,
-                            path=path, phase=rec["phase"], status=status, ok=bool(rec.get("ok")))
+                            path=path, phase=rec["phase"], status=status, ok=bool(rec.get("ok")),
+                            reason=str(rec["reason"]) if rec.get("reason") else None)
         host = self._host_of_path(path) or self.index.by_ip.get(client or "")
         return Evidence("fetch", ts, mac=host["mac"] if host else None, ip=client,
                         hostname=host["hostname"] if host else None, path="http" + path, status=status,

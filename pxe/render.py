@@ -224,12 +224,13 @@ class Renderer:
 
 
 def _index(tree: TreeContext) -> bytes:
-    """``hosts.json``: who is who in the tree, for the HTTP server (tokens) and the log readers.
+    """``hosts.json``: who is who in the tree, for the HTTP server (tokens, the address each host's
+    callbacks must come from: its ``ip``, and until when) and the log readers.
 
     Outside ``http/`` and ``tftp/``, so never served.
     """
     hosts = [{"hostname": h.hostname, "short_name": h.short_name, "mac": h.mac, "ip": h.ip, "os": h.os,
-              "loader": h.loader, "token": h.token} for h in tree.hosts]
+              "loader": h.loader, "token": h.token, "token_expires": h.token_expires or None} for h in tree.hosts]
     doc = {"version": 1, "manager_url": tree.manager_url, "network": tree.network.cidr, "hosts": hosts}
     return (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode()
 

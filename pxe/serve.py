@@ -9,12 +9,17 @@ HTTP, read-only, on ``listen`` (default: the host and port of the tree's ``manag
 
 - ``GET|HEAD /PATH``: the file ``ROOT/http/PATH`` (no directory listings; ``..``, backslashes, NULs
   and symlinks leading out of ``http/`` are refused with 404);
-- ``GET|POST /cb/HOSTNAME/early|late?token=T``: an installer callback; 200 if ``T`` is the host's
-  token in ``hosts.json``, 403 if not, 404 for an unknown host or phase.
+- ``GET|POST /cb/HOSTNAME/early|late?token=T``: an installer callback; 200 if it comes from the
+  host's address in ``hosts.json`` with the host's unexpired, unspent token of this render (an
+  accepted ``late`` spends it: :mod:`pxe.callbacks`), 403 if not (the log line says why), 404 for an
+  unknown host or phase.
 
-Every request is appended to ``ROOT/var/http.jsonl`` as one JSON object: ``ts`` (ISO 8601, UTC),
-``client``, ``method``, ``path``, ``status``, ``bytes``; callbacks add ``host``, ``phase``, ``ok``.
-:mod:`pxe.evidence` reads it back.
+Every request, parseable or not, is appended to ``ROOT/var/http.jsonl`` as one bounded JSON object:
+``ts`` (ISO 8601, UTC), ``client``, ``method``, ``path``, ``status``, ``bytes``; callbacks add
+``host``, ``phase``, ``ok`` and, when refused, ``reason``; a request the parser refused (or a
+connection closed with half a request, at the latest after ``read_timeout``) has ``method``/``path``
+null and a ``bad_request`` reason (:mod:`pxe.access`). Nothing is written to stderr for a bad
+request. :mod:`pxe.evidence` reads it back.
 
 dnsmasq runs as ``dnsmasq --keep-in-foreground --conf-file=ROOT/dnsmasq.conf`` and is stopped by
 its PID (SIGTERM, then SIGKILL). It needs root (or CAP_NET_ADMIN/NET_BIND_SERVICE/NET_RAW) for DHCP;
@@ -26,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -34,25 +40,24 @@ import shutil
 import signal
 import subprocess
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 from urllib.parse import urlsplit
 
 from aiohttp import web
-from aiohttp.abc import AbstractAccessLogger
 
-from .context import PHASES, verify_token
+from .access import NOTE, AccessLog, HttpServer
+from .callbacks import CallbackGate
 from .errors import ServeError
 from .evidence import DNSMASQ_LOG, HTTP_LOG, HostIndex
 
-__all__ = ["DEFAULT_DNSMASQ", "PxeServer", "check_config", "check_privileges", "dnsmasq_command", "make_app"]
+__all__ = ["DEFAULT_DNSMASQ", "PxeServer", "check_config", "check_privileges", "dnsmasq_command", "make_server"]
 
 DEFAULT_DNSMASQ = "/usr/sbin/dnsmasq"
 log = logging.getLogger(__name__)
 _CB_PATH = re.compile(r"^/cb/(?P<host>[a-z0-9.-]{1,253})/(?P<phase>[a-z]{1,16})/?$")
-_NOTE = web.RequestKey("rackfleet_note", dict)
-_STATE = web.AppKey("rackfleet_state", "_AppState")
+#: How long a connection may take to send a request head (or stay idle between requests), in seconds.
+READ_TIMEOUT_S = 10.0
 
 
 def find_dnsmasq() -> str | None:
@@ -155,6 +160,7 @@ class _AppState:
     def __init__(self, root: Path, log: IO[str] | None) -> None:
         self.root = root
         self.log = log
+        self.gate = CallbackGate(root)
         self._index: HostIndex | None = None
         self._index_key: tuple[int, int] | None = None
 
@@ -173,50 +179,26 @@ class _AppState:
         return self._index
 
 
-class _JsonAccessLog(AbstractAccessLogger):
-    """One JSON line per request in var/http.jsonl (and nothing on aiohttp's logger)."""
-
-    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-        state: _AppState | None = request.app.get(_STATE) if hasattr(request, "app") else None
-        if state is None or state.log is None:
-            return
-        rec: dict[str, Any] = {
-            "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
-            "client": request.remote,
-            "method": request.method,
-            "path": request.path,
-            "status": response.status,
-            "bytes": response.content_length if response.content_length is not None else response.body_length,
-        }
-        with contextlib.suppress(KeyError):
-            rec.update(request[_NOTE])
-        state.log.write(json.dumps(rec, sort_keys=True) + "\n")
-        state.log.flush()
-
-
-async def _callback(request: web.Request, host: str, phase: str) -> web.Response:
-    state = request.app[_STATE]
-    token = request.query.get("token", "")
-    expected = state.index.token(host)
-    known = expected is not None and phase in PHASES
-    ok = known and verify_token(expected or "", token)
-    request[_NOTE] = {"host": host, "phase": phase, "ok": bool(ok)}
-    if not known:
+async def _callback(state: _AppState, request: web.BaseRequest, host: str, phase: str) -> web.Response:
+    verdict = state.gate.check(state.index, host, phase, request.query.get("token", ""), request.remote)
+    request[NOTE] = {"host": host, "phase": phase, "ok": verdict.ok}
+    if verdict.reason:
+        request[NOTE]["reason"] = verdict.reason
+    if verdict.status == 404:
         return web.Response(status=404, text="unknown host or phase\n")
-    if not ok:
-        return web.Response(status=403, text="bad token\n")
+    if not verdict.ok:
+        return web.Response(status=403, text="refused\n")
     return web.Response(text="ok\n")
 
 
-async def _handle(request: web.Request) -> web.StreamResponse:
+async def _handle(state: _AppState, request: web.BaseRequest) -> web.StreamResponse:
     path = request.path
     if (m := _CB_PATH.match(path)) is not None:
         if request.method not in ("GET", "POST"):
             raise web.HTTPMethodNotAllowed(request.method, ["GET", "POST"])
-        return await _callback(request, m.group("host"), m.group("phase"))
+        return await _callback(state, request, m.group("host"), m.group("phase"))
     if request.method not in ("GET", "HEAD"):
         raise web.HTTPMethodNotAllowed(request.method, ["GET", "HEAD"])
-    state = request.app[_STATE]
     parts = path.split("/")[1:]
     if not parts or any(p in ("", ".", "..") or "\\" in p or "\x00" in p for p in parts):
         raise web.HTTPNotFound()
@@ -227,12 +209,12 @@ async def _handle(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(target, headers={"Cache-Control": "no-store"})
 
 
-def make_app(root: str | Path, *, access_log: IO[str] | None = None) -> web.Application:
-    """The HTTP application for a tree (files under ``http/`` and callbacks); ``access_log`` gets JSON lines."""
-    app = web.Application()
-    app[_STATE] = _AppState(Path(root), access_log)
-    app.router.add_route("*", "/{tail:.*}", _handle)
-    return app
+def make_server(root: str | Path, *, access_log: IO[str] | None = None, read_timeout: float = READ_TIMEOUT_S
+                ) -> HttpServer:
+    """The HTTP server for a tree (files under ``http/`` and callbacks); ``access_log`` gets one JSON line
+    per request (:mod:`pxe.access`). Call it with a running event loop."""
+    state = _AppState(Path(root), access_log)
+    return HttpServer(functools.partial(_handle, state), AccessLog(access_log), read_timeout=read_timeout)
 
 
 class PxeServer:
@@ -249,7 +231,8 @@ class PxeServer:
 
     def __init__(self, root: str | Path, *, interface: str | None = None, listen: tuple[str, int] | None = None,
                  dnsmasq: bool | str = True, dnsmasq_user: str | None = None,
-                 dnsmasq_args: Sequence[str] = (), start_timeout: float = 10.0, watch_interval: float = 1.0) -> None:
+                 dnsmasq_args: Sequence[str] = (), start_timeout: float = 10.0, watch_interval: float = 1.0,
+                 read_timeout: float = READ_TIMEOUT_S) -> None:
         self.root = Path(root)
         self.interface = interface
         self.listen = listen or self._default_listen()
@@ -258,10 +241,11 @@ class PxeServer:
         self._dnsmasq_args = tuple(dnsmasq_args)
         self.start_timeout = start_timeout
         self.watch_interval = watch_interval
+        self.read_timeout = read_timeout
         self.proc: asyncio.subprocess.Process | None = None
         #: How many times dnsmasq was restarted for a new dnsmasq.conf.
         self.restarts = 0
-        self._runner: web.AppRunner | None = None
+        self._runner: web.ServerRunner | None = None
         self._site: web.TCPSite | None = None
         self._log: IO[str] | None = None
         self._stderr: asyncio.Task[bytes] | None = None
@@ -314,8 +298,8 @@ class PxeServer:
             raise
 
     async def _start_http(self) -> None:
-        self._runner = web.AppRunner(make_app(self.root, access_log=self._log), access_log_class=_JsonAccessLog,
-                                     handle_signals=False)
+        self._runner = web.ServerRunner(make_server(self.root, access_log=self._log, read_timeout=self.read_timeout),
+                                        handle_signals=False)
         await self._runner.setup()
         host, port = self.listen
         self._site = web.TCPSite(self._runner, host, port, reuse_address=True)

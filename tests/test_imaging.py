@@ -61,9 +61,12 @@ def _get(ip: str, port: int, path: str) -> int:
         conn.close()
 
 
-async def _installers(fleet: Fleet, root: Path, port: int, silent: set[str], stop: asyncio.Event) -> list[str]:
-    """Play the servers: react to each power action the job records by a lease, a fetch and callbacks."""
+async def _installers(fleet: Fleet, root: Path, port: int, silent: set[str], stop: asyncio.Event,
+                      forge: dict[str, str] | None = None) -> list[str]:
+    """Play the servers: react to each power action the job records by a lease, a fetch and callbacks.
+    ``forge`` maps a server to another address that sends its callbacks, with its token, while it boots."""
     served: dict[str, str] = {}
+    forged: dict[str, str] = {}
     order: list[str] = []
     while not stop.is_set():
         jobs = fleet.jobs(kind="image", limit=1)
@@ -72,6 +75,12 @@ async def _installers(fleet: Fleet, root: Path, port: int, silent: set[str], sto
         by_name = {h["hostname"]: h for h in index["hosts"]}
         for host, entry in servers.items():
             since = entry.get("since")
+            if forge and host in forge and entry["step"] == "booting" and forged.get(host) != since \
+                    and host in by_name:
+                forged[host] = since
+                for phase in ("early", "late"):  # the answer file is public: its token is no secret
+                    path = f"/cb/{host}/{phase}?token={by_name[host]['token']}"
+                    assert await asyncio.to_thread(_get, forge[host], port, path) == 403
             if entry["step"] != "booting" or served.get(host) == since or host in silent or host not in by_name:
                 continue
             served[host] = since
@@ -89,14 +98,14 @@ async def _installers(fleet: Fleet, root: Path, port: int, silent: set[str], sto
 
 
 async def _image(fleet: Fleet, root: Path, silent: set[str], *, resume: int | None = None,
-                 cancel_after_deployed: int = 0, **options: Any) -> Any:
+                 cancel_after_deployed: int = 0, forge: dict[str, str] | None = None, **options: Any) -> Any:
     port = free_port()
     allocate_addresses(fleet, HOSTS)
     fleet.pxe_render("rack=R01", out=root, manager_url=f"http://{MANAGER}:{port}", os="debian-12")
     server = PxeServer(root, dnsmasq=False, listen=(MANAGER, port))
     await server.start()
     stop = asyncio.Event()
-    players = asyncio.create_task(_installers(fleet, root, port, silent, stop))
+    players = asyncio.create_task(_installers(fleet, root, port, silent, stop, forge))
     try:
         task = asyncio.create_task(fleet.image("rack=R01", os="debian-12", root=root,
                                                manager_url=f"http://{MANAGER}:{port}", serve=False, resume=resume,
@@ -145,6 +154,19 @@ def test_a_failed_canary_stops_the_job_before_any_other_server_is_touched(lab_fl
     states = {s.hostname: s.state for s in fleet.servers("rack=R01")}
     assert states[HOSTS[0]] == "failed" and all(states[h] == "ready" for h in HOSTS[1:])
     assert all(result.servers[h]["step"] == "pending" for h in HOSTS[1:])
+
+
+def test_a_forged_callback_from_another_address_is_refused_and_does_not_move_the_server(lab_fleet, tmp_path) -> None:
+    fleet = lab_fleet
+    # the canary does not boot; someone else sends its early and late callbacks, with its token
+    result = asyncio.run(_image(fleet, tmp_path / "pxe", {HOSTS[0]}, canary=1, wave=4, dhcp_timeout_s=4,
+                                forge={HOSTS[0]: "127.20.1.250"}))
+    assert result.failed == [HOSTS[0]] and "no DHCP lease" in result.servers[HOSTS[0]]["reason"]
+    assert not {"early", "late"} & set(result.servers[HOSTS[0]]["evidence"])
+    assert {s.hostname: s.state for s in fleet.servers(HOSTS[:1])} == {HOSTS[0]: "failed"}
+    refused = [a for a in fleet.audit(action="pxe.callback", limit=50) if HOSTS[0] in a.targets]
+    assert len(refused) == 2 and all(a.result == "failed" for a in refused)
+    assert {(a.detail["reason"], a.detail["ip"]) for a in refused} == {("wrong-address", "127.20.1.250")}
 
 
 def test_failures_past_the_budget_hold_the_next_wave_back(lab_fleet, tmp_path) -> None:

@@ -9,6 +9,7 @@ import subprocess
 import time
 import urllib.request
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -251,3 +252,78 @@ def test_ups_status_words_map_to_flags() -> None:
     assert (_flag("online", "on-battery"), _flag("online", "replace-battery")) == (0, 0)
     assert _flag("unknown", "low-battery") is None and _flag("", "on-battery") is None
     assert _flag("low-battery", "on-battery") is None  # neither on line nor on battery said
+
+
+def _threads(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/task"))
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def _scrape(url: str, timeout: float = 10) -> str:
+    with urllib.request.urlopen(url, timeout=timeout) as resp:
+        assert resp.status == 200 and resp.headers["Content-Type"].startswith("text/plain")
+        return resp.read().decode()
+
+
+def test_listen_is_bounded_under_500_idle_connections(populated_env: dict[str, str]) -> None:
+    """Idle sockets do not cost a thread each, are closed at the read deadline, and never lock out a scrape."""
+    port = _free_port()
+    deadline_s = 2.0
+    proc = subprocess.Popen([FLEET, "metrics", "--listen", f"127.0.0.1:{port}", "--read-timeout", str(deadline_s),
+                             "--max-connections", "64"], env=populated_env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    idle: list[socket.socket] = []
+    url = f"http://127.0.0.1:{port}/metrics"
+    try:
+        until = time.monotonic() + 20
+        while True:
+            try:
+                _scrape(url, 2)
+                break
+            except OSError:
+                assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+                assert time.monotonic() < until, "metrics endpoint did not come up"
+                time.sleep(0.1)
+        threads0, rss0 = _threads(proc.pid), _rss_kib(proc.pid)
+        opened = time.monotonic()
+        for i in range(500):
+            s = socket.create_connection(("127.0.0.1", port), timeout=10)
+            if i % 2:
+                s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")  # half a request head, then nothing
+            idle.append(s)
+        time.sleep(0.3)
+        peak_threads, peak_rss = _threads(proc.pid), _rss_kib(proc.pid)
+        body = _scrape(url)  # a real scrape meanwhile
+        assert _samples(body)["rackfleet_events_open"][L(severity="critical", kind="cpu-temp-critical")] == 1
+        peak_threads = max(peak_threads, _threads(proc.pid))
+        assert peak_threads <= threads0 + 2 and peak_threads <= 6, f"{peak_threads} threads for 500 idle sockets"
+        assert peak_rss - rss0 < 20 * 1024, f"RSS grew {peak_rss - rss0} KiB for 500 idle sockets"
+        # every idle socket is closed by the server within the deadline (most at once, to make room)
+        closed = 0
+        for s in idle:
+            s.settimeout(max(0.1, opened + deadline_s + 3 - time.monotonic()))
+            try:
+                data = s.recv(100)
+            except ConnectionResetError:
+                data = b""
+            except TimeoutError:
+                data = None
+            closed += data == b""
+        assert closed == 500, f"only {closed} of 500 idle sockets were closed by the deadline"
+        # a request head over the size cap is refused; the listener still serves
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(b"GET /metrics HTTP/1.1\r\nX-Big: " + b"x" * 20000 + b"\r\n\r\n")
+            assert s.recv(100).startswith(b"HTTP/1.1 431 ")
+        assert "rackfleet_servers" in _scrape(url)
+    finally:
+        for s in idle:
+            s.close()
+        os.kill(proc.pid, signal.SIGTERM)
+        _out, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0, err

@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -97,8 +98,10 @@ def test_serve_until_sigterm_then_evidence(inv: dict[str, str], tmp_path: Path) 
                 time.sleep(0.1)
         assert body.startswith(b"# Debian preseed for vm1.lab.example.net")
         token = json.loads((out / "hosts.json").read_text())["hosts"][0]["token"]
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/cb/vm1.lab.example.net/late?token={token}") as resp:
-            assert resp.status == 200
+        # the right token from an address that is not vm1's (10.77.0.11): refused, with the reason logged
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/cb/vm1.lab.example.net/late?token={token}")
+        assert refused.value.code == 403
     finally:
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
@@ -108,9 +111,11 @@ def test_serve_until_sigterm_then_evidence(inv: dict[str, str], tmp_path: Path) 
     assert ev.returncode == 0, ev.stderr
     assert "recorded 2 new evidence records" in ev.stderr
     records = json.loads(ev.stdout)
-    assert [(r["kind"], r["hostname"], r["ok"]) for r in records] == [
-        ("fetch", "vm1.lab.example.net", True), ("callback", "vm1.lab.example.net", True)]
+    assert [(r["kind"], r["hostname"], r["ok"], r.get("reason")) for r in records] == [
+        ("fetch", "vm1.lab.example.net", True, None), ("callback", "vm1.lab.example.net", False, "wrong-address")]
     again = fleet(inv, "pxe", "evidence", "--root", str(out), "--host", "vm2.lab.example.net")
     assert again.returncode == 0 and "recorded 0 new" in again.stderr
     audit = fleet(inv, "audit", "--action", "pxe.callback", "--json")
-    assert json.loads(audit.stdout)[0]["targets"] == ["vm1.lab.example.net"]
+    row = json.loads(audit.stdout)[0]
+    assert row["targets"] == ["vm1.lab.example.net"] and row["result"] == "failed"
+    assert row["detail"]["reason"] == "wrong-address" and row["detail"]["ip"] == "127.0.0.1"

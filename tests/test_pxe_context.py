@@ -16,6 +16,7 @@ from pxe import HostContext, Network, TreeContext, callback_token, check_kernel_
 from pxe.context import check_console, check_disk, check_manager_url, check_tag
 
 KEY = b"rackfleet-test-key"
+NONCE = "boot-1"  # the golden files' boot nonce
 NET = Network("10.77.0.0/24", gateway="10.77.0.1", dns=("10.77.0.1", "10.77.0.2"), domain="lab.example.net")
 MANAGER = "http://10.77.0.1:8080"
 SSH_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGq0TestKeyOnlyForGoldenFiles ops@example"
@@ -36,7 +37,7 @@ def sample_host(name: str = "deb-ipxe", last: int = 0x0A, os: str = "debian-12",
                 **extra: object) -> HostContext:
     hostname = f"{name}.lab.example.net"
     return HostContext(hostname=hostname, mac=f"52:54:00:77:00:{last:02x}", ip=f"10.77.0.{last}", os=os,
-                       manager_url=MANAGER, network=NET, token=callback_token(KEY, hostname), loader=loader,
+                       manager_url=MANAGER, network=NET, token=callback_token(KEY, hostname, NONCE), loader=loader,
                        **extra)  # type: ignore[arg-type]
 
 
@@ -62,12 +63,23 @@ def test_sample_tree_builds() -> None:
     assert h.early_url == f"{MANAGER}/cb/deb-ipxe.lab.example.net/early?token={h.token}"
 
 
-def test_token_is_deterministic_hmac() -> None:
-    a = callback_token(KEY, "a.example.net")
-    assert a == callback_token(KEY, "a.example.net") and len(a) == 32
-    assert a != callback_token(KEY, "b.example.net") and a != callback_token(b"other", "a.example.net")
+def test_token_is_an_hmac_of_host_and_boot_nonce() -> None:
+    a = callback_token(KEY, "a.example.net", NONCE)
+    assert a == callback_token(KEY, "a.example.net", NONCE) and len(a) == 32
+    assert a != callback_token(KEY, "b.example.net", NONCE) and a != callback_token(b"other", "a.example.net", NONCE)
+    assert a != callback_token(KEY, "a.example.net", "boot-2"), "a new boot, a new token"
+    assert callback_token(KEY, "a.example.ne", "tboot-1") != callback_token(KEY, "a.example.net", "boot-1")
     with pytest.raises(ValueError):
-        callback_token(b"", "a.example.net")
+        callback_token(b"", "a.example.net", NONCE)
+    with pytest.raises(ValueError, match="nonce"):
+        callback_token(KEY, "a.example.net", "")
+
+
+def test_token_expiry_must_be_a_canonical_aware_time() -> None:
+    assert sample_host(token_expires="2026-12-08T02:00:00+00:00").token_expires == "2026-12-08T02:00:00+00:00"
+    for bad in ("2026-12-08T02:00:00", "tomorrow", "2026-12-08 02:00:00+00:00"):
+        with pytest.raises(ValidationError, match="token_expires"):
+            sample_host(token_expires=bad)
 
 
 def test_os_family() -> None:
@@ -85,7 +97,7 @@ HOSTILE = [
 def test_hostile_hostname_refused(name: str) -> None:
     with pytest.raises(ValidationError) as err:
         HostContext(hostname=name, mac="52:54:00:77:00:0a", ip="10.77.0.10", os="debian-12", manager_url=MANAGER,
-                    network=NET, token=callback_token(KEY, "x"))
+                    network=NET, token=callback_token(KEY, "x", NONCE))
     assert err.value.field == "hostname"
 
 
@@ -154,12 +166,12 @@ def test_duplicates_in_a_tree_refused() -> None:
     with pytest.raises(ValidationError, match="given to both"):
         sample_tree(hosts=(a, dataclasses.replace(sample_host("b", 0x0B), ip=a.ip)))
     other = HostContext(hostname="a.other.example.net", mac="52:54:00:77:00:0f", ip="10.77.0.15", os="debian-12",
-                        manager_url=MANAGER, network=NET, token=callback_token(KEY, "a.other.example.net"))
+                        manager_url=MANAGER, network=NET, token=callback_token(KEY, "a.other.example.net", NONCE))
     with pytest.raises(ValidationError, match="short name"):
         sample_tree(hosts=(a, other))
     net2 = Network("10.78.0.0/24")
     far = HostContext(hostname="far.example.net", mac="52:54:00:77:00:10", ip="10.78.0.5", os="debian-12",
-                      manager_url=MANAGER, network=net2, token=callback_token(KEY, "far.example.net"))
+                      manager_url=MANAGER, network=net2, token=callback_token(KEY, "far.example.net", NONCE))
     with pytest.raises(ValidationError, match="does not serve"):
         sample_tree(hosts=(a, far))
     with pytest.raises(ValidationError, match="given twice"):
@@ -169,7 +181,7 @@ def test_duplicates_in_a_tree_refused() -> None:
 def test_a_tree_may_serve_several_networks() -> None:
     net2 = Network("10.78.0.0/24", gateway="10.78.0.1")
     far = HostContext(hostname="far.example.net", mac="52:54:00:77:00:10", ip="10.78.0.5", os="debian-12",
-                      manager_url=MANAGER, network=net2, token=callback_token(KEY, "far.example.net"))
+                      manager_url=MANAGER, network=net2, token=callback_token(KEY, "far.example.net", NONCE))
     tree = sample_tree(hosts=(sample_host(), far), network=None)
     assert tree.networks == (NET, net2) and tree.network == NET  # in order of first use
     assert tree.tagged_networks == (("net0", NET), ("net1", net2))

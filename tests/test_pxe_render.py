@@ -177,7 +177,7 @@ def test_dnsmasq_with_several_networks() -> None:
 
     net2 = Network("10.78.0.0/25")
     far = HostContext(hostname="far.example.net", mac="52:54:00:77:00:10", ip="10.78.0.5", os="debian-12",
-                      manager_url=MANAGER, network=net2, token=callback_token(KEY, "far.example.net"))
+                      manager_url=MANAGER, network=net2, token=callback_token(KEY, "far.example.net", "boot-1"))
     tree = sample_tree(hosts=(sample_host(), far), networks=(NET, net2))
     conf = parse_dnsmasq(render_tree(tree).files["dnsmasq.conf"].decode())
     assert [v for k, v in conf if k == "dhcp-range"][:2] == [

@@ -105,31 +105,61 @@ def test_no_path_traversal(tree_root: Path) -> None:
         assert b"token" not in body and b"root:" not in body, path
 
 
-def test_callbacks(tree_root: Path) -> None:
-    host = sample_tree().hosts[0]
+LO_NET = Network("127.77.0.0/24")
+
+
+def lo_host(name: str, last: int, nonce: str = "boot-1", **extra: Any) -> HostContext:
+    """A host whose address is on loopback (127.77.0.LAST), so a test can play it: bind to that address."""
+    fqdn = f"{name}.lab.example.net"
+    return HostContext(hostname=fqdn, mac=f"52:54:00:77:02:{last:02x}", ip=f"127.77.0.{last}", os="debian-12",
+                       manager_url="http://127.77.0.1:8080", network=LO_NET, token=callback_token(KEY, fqdn, nonce),
+                       **extra)
+
+
+def lo_tree(root: Path, *hosts: HostContext) -> TreeContext:
+    return TreeContext(root=str(root), manager_url="http://127.77.0.1:8080", server_ip="127.77.0.1", network=LO_NET,
+                       hosts=hosts, interface="lo")
+
+
+async def raw_get_from(source: str, port: int, path: str, method: str = "GET") -> int:
+    """A request from the loopback address ``source`` (the host it plays)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
+    writer.write(f"{method} {path} HTTP/1.1\r\nHost: pxe\r\nConnection: close\r\n\r\n".encode("latin-1"))
+    await writer.drain()
+    data = await reader.read()
+    writer.close()
+    return int(data.split()[1])
+
+
+def test_callbacks(tmp_path: Path) -> None:
+    root = tmp_path / "pxe"
+    host, other = lo_host("lo10", 10), lo_host("lo11", 11)
+    install(render_tree(lo_tree(root, host, other)), fake_sources(tmp_path / "src"))
     cb = f"/cb/{host.hostname}"
 
     async def go() -> list[int]:
-        async with http_server(tree_root) as srv:
+        async with http_server(root) as srv:
             port = srv.port or 0
             return [
-                (await raw_get(port, f"{cb}/early?token={host.token}"))[0],
-                (await raw_get(port, f"{cb}/late?token={host.token}", "POST"))[0],
-                (await raw_get(port, f"{cb}/early?token={'0' * 32}"))[0],
-                (await raw_get(port, f"{cb}/early"))[0],
-                (await raw_get(port, f"{cb}/done?token={host.token}"))[0],
-                (await raw_get(port, f"/cb/nobody.example.net/early?token={host.token}"))[0],
-                (await raw_get(port, f"/cb/{sample_tree().hosts[1].hostname}/early?token={host.token}"))[0],
+                await raw_get_from(host.ip, port, f"{cb}/early?token={host.token}"),
+                await raw_get_from(host.ip, port, f"{cb}/early?token={'0' * 32}"),
+                await raw_get_from(host.ip, port, f"{cb}/early"),
+                await raw_get_from(host.ip, port, f"{cb}/done?token={host.token}"),
+                await raw_get_from(host.ip, port, f"/cb/nobody.example.net/early?token={host.token}"),
+                await raw_get_from(host.ip, port, f"/cb/{other.hostname}/early?token={host.token}"),
+                await raw_get_from(host.ip, port, f"{cb}/late?token={host.token}", "POST"),
             ]
 
-    assert run(go) == [200, 200, 403, 403, 404, 404, 403]
-    log = access_log(tree_root)
-    assert [(r["host"], r["phase"], r["ok"], r["status"]) for r in log[:3]] == [
-        (host.hostname, "early", True, 200), (host.hostname, "late", True, 200), (host.hostname, "early", False, 403)]
+    assert run(go) == [200, 403, 403, 404, 404, 403, 200]
+    log = access_log(root)
+    assert [(r["host"], r["phase"], r["ok"], r["status"], r.get("reason")) for r in log[:3]] == [
+        (host.hostname, "early", True, 200, None), (host.hostname, "early", False, 403, "bad-token"),
+        (host.hostname, "early", False, 403, "bad-token")]
+    assert [r.get("reason") for r in log[3:6]] == ["unknown-phase", "unknown-host", "wrong-address"]
     assert all("token" not in r["path"] for r in log), "tokens are not written to the log"
-    evidence = [e for e in EvidenceReader(tree_root).poll() if e.kind == "callback"]
-    assert [(e.hostname, e.phase, e.ok, e.mac) for e in evidence[:2]] == [
-        (host.hostname, "early", True, host.mac), (host.hostname, "late", True, host.mac)]
+    evidence = [e for e in EvidenceReader(root).poll() if e.kind == "callback"]
+    assert [(e.hostname, e.phase, e.ok, e.mac, e.reason) for e in (evidence[0], evidence[-1])] == [
+        (host.hostname, "early", True, host.mac, None), (host.hostname, "late", True, host.mac, None)]
 
 
 def test_fetch_evidence_names_the_host(tree_root: Path) -> None:
@@ -156,12 +186,14 @@ def test_a_new_tree_is_served_without_a_restart(tree_root: Path, tmp_path: Path)
             before = (await raw_get(port, f"/cb/{newcomer.hostname}/early?token={newcomer.token}"))[0]
             tree = sample_tree(root=str(tree_root), hosts=(*sample_tree().hosts, newcomer))
             await asyncio.to_thread(install, render_tree(tree), fake_sources(tmp_path / "src"))
+            # known now (403: this test's 127.0.0.1 is not its address), no longer 404
             after = (await raw_get(port, f"/cb/{newcomer.hostname}/early?token={newcomer.token}"))[0]
             script = (await raw_get(port, "/hosts/52-54-00-77-00-50.ipxe"))[0]
             return before, after, script
 
-    assert run(go) == (404, 200, 200)
-    assert len(access_log(tree_root)) == 3  # the log went on in the new tree's var/
+    assert run(go) == (404, 403, 200)
+    log = access_log(tree_root)
+    assert len(log) == 3 and log[1]["reason"] == "wrong-address"  # the log went on in the new tree's var/
 
 
 def test_not_a_tree(tmp_path: Path) -> None:
@@ -213,7 +245,8 @@ def dnsmasq() -> str:
 def test_dnsmasq_accepts_every_generated_config(tmp_path: Path, dnsmasq: str, variant: str) -> None:
     net2 = Network("10.78.0.0/24", dns=("10.78.0.53",), domain="far.example.net")
     far = HostContext(hostname="far.example.net", mac="52:54:00:77:00:10", ip="10.78.0.5", os="debian-12",
-                      manager_url="http://10.77.0.1:8080", network=net2, token=callback_token(KEY, "far.example.net"))
+                      manager_url="http://10.77.0.1:8080", network=net2,
+                      token=callback_token(KEY, "far.example.net", "boot-1"))
     kwargs: dict[str, Any] = {"full": {}, "bare": {"interface": "", "ra_prefix": "", "dnsmasq_user": "nobody"},
                               "one-loader": {"hosts": (sample_host(),)},
                               "two-networks": {"hosts": (*sample_tree().hosts, far), "network": None},
@@ -231,7 +264,8 @@ def _many(n: int) -> tuple[HostContext, ...]:
         name = f"h{i:04d}.example.net"
         hosts.append(HostContext(hostname=name, mac=f"52:54:01:00:{i // 256:02x}:{i % 256:02x}",
                                  ip=f"10.{100 + i // 256}.{i % 256}.10", os="debian-12",
-                                 manager_url="http://10.77.0.1:8080", network=net, token=callback_token(KEY, name)))
+                                 manager_url="http://10.77.0.1:8080", network=net,
+                                 token=callback_token(KEY, name, "boot-1")))
     return tuple(hosts)
 
 
@@ -247,7 +281,7 @@ def _lo_tree(root: Path, port: int) -> TreeContext:
     net = Network("127.77.0.0/24")
     host = HostContext(hostname="lo1.lab.example.net", mac="52:54:00:77:01:01", ip="127.77.0.11", os="debian-12",
                        manager_url=f"http://127.0.0.1:{port}", network=net,
-                       token=callback_token(KEY, "lo1.lab.example.net"))
+                       token=callback_token(KEY, "lo1.lab.example.net", "boot-1"))
     return TreeContext(root=str(root), manager_url=f"http://127.0.0.1:{port}", server_ip="127.0.0.1", network=net,
                        hosts=(host,), interface="lo", ra_prefix="", dnsmasq_user="root")
 
@@ -360,7 +394,7 @@ def test_dnsmasq_restarts_for_a_new_config_and_its_death_is_noticed(tmp_path: Pa
             assert srv.restarts == 0 and srv.pid == first
             more = HostContext(hostname="lo2.lab.example.net", mac="52:54:00:77:01:02", ip="127.77.0.12",
                                os="debian-12", manager_url=tree.manager_url, network=tree.network,
-                               token=callback_token(KEY, "lo2.lab.example.net"))
+                               token=callback_token(KEY, "lo2.lab.example.net", "boot-1"))
             bigger = TreeContext(**{**{f: getattr(tree, f) for f in tree.__slots__}, "hosts": (*tree.hosts, more),
                                     "networks": ()})
             await asyncio.to_thread(install, render_tree(bigger), sources)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import textwrap
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -65,7 +66,13 @@ def test_contexts_from_the_inventory(fleet: Fleet, tmp_path: Path) -> None:
     assert (by["vm3"].loader, by["vm3"].os, by["vm3"].disk_layout) == ("grub", "ubuntu-24.04", "lvm")
     assert by["vm1"].console == "ttyS0,115200"
     key = fleet.pxe_callback_key()
-    assert by["vm1"].token == callback_token(key, "vm1.lab.example.net")
+    assert by["vm1"].token not in (callback_token(key, "vm1.lab.example.net", "x"), by["vm2"].token)
+    assert by["vm1"].token_expires == ""  # no time limit unless asked for
+    again = fleet.pxe_contexts("rack=R01", root=tmp_path / "pxe", manager_url=MANAGER, interface="br0",
+                               nonce="job-7", token_ttl_s=600)
+    vm1 = next(h for h in again.hosts if h.short_name == "vm1")
+    assert vm1.token == callback_token(key, "vm1.lab.example.net", "job-7") != by["vm1"].token  # one per render
+    assert 590 < (datetime.fromisoformat(vm1.token_expires) - datetime.now(UTC)).total_seconds() <= 600
 
 
 def test_callback_key_is_kept_in_the_inventory(fleet: Fleet) -> None:

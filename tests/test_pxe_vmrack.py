@@ -367,7 +367,7 @@ def rendered_tree(rack: VmRack, hosts: tuple[Host, ...], *, callbacks: str = "ea
         args = [f"fleet.token={h.token}"] + ([f"fleet.probe.callbacks={callbacks}"] if callbacks else [])
         contexts.append(HostContext(
             hostname=fqdn, mac=h.mac, ip=h.ip, os="debian-12", manager_url=MANAGER_URL, network=net,
-            token=callback_token(CALLBACK_KEY, fqdn), loader={"snponly": "ipxe"}.get(h.path, h.path),
+            token=callback_token(CALLBACK_KEY, fqdn, "boot-1"), loader={"snponly": "ipxe"}.get(h.path, h.path),
             kernel_args=tuple(args), extra_initrds=("probe/probe.gz",)))
     root = rack.workdir / "pxe"
     tree = TreeContext(root=str(root), manager_url=MANAGER_URL, server_ip=SERVER_IP, network=net,
@@ -451,7 +451,7 @@ def test_the_real_debian_installer_fetches_its_preseed_and_calls_back_early(rack
     fqdn = f"{h.name}.lab.example.net"
     net = Network("10.77.0.0/24", gateway=SERVER_IP, dns=(SERVER_IP,))
     host = HostContext(hostname=fqdn, mac=h.mac, ip=h.ip, os="debian-12", manager_url=MANAGER_URL, network=net,
-                       token=callback_token(CALLBACK_KEY, fqdn), kernel_args=(f"fleet.token={h.token}",))
+                       token=callback_token(CALLBACK_KEY, fqdn, "boot-1"), kernel_args=(f"fleet.token={h.token}",))
     root = rack.workdir / "pxe"
     install(render_tree(TreeContext(root=str(root), manager_url=MANAGER_URL, server_ip=SERVER_IP, network=net,
                                     hosts=(host,), interface="br0", dnsmasq_user="root")), BootSources())

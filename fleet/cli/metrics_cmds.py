@@ -28,6 +28,10 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
                        help="write once, atomically, and exit (e.g. /var/lib/node_exporter/textfile/rackfleet.prom)")
     where.add_argument("--listen", nargs="?", const=DEFAULT_LISTEN, metavar="[HOST:]PORT",
                        help=f"serve /metrics until SIGTERM (default address {DEFAULT_LISTEN})")
+    p.add_argument("--max-connections", type=int, default=64, metavar="N",
+                   help="with --listen: connections open at once (over it, the oldest idle one is closed; default 64)")
+    p.add_argument("--read-timeout", type=float, default=5.0, metavar="SECONDS",
+                   help="with --listen: time a client has to send its request (default 5)")
     p.add_argument("--per-server", action="store_true",
                    help="add per-server series (and per-UPS series of per-server UPSes): large at scale")
     p.set_defaults(func=cmd_metrics)
@@ -50,6 +54,7 @@ def parse_listen(value: str) -> tuple[str, int]:
 
 def cmd_metrics(args: argparse.Namespace, out: Out) -> int:
     from fleet.metrics import render, serve, write_textfile
+    from fleet.metrics_http import Limits
 
     fleet = Fleet.open(args.db)
     try:
@@ -61,6 +66,9 @@ def cmd_metrics(args: argparse.Namespace, out: Out) -> int:
             return 0
         if args.listen:
             host, port = parse_listen(args.listen)
+            if args.max_connections < 1 or args.read_timeout <= 0:
+                raise InputError("--max-connections must be at least 1 and --read-timeout above 0")
+            limits = Limits(max_connections=args.max_connections, read_timeout_s=args.read_timeout)
             stop = threading.Event()
 
             def on_signal(_signo: int, _frame: Any) -> None:
@@ -69,7 +77,7 @@ def cmd_metrics(args: argparse.Namespace, out: Out) -> int:
             signal.signal(signal.SIGTERM, on_signal)
             signal.signal(signal.SIGINT, on_signal)
             try:
-                serve(fleet.engine, host, port, per_server=args.per_server, stop=stop,
+                serve(fleet.engine, host, port, per_server=args.per_server, stop=stop, limits=limits,
                       ready=lambda h, p: out.info(f"serving metrics on http://{h}:{p}/metrics until SIGTERM"))
             except OSError as exc:
                 raise FleetError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
