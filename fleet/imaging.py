@@ -322,6 +322,7 @@ class _ImageRun:
         self.reader: Any = None
         self.macs: dict[str, str] = {}
         self.ips: dict[str, str] = {}
+        self.loaders: dict[str, str] = {}
 
     # -- bookkeeping --------------------------------------------------------------------------------
 
@@ -363,6 +364,7 @@ class _ImageRun:
 
         index = json.loads((Path(self.o.root) / "hosts.json").read_text())
         self.macs = {h["hostname"]: h["mac"] for h in index["hosts"]}
+        self.loaders = {h["hostname"]: h["loader"] for h in index["hosts"]}  # the boot mode reads them
         from pxe.evidence import EvidenceReader
 
         self.reader = EvidenceReader(self.o.root)
@@ -405,12 +407,18 @@ class _ImageRun:
     async def _wave(self, number: int, hosts: list[str]) -> None:
         for h in hosts:
             self.fleet.move_to(h, "deploying", reason=f"imaging job {self.job.id}: wave {number} ({self.o.os})")
-        boot = await self.fleet.set_boot(hosts, "pxe", persistent=False)
+        # Each server's boot mode (UEFI or legacy: fleet.bootmode): a UEFI server asked for a legacy
+        # PXE boot ignores it and boots its disk. The job keeps what was asked and why.
+        modes = self.fleet.boot_modes(hosts, loaders=self.loaders)
+        boot = await self.fleet.set_boot(hosts, "pxe", persistent=False, loaders=self.loaders)
         ready = []
         for host, _, error in boot:
+            mode = modes.get(host)
+            asked = f"pxe, {mode.mode} ({mode.source})" if mode else "pxe"
             if error:
-                self._fail(host, f"next boot PXE not set: {error}")
+                self._fail(host, f"next boot PXE ({asked}) not set: {error}")
             else:
+                self.servers[host]["evidence"]["boot"] = asked
                 ready.append(host)
         if not ready:
             return

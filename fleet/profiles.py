@@ -32,6 +32,7 @@ from typing import Any, NoReturn
 from fleet.drivers.registry import CAPABILITIES, DriverRegistry
 from fleet.drivers.registry import registry as default_registry
 from fleet.errors import ProfileError
+from fleet.quirks import BootQuirks, boot_quirks, check_quirk
 
 __all__ = [
     "ENUM_VOCABULARY",
@@ -281,6 +282,8 @@ class Profile:
     snmp: SnmpSpec | None = None
     nut: NutSpec | None = None
     quirks: tuple[Quirk, ...] = ()
+    #: The boot quirks the code acts on, typed (``fleet.quirks``): read ``profile.boot.uefi_flag_required``.
+    boot: BootQuirks = field(default_factory=BootQuirks)
     path: Path | None = field(default=None, compare=False, repr=False)
 
     def __hash__(self) -> int:
@@ -592,8 +595,11 @@ def _read_quirk(t: _Table, ids: set[str]) -> Quirk:
     why = t.get_str("why", required=False, nonempty=False)
     if why is None or not why.strip():
         t.fail("why", "every quirk needs a non-empty 'why' line saying what goes wrong without it")
-    t.done()
     assert applies_to is not None
+    misfit = check_quirk(qid, applies_to, value)  # a quirk the code acts on: its capability and value type
+    if misfit is not None:
+        t.fail(*misfit)
+    t.done()
     return Quirk(qid, applies_to, value, why.strip())
 
 
@@ -820,7 +826,7 @@ def load_profile(path: str | os.PathLike[str], *, base: str | os.PathLike[str] |
     return Profile(
         name=name, kind=kind, vendor=vendor or "", model=model or "", description=description or "",
         sources=sources, match=match, drivers=drivers, power=power, sensors=sensors, ipmi=ipmi,
-        snmp=snmp, nut=nut, quirks=quirks, path=p,
+        snmp=snmp, nut=nut, quirks=quirks, boot=boot_quirks(quirks), path=p,
     )
 
 

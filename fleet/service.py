@@ -16,7 +16,7 @@ import asyncio
 import getpass
 import os
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -810,20 +810,40 @@ class Fleet(BrowseMixin, PxeMixin):
         out += [(p.split(": ", 1)[0], None, p.split(": ", 1)[1]) for p in problems]
         return sorted(out, key=lambda r: r[0])
 
+    def boot_modes(self, selector: str | Sequence[str] | Selector | None, *, uefi: bool | None = None,
+                   loaders: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """Each selected server's boot mode (``fleet.bootmode.BootMode``: UEFI or legacy, and why);
+        ``uefi`` True/False is an explicit request for all of them."""
+        from .bootmode import requested_mode, server_boot_modes
+
+        with Session(self.engine) as s:
+            modes = server_boot_modes(s, parse_selector(selector), self.profiles, loaders=loaders)
+        return modes if uefi is None else {h: requested_mode(uefi) for h in modes}
+
     async def set_boot(self, selector: str | Sequence[str] | Selector | None, device: str, *,
-                       persistent: bool = False, uefi: bool = False) -> list[tuple[str, Any, str]]:
-        """Set the next boot device, then read it back. Audited. (hostname, BootDevice read back, error)."""
+                       persistent: bool = False, uefi: bool | None = None,
+                       loaders: Mapping[str, str] | None = None) -> list[tuple[str, Any, str]]:
+        """Set the next boot device in each server's boot mode (:meth:`boot_modes`; ``uefi`` True/False
+        overrides it), then read it back. Audited with each mode and its source.
+        (hostname, BootDevice read back, error)."""
         if device not in ("pxe", "disk", "bios", "cdrom", "none"):
             raise InputError(f"unknown boot device {device!r}: pxe, disk, bios, cdrom or none")
         if parse_selector(selector).is_empty:
             raise InputError("name the servers (a selector)")
+        modes = self.boot_modes(selector, uefi=uefi, loaders=loaders)
 
         async def call(driver: Any, target: Any) -> Any:
-            await driver.set_boot(target, device, persistent=persistent, uefi=uefi)
+            mode = modes[target.name]
+            await driver.set_boot(target, device, persistent=persistent, uefi=mode.uefi)
             got = await driver.get_boot(target)
             if got.device != device:
                 raise DriverError(f"BMC reports next boot {got.device!r} after setting {device!r}",
                                   target=target.name, operation="set boot")
+            # A BMC that keeps the flags byte must read the EFI bit back as sent (not: ipmi_sim's quirk).
+            if device != "none" and got.uefi != mode.uefi and "boot-flags-not-persistent" not in (
+                    target.options.get("quirks") or {}):
+                raise DriverError(f"BMC reports the {'EFI' if got.uefi else 'legacy'} boot type after asking for "
+                                  f"{mode.mode} ({mode.source})", target=target.name, operation="set boot")
             return got
 
         results = await self._each(selector, "boot", "set boot", call)
@@ -831,7 +851,7 @@ class Fleet(BrowseMixin, PxeMixin):
         with self._session() as s:
             self._audit(s, "bootdev", [h for h, _, _ in results],
                         "ok" if ok == len(results) else ("failed" if not ok else "partial"),
-                        device=device, persistent=persistent, uefi=uefi,
+                        device=device, persistent=persistent, modes={h: m.to_json() for h, m in modes.items()},
                         failures={h: e for h, _, e in results if e})
         return results
 

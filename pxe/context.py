@@ -40,6 +40,7 @@ __all__ = [
     "FAMILIES",
     "GRUB_DIR",
     "LOADERS",
+    "LOADER_FIRMWARES",
     "PHASES",
     "HostContext",
     "Network",
@@ -62,6 +63,9 @@ __all__ = [
 #: ``ipxe``: BIOS → undionly.kpxe, UEFI → snponly.efi, then iPXE over HTTP (the default).
 #: ``pxelinux``: BIOS only, PXELINUX over TFTP. ``grub``: UEFI only, Debian's signed shim + GRUB over TFTP.
 LOADERS: tuple[str, ...] = ("ipxe", "pxelinux", "grub")
+#: The firmware each loader boots under (``bios``, ``uefi``): a host whose loader runs under one only
+#: tells what firmware it has (``fleet.bootmode`` reads it to choose the boot flags' BIOS boot type).
+LOADER_FIRMWARES: dict[str, tuple[str, ...]] = {"ipxe": ("bios", "uefi"), "pxelinux": ("bios",), "grub": ("uefi",)}
 #: OS families, each with its own answer files: preseed, autoinstall (cloud-init), kickstart.
 FAMILIES: tuple[str, ...] = ("debian", "ubuntu", "rhel")
 _OS_FAMILY = {"debian": "debian", "ubuntu": "ubuntu", "rocky": "rhel", "alma": "rhel", "rhel": "rhel",

@@ -23,6 +23,7 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -281,12 +282,16 @@ def test_a_qmp_backed_lab_bmc_boots_powers_and_stops_a_vm_through_rackfleets_ipm
     try:
         # OVMF behind its BMC: first from disk (NIC bootindex 2), then bootdev pxe + reset relaunches QEMU
         # with the NIC first; that boot runs host-b's own script (in parallel with host-a below).
+        # A legacy PXE request (no EFI bit) is ignored by OVMF, as by real UEFI firmware: it boots its own
+        # order (disk; no disk here, so its NIC's link stays down: nothing reaches the network).
         async def uefi_disk_then_pxe() -> None:
-            await driver.set_boot(utarget, "disk")
+            await driver.set_boot(utarget, "pxe", uefi=False)
             await driver.power_on(utarget)
             await asyncio.sleep(1.5)
-            assert rack.bmc_state(uefi.name)["vm"]["launches"] == 1 and nic_bootindex(uefi.name) == "2"
-            await driver.set_boot(utarget, "pxe")
+            state = rack.bmc_state(uefi.name)["vm"]
+            assert state["launches"] == 1 and nic_bootindex(uefi.name) == "2", state
+            assert state["ignored"] == [{"device": "pxe", "uefi": False, "firmware": "uefi"}]
+            await driver.set_boot(utarget, "pxe", uefi=True)
             await driver.power_reset(utarget)
 
         asyncio.run(uefi_disk_then_pxe())
@@ -507,12 +512,14 @@ class _FakeBackend:
     def __init__(self) -> None:
         self.on = False
         self.calls: list[tuple[str, str | None]] = []
+        self.requests: list[Any] = []
 
     def power_state(self) -> bool:
         return self.on
 
-    def set_power(self, action: str, boot: str | None) -> None:
-        self.calls.append((action, boot))
+    def set_power(self, action: str, boot: Any) -> None:
+        self.calls.append((action, boot.device if boot is not None else None))
+        self.requests.append(boot)
         self.on = action in ("on", "cycle", "reset") or (self.on and action not in ("off", "soft"))
 
     def state(self) -> dict:  # type: ignore[type-arg]
@@ -540,6 +547,25 @@ def test_a_bmc_with_a_backend_hands_it_power_and_consumes_one_time_boot_flags(tm
     bmc.handle(0x00, 0x02, b"\x02", 4)  # cycle while off: nothing
     assert fake.calls == [("on", "pxe"), ("reset", None), ("off", None)]
     assert bmc.state()["vm"] == {"calls": 3} and bmc.state()["reset_count"] == 1
+    # The EFI bit (boot flags data 1 bit 5) reaches the backend with the device; off starts nothing.
+    assert [(r.device, r.uefi) if r else None for r in fake.requests] == [("pxe", False), (None, False), None]
+    bmc.handle(0x00, 0x08, bytes([5, 0xA0, BOOT_DEVICES["pxe"] << 2, 0, 0, 0]), 4)  # bootdev pxe, once, EFI
+    bmc.handle(0x00, 0x02, b"\x01", 4)
+    assert (fake.requests[-1].device, fake.requests[-1].uefi) == ("pxe", True)
+    # Used up: the valid bit is cleared, the EFI bit stays readable (as real BMCs keep the flags byte).
+    assert bmc.handle(0x00, 0x09, bytes([5, 0, 0]), 4)[1][2] == 0x20
+
+
+def test_ovmf_ignores_a_legacy_override_and_seabios_an_efi_one_booting_their_own_order(tmp_path: Path) -> None:
+    """As real firmware: OVMF (no CSM) cannot boot a PC-compatible request, SeaBIOS no EFI one."""
+    from fleet.lab.qemu import QemuVm, VmSpec
+
+    ovmf = QemuVm(VmSpec(name="u", mac="52:54:00:00:00:03", tap="t", state_dir=tmp_path, firmware="uefi", boot="disk"))
+    bios = QemuVm(VmSpec(name="b", mac="52:54:00:00:00:04", tap="t", state_dir=tmp_path, boot="disk"))
+    assert ovmf.firmware_boot("pxe", uefi=True) == "pxe" and bios.firmware_boot("pxe", uefi=False) == "pxe"
+    assert ovmf.firmware_boot("pxe", uefi=False) == "disk" and bios.firmware_boot("pxe", uefi=True) == "disk"
+    assert ovmf.firmware_boot(None, uefi=False) == "disk"  # no override: the firmware's own order
+    assert ovmf.ignored == [{"device": "pxe", "uefi": False, "firmware": "uefi"}] and len(bios.ignored) == 1
 
 
 def test_the_harness_inventory_imports_and_renders_a_tree_for_fleet_image(rack: VmRack, env: dict[str, str]) -> None:

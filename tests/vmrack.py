@@ -424,6 +424,8 @@ class VmRack:
         (install it with ``--extra-image probe/probe.gz=PATH``: :meth:`probe_initrd`) and asks it to
         call back early and late, so imaging finishes in about a minute instead of a real install.
         ``addresses`` gives each NIC its address now (.11, .12, ...); else imaging allocates them.
+        Each server records its VM's firmware (tag ``firmware:bios|uefi``), from which imaging chooses
+        the boot flags' EFI bit: an OVMF VM ignores a legacy PXE request, as real UEFI firmware does.
         Returns (inventory.yaml, secrets.yaml, overrides.toml).
         """
         import yaml
@@ -435,7 +437,9 @@ class VmRack:
             loader = loaders.get(b.name, "ipxe")
             servers.append({"hostname": b.name, "position": n + 1, "profile": "rackfleet-lab",
                             "serial": f"VRACK{n + 1:04d}", "state": "ready", "bmc": f"{b.host}:{b.port}",
-                            "bmc_credential": "vrack-bmc", "tags": ["vrack", f"pxe-loader:{loader}"],
+                            "bmc_credential": "vrack-bmc",
+                            # The firmware recorded in the inventory: it decides the boot flags' EFI bit.
+                            "tags": ["vrack", f"pxe-loader:{loader}", f"firmware:{b.vm.firmware}"],
                             "nics": [{"name": "eth0", "mac": b.mac, "pxe": True,
                                       **({"ip": f"{self.subnet}.{11 + n}"} if addresses else {})}]})
         inventory = {"version": 1, "sites": [{"code": site, "name": "Virtual rack", "pods": [

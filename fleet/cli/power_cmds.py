@@ -43,7 +43,11 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("device", choices=("pxe", "disk", "bios", "cdrom", "none"))
     p.add_argument("selector", nargs="+")
     p.add_argument("--persistent", action="store_true", help="every boot, not only the next one")
-    p.add_argument("--uefi", action="store_true", help="UEFI boot (else legacy BIOS)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--uefi", action="store_const", const=True, dest="uefi", default=None,
+                      help="ask for a UEFI boot (the EFI bit), whatever the inventory and profile say")
+    mode.add_argument("--legacy", action="store_const", const=False, dest="uefi",
+                      help="ask for a legacy BIOS boot (default: each server's firmware, recorded or by profile)")
     p.set_defaults(func=cmd_bootdev)
 
     p = sub.add_parser("sensors", parents=[common], help="a server's BMC sensors")
@@ -161,15 +165,19 @@ def _show_plan(fleet: Fleet, args: argparse.Namespace, out: Out) -> int:
 
 def cmd_bootdev(args: argparse.Namespace, out: Out) -> int:
     fleet = Fleet.open(args.db)
+    modes = fleet.boot_modes(args.selector, uefi=args.uefi)  # what set_boot asks each BMC for, and why
     results = run_async(fleet, lambda: fleet.set_boot(args.selector, args.device, persistent=args.persistent,
                                                       uefi=args.uefi))
     if args.json:
         out.json([{"hostname": h, "ok": not e, "device": v.device if v else None,
-                   "persistent": v.persistent if v else None, "uefi": v.uefi if v else None, "error": e}
+                   "persistent": v.persistent if v else None, "uefi": v.uefi if v else None,
+                   "mode": modes[h].mode if h in modes else None,
+                   "mode_source": modes[h].source if h in modes else None, "error": e}
                   for h, v, e in results])
     else:
-        out.table(["HOST", "NEXT BOOT", "PERSISTENT", "UEFI", "ERROR"],
-                  [(h, v.device if v else "", v.persistent if v else "", v.uefi if v else "", e)
+        out.table(["HOST", "NEXT BOOT", "PERSISTENT", "UEFI", "MODE", "WHY", "ERROR"],
+                  [(h, v.device if v else "", v.persistent if v else "", v.uefi if v else "",
+                    modes[h].mode if h in modes else "", modes[h].source if h in modes else "", e)
                    for h, v, e in results])
     return 1 if any(e for _, _, e in results) else 0
 

@@ -32,6 +32,7 @@ __all__ = [
     "SENSOR_PROFILES",
     "Bmc",
     "BmcSpec",
+    "BootRequest",
     "PowerBackend",
     "SensorDef",
     "SensorSet",
@@ -340,17 +341,28 @@ class BmcSpec:
     qemu: Mapping[str, Any] | None = None
 
 
+@dataclasses.dataclass(frozen=True)
+class BootRequest:
+    """What the boot flags ask of one start of the host: ``device`` (``pxe``, ``disk``...; None: no
+    override, the firmware boots its own order) and ``uefi``, the BIOS boot type bit (data 1 bit 5:
+    1 = EFI, 0 = PC compatible). Whether the firmware honours it is the host's business (a UEFI-only
+    firmware ignores a legacy request: :meth:`fleet.lab.qemu.QemuVm.firmware_boot`)."""
+
+    device: str | None
+    uefi: bool = False
+
+
 class PowerBackend(Protocol):
     """What really holds a BMC's host power when it is not simulated (e.g. :class:`fleet.lab.qemu.QemuBackend`).
 
     ``set_power`` gets ``on``, ``off``, ``soft``, ``cycle`` or ``reset`` and, when the action starts the
-    host, the one-time or persistent boot device the BMC's flags name (``pxe``, ``disk``...) or None.
+    host, the :class:`BootRequest` the BMC's flags make for that start (None when it starts nothing).
     It must not block: the BMC answers at once and the backend acts in the background.
     """
 
     def power_state(self) -> bool: ...
 
-    def set_power(self, action: str, boot: str | None) -> None: ...
+    def set_power(self, action: str, boot: BootRequest | None) -> None: ...
 
     def state(self) -> dict[str, Any]: ...
 
@@ -557,10 +569,12 @@ class Bmc:
             self._booted()
         self.power_on = on
 
-    def _booted(self) -> str | None:
-        """The host starts: it uses the boot flags; a one-time override is then cleared.
+    def _booted(self) -> BootRequest:
+        """The host starts: it uses the boot flags; a one-time override is then cleared (the valid bit;
+        the rest of the flags, persistent and EFI bits included, stay readable as real BMCs keep them).
 
-        Returns the device the flags override the boot with, or None when they do not.
+        Returns what the flags ask of this start: the device (None when they do not override) and the
+        BIOS boot type (EFI or legacy).
         """
         self.boot_count += 1
         flags = self.boot_flags
@@ -569,7 +583,7 @@ class Bmc:
         self.last_boot = "disk" if device == "none" else device
         if valid and not flags[0] & 0x40:
             self.boot_flags = bytes([flags[0] & 0x7F]) + flags[1:]
-        return None if device == "none" else device
+        return BootRequest(None if device == "none" else device, uefi=valid and bool(flags[0] & 0x20))
 
     def power(self, action: str, now: float | None = None) -> None:
         """``on``, ``off``, ``cycle``, ``reset`` or ``soft`` (ACPI shutdown), as Chassis Control does it."""
@@ -604,7 +618,7 @@ class Bmc:
         if action not in ("on", "off", "soft", "cycle", "reset"):
             raise ValueError(f"unknown power action {action!r}")
         on = self.backend.power_state() if self.backend is not None else False
-        boot = None
+        boot: BootRequest | None = None
         if (action == "on" and not on) or (action in ("cycle", "reset") and on):
             boot = self._booted()
             self.reset_count += action == "reset"

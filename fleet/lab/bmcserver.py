@@ -44,7 +44,7 @@ from fleet.errors import DeviceTimeout, DeviceUnreachable, FleetError, NeedsRoot
 from fleet.lab._proc import cmdline_has, pid_alive, read_start_error, terminate, write_start_error
 
 from . import rmcp
-from .bmc import FAULT_KINDS, Bmc, BmcSpec, SensorSet, parse_spec
+from .bmc import FAULT_KINDS, Bmc, BmcSpec, BootRequest, SensorSet, parse_spec
 from .rmcp import PayloadType, Privilege, RmcppStatus
 
 __all__ = [
@@ -242,7 +242,7 @@ class LabServer:
 
             ep.bmc.backend = QemuBackend(QemuVm(VmSpec.from_dict(spec.qemu)))
             if spec.power == "on":
-                ep.bmc.backend.set_power("on", None)
+                ep.bmc.backend.set_power("on", BootRequest(None))
         self.endpoints.append(ep)
         self.by_key[spec.name] = ep
         self.by_key[f"{spec.host}:{spec.port}"] = ep

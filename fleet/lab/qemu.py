@@ -9,7 +9,12 @@ on a Unix socket. The power model (see ``docs/vmrack.md``):
 - off: ``quit`` (``system_powerdown`` is only a request that installers ignore), then the PID is reaped;
 - reset / cycle: ``system_reset``;
 - next boot device: BIOS (SeaBIOS) takes ``human-monitor-command boot_set n|c`` live; OVMF keeps its boot
-  order in fw_cfg, so a different device means quit and relaunch with another ``bootindex``.
+  order in fw_cfg, so a different device means quit and relaunch with another ``bootindex``;
+- the BIOS boot type of a BMC's override (the EFI bit) is judged as real firmware does
+  (:meth:`QemuVm.firmware_boot`): OVMF (built without a CSM) ignores a legacy override, SeaBIOS an EFI
+  one, and either then boots its own order (``VmSpec.boot``);
+- a VM without a disk booting "disk" keeps its NIC's link down for that boot: QEMU's firmware would
+  otherwise fall through to the network, which a real server with an installed disk never reaches.
 
 TCG only here (no usable KVM): ``-accel tcg,tb-size=128 -m 512`` keeps a VM near 500 MiB. Every process
 is stopped by its PID (SIGTERM, then SIGKILL), never by name.
@@ -265,7 +270,20 @@ class QemuVm:
         self.next_boot: str = spec.boot
         self.launches = 0
         self.resets = 0
+        self.ignored: list[dict[str, Any]] = []  # overrides the firmware did not honour (the latest few)
         Path(spec.state_dir).mkdir(parents=True, exist_ok=True)
+
+    def firmware_boot(self, device: str | None, uefi: bool) -> str:
+        """The device this VM's firmware boots for a BMC's override of ``device`` with the EFI bit ``uefi``.
+
+        As real firmware does: OVMF has no CSM, so a legacy (PC compatible) request is not one it can
+        boot, and it ignores it; SeaBIOS has no EFI, so it ignores an EFI request. An ignored override,
+        no override, or a device the lab does not model boots the VM's own order (``spec.boot``).
+        """
+        honoured = device in ("pxe", "disk") and uefi == (self.spec.firmware == "uefi")
+        if device is not None and not honoured:
+            self.ignored = [*self.ignored[-4:], {"device": device, "uefi": uefi, "firmware": self.spec.firmware}]
+        return device if honoured and device is not None else self.spec.boot
 
     # -- the process ----------------------------------------------------------------------
 
@@ -300,6 +318,7 @@ class QemuVm:
         self.qmp = QmpClient(spec.qmp_socket)
         try:
             await self._connect()
+            await self._link_for(boot)
         except BaseException:
             self.kill()
             raise
@@ -389,6 +408,12 @@ class QemuVm:
     async def _boot_set(self, device: str) -> None:
         if self.qmp is not None and self.running():
             await self.qmp.hmp(f"boot_set {'n' if device == 'pxe' else 'c'}")
+            await self._link_for(device)
+
+    async def _link_for(self, boot: str) -> None:
+        """Without a disk, a "disk" boot must not reach the network: the NIC's link is down for it."""
+        if self.spec.disk is None and self.qmp is not None:
+            await self.qmp.execute("set_link", {"name": "n0", "up": boot == "pxe"})
 
     def _forget(self) -> None:
         if self.qmp is not None:
@@ -428,7 +453,7 @@ class QemuBackend:
     def __init__(self, vm: QemuVm) -> None:
         self.vm = vm
         self._on = False
-        self._queue: asyncio.Queue[tuple[str, str | None]] = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         self._pending = 0
         self._worker: asyncio.Task[None] | None = None
         self._poller: asyncio.Task[None] | None = None
@@ -443,8 +468,9 @@ class QemuBackend:
     def power_state(self) -> bool:
         return self._on
 
-    def set_power(self, action: str, boot: str | None) -> None:
-        """Queue ``on``, ``off``, ``soft``, ``cycle`` or ``reset``; ``boot`` is the device this start uses."""
+    def set_power(self, action: str, boot: Any) -> None:
+        """Queue ``on``, ``off``, ``soft``, ``cycle`` or ``reset``; ``boot`` (a ``fleet.lab.bmc.BootRequest``,
+        None when the action starts nothing) is what the BMC's flags ask of this start."""
         self._ensure_tasks()
         if action == "on":
             self._on = True
@@ -457,8 +483,8 @@ class QemuBackend:
         while True:
             action, boot = await self._queue.get()
             try:
-                if boot in ("pxe", "disk"):
-                    await self.vm.set_boot(boot)
+                if boot is not None:  # this action starts the host: its firmware judges the override
+                    await self.vm.set_boot(self.vm.firmware_boot(boot.device, boot.uefi))
                 if action == "on":
                     await self.vm.power_on()
                 elif action in ("off", "soft"):
@@ -481,7 +507,7 @@ class QemuBackend:
 
     def state(self) -> dict[str, Any]:
         return {"pid": self.vm.pid, "launches": self.vm.launches, "resets": self.vm.resets,
-                "next_boot": self.vm.next_boot, "errors": self.errors[-5:]}
+                "next_boot": self.vm.next_boot, "ignored": list(self.vm.ignored), "errors": self.errors[-5:]}
 
     async def aclose(self) -> None:
         for task in (self._worker, self._poller):
