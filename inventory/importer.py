@@ -37,7 +37,7 @@ from .fileformat import csv_order as _csv_order
 from .records import Record, SourceMap, build, gc_paused
 
 if TYPE_CHECKING:
-    from fleet.profiles import ProfileSet
+    from .netbox import ProfileLookup
 
 __all__ = ["CSV_COLUMNS", "read_csv", "read_files", "read_yaml"]
 
@@ -59,7 +59,7 @@ _INHERITS: dict[str, tuple[str, ...]] = {
 _MIXED_COLUMNS = frozenset({"kind", "ups_kind", "pod_kind"}.union(*CSV_COLUMNS.values()))
 
 
-def read_files(paths: Sequence[Path], *, profiles: ProfileSet | None = None, netbox_devices: Path | None = None,
+def read_files(paths: Sequence[Path], *, profiles: ProfileLookup | None = None, netbox_devices: Path | None = None,
                netbox_interfaces: Path | None = None, secrets: Sequence[Path] = ()
                ) -> tuple[list[Record], list[str]]:
     """Read every file (a directory means its ``*.yaml``, ``*.yml`` and ``*.csv``) into records.
@@ -72,7 +72,7 @@ def read_files(paths: Sequence[Path], *, profiles: ProfileSet | None = None, net
         return _read_files(paths, profiles, netbox_devices, netbox_interfaces, secrets)
 
 
-def _read_files(paths: Sequence[Path], profiles: ProfileSet | None, netbox_devices: Path | None,
+def _read_files(paths: Sequence[Path], profiles: ProfileLookup | None, netbox_devices: Path | None,
                 netbox_interfaces: Path | None, secrets: Sequence[Path]) -> tuple[list[Record], list[str]]:
     records: list[Record] = []
     warnings: list[str] = []
