@@ -28,6 +28,7 @@ test-all: venv
 
 lint: venv
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 BENCH_ARGS ?=
 
@@ -54,4 +55,4 @@ demo-clean:
 	rm -rf $(DEMO)
 
 clean: demo-clean
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .hypothesis .import_linter_cache .grimp_cache

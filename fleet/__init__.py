@@ -28,7 +28,7 @@ from .errors import (
 _LAZY = {
     "Fleet": "service", "current_actor": "service", "AuditRow": "views", "CredentialRow": "views",
     "ImportResult": "views", "NicRow": "views", "RackRow": "views", "ServerDetail": "views",
-    "ServerRow": "views", "SiteRow": "views",
+    "ServerRow": "views", "SiteRow": "views", "BlastRadius": "power", "DISRUPTIVE": "power",
 }
 
 
@@ -44,8 +44,10 @@ def __getattr__(name: str) -> object:
 __version__ = "0.1.0"
 
 __all__ = [
+    "DISRUPTIVE",
     "AuditRow",
     "AuthFailed",
+    "BlastRadius",
     "ConflictError",
     "CredentialRow",
     "DeviceTimeout",

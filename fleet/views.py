@@ -10,6 +10,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+# The output rule for stored text (escape controls and bidi characters), for the CLI and the TUI:
+# they import the facade, not the inventory. A pure function (stdlib only): no database is loaded.
+from inventory.validate import visible
+
 __all__ = [
     "AuditRow",
     "CredentialRow",
@@ -22,6 +26,7 @@ __all__ = [
     "SiteRow",
     "StateChangeRow",
     "StateRow",
+    "visible",
 ]
 
 

@@ -26,6 +26,7 @@ from typing import Any, TextIO
 
 from fleet.errors import ValidationError
 
+from .fileformat import CSV_COLUMNS, CSV_STEMS, csv_order
 from .records import _SPECS, Record
 
 __all__ = ["Fallback", "read_csv"]
@@ -46,12 +47,10 @@ class Fallback(Exception):
 
 def read_csv(paths: Sequence[Path]) -> list[Record]:
     """Records equal to the generic reader's, or :class:`Fallback` (never a ValidationError)."""
-    from .importer import _CSV_STEMS, CSV_COLUMNS, _csv_order
-
     files: dict[str, list[_File]] = {kind: [] for kind in CSV_COLUMNS}
     try:
-        for path in sorted(paths, key=_csv_order):
-            kind = _CSV_STEMS.get(path.stem.lower())
+        for path in sorted(paths, key=csv_order):
+            kind = CSV_STEMS.get(path.stem.lower())
             if kind is None:
                 raise Fallback("a file of mixed kinds")
             f = _File(path, CSV_COLUMNS[kind])

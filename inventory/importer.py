@@ -30,20 +30,20 @@ import yaml
 
 from fleet.errors import ValidationError
 
-from .records import KINDS, Record, SourceMap, build, gc_paused
+from .fileformat import CSV_COLUMNS
+from .fileformat import CSV_STEMS as _CSV_STEMS
+from .fileformat import LISTS as _LISTS
+from .fileformat import csv_order as _csv_order
+from .records import Record, SourceMap, build, gc_paused
 
 if TYPE_CHECKING:
-    from fleet.profiles import ProfileSet
+    from .netbox import ProfileLookup
 
 __all__ = ["CSV_COLUMNS", "read_csv", "read_files", "read_yaml"]
 
 _YAML_SUFFIXES = (".yaml", ".yml")
 
-# YAML: the list names, the record kind each holds, and what each kind may nest.
-_LISTS: dict[str, str] = {
-    "sites": "site", "pods": "pod", "racks": "rack", "feeds": "feed", "servers": "server", "ups": "ups",
-    "pdus": "pdu", "pools": "pool", "credentials": "credential",
-}
+# YAML: what each kind may nest (the list names are fileformat.LISTS).
 _NESTS: dict[str, tuple[str, ...]] = {
     "site": ("pods", "racks", "feeds", "servers", "ups", "pdus", "pools"),
     "pod": ("racks", "feeds", "servers", "ups", "pdus", "pools"),
@@ -55,35 +55,11 @@ _INHERITS: dict[str, tuple[str, ...]] = {
     "ups": ("site", "rack"), "pdu": ("site", "rack"), "pool": ("site", "rack"),
 }
 
-# CSV: file stems, and the columns of each kind.
-_CSV_STEMS: dict[str, str] = {
-    **{plural: kind for plural, kind in _LISTS.items() if kind != "credential"},
-    **{kind: kind for kind in KINDS if kind != "credential"},
-    "nics": "nic", "nic": "nic", "disks": "disk", "disk": "disk", "outlets": "outlet", "outlet": "outlet",
-}
-#: The columns each CSV kind may have (order: the order export writes them).
-CSV_COLUMNS: dict[str, tuple[str, ...]] = {
-    "site": ("code", "name", "description"),
-    "pod": ("site", "code", "name", "kind"),
-    "rack": ("site", "name", "pod", "units", "description"),
-    "feed": ("site", "name", "rack", "capacity_w", "voltage", "phases"),
-    "server": ("hostname", "site", "pod", "rack", "position", "height", "profile", "serial", "asset_tag", "state",
-               "bmc", "bmc_credential", "ssh_credential", "primary_ip", "ssh_host_key", "priority", "tags", "mac",
-               "ip", "ups", "description"),
-    "nic": ("hostname", "name", "mac", "ip", "switch", "switch_port", "pxe"),
-    "disk": ("hostname", "slot", "kind", "model", "serial", "size_gb"),
-    "ups": ("name", "site", "rack", "kind", "profile", "protocol", "host", "port", "nut_name", "credential", "feed",
-            "capacity_w", "battery_installed", "description"),
-    "pdu": ("name", "site", "rack", "profile", "host", "port", "credential", "feed", "ups", "capacity_w",
-            "description"),
-    "outlet": ("ups", "pdu", "number", "name", "server", "psu"),
-    "pool": ("name", "cidr", "site", "rack", "purpose", "gateway", "first", "last", "dns", "vlan"),
-}
 # In a file of mixed kinds, "kind" is the record kind; a UPS's or pod's own kind is ups_kind / pod_kind.
 _MIXED_COLUMNS = frozenset({"kind", "ups_kind", "pod_kind"}.union(*CSV_COLUMNS.values()))
 
 
-def read_files(paths: Sequence[Path], *, profiles: ProfileSet | None = None, netbox_devices: Path | None = None,
+def read_files(paths: Sequence[Path], *, profiles: ProfileLookup | None = None, netbox_devices: Path | None = None,
                netbox_interfaces: Path | None = None, secrets: Sequence[Path] = ()
                ) -> tuple[list[Record], list[str]]:
     """Read every file (a directory means its ``*.yaml``, ``*.yml`` and ``*.csv``) into records.
@@ -96,7 +72,7 @@ def read_files(paths: Sequence[Path], *, profiles: ProfileSet | None = None, net
         return _read_files(paths, profiles, netbox_devices, netbox_interfaces, secrets)
 
 
-def _read_files(paths: Sequence[Path], profiles: ProfileSet | None, netbox_devices: Path | None,
+def _read_files(paths: Sequence[Path], profiles: ProfileLookup | None, netbox_devices: Path | None,
                 netbox_interfaces: Path | None, secrets: Sequence[Path]) -> tuple[list[Record], list[str]]:
     records: list[Record] = []
     warnings: list[str] = []
@@ -390,12 +366,6 @@ def _owner(row: SourceMap, column: str, owners: Mapping[str, SourceMap], file: s
     if key not in owners:
         raise ValidationError(f"{value!r} is not in the {file} of this import", field=column, location=row.where())
     return key
-
-
-def _csv_order(path: Path) -> tuple[int, str]:
-    kind = _CSV_STEMS.get(path.stem.lower())
-    order = list(CSV_COLUMNS)
-    return (order.index(kind) if kind in order else len(order), str(path))
 
 
 def _csv_rows(path: Path) -> Iterable[tuple[str, SourceMap, list[str]]]:

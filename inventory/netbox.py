@@ -24,16 +24,28 @@ import re
 from collections import defaultdict
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from fleet.errors import ValidationError
 
 from .records import Record, SourceMap, build
 
-if TYPE_CHECKING:
-    from fleet.profiles import ProfileSet
+__all__ = ["STATUS_TO_STATE", "ProfileLookup", "read_netbox"]
 
-__all__ = ["STATUS_TO_STATE", "read_netbox"]
+
+class _Named(Protocol):
+    @property
+    def name(self) -> str: ...
+
+
+class ProfileLookup(Protocol):
+    """What the reader needs of the hardware profiles (``fleet.profiles.ProfileSet`` is one).
+
+    A protocol, so that the inventory imports nothing of ``fleet`` but its errors.
+    """
+
+    def for_netbox(self, manufacturer: str | None, device_type: str | None, *,
+                   kind: str | None = None) -> tuple[_Named, str | None]: ...
 
 #: NetBox device status (``status.value``) → Rackfleet lifecycle state.
 STATUS_TO_STATE: Mapping[str, str] = {
@@ -50,7 +62,7 @@ _WS = re.compile(r"[ \t\n\r]*")
 _NOT_CODE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
-def read_netbox(devices: Path, interfaces: Path | None = None, *, profiles: ProfileSet
+def read_netbox(devices: Path, interfaces: Path | None = None, *, profiles: ProfileLookup
                 ) -> tuple[list[Record], list[str]]:
     """Sites, pods, racks and servers (with NICs when ``interfaces`` is given) from a NetBox export."""
     warnings: list[str] = []

@@ -452,7 +452,7 @@ def test_operations_also_run_over_a_plain_pyghmi_command(sims: list[IpmiSim], si
     from pyghmi.ipmi.command import Command
 
     from fleet.drivers import _pyghmi_fixes
-    from fleet.drivers.ipmi import BmcState, op_fru_with_device, op_power_status, run_sync
+    from fleet.drivers.ipmi_ops import BmcState, op_fru_with_device, op_power_status, run_sync
 
     _pyghmi_fixes.apply()  # this process's pyghmi, as the workers use it
     sim = sims[SIM["status"]]

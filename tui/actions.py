@@ -14,9 +14,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from fleet import Fleet
+from fleet import DISRUPTIVE, BlastRadius, Fleet
 from fleet.errors import NotFound
-from fleet.power import DISRUPTIVE, BlastRadius
 
 __all__ = ["ACTIONS", "ActionSpec", "Prepared", "perform", "prepare", "run_device_op"]
 

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import gc
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 
 from textual.app import App
 from textual.binding import Binding
 
 from fleet import Fleet
-from inventory.models import utcnow
 
 from .commands import FleetCommands
 from .screens import (
@@ -32,6 +31,11 @@ from .screens import (
 )
 
 __all__ = ["FleetApp"]
+
+
+def _utcnow() -> datetime:
+    """Now, in UTC (the inventory's clock; the TUI imports no inventory module)."""
+    return datetime.now(UTC)
 
 
 class FleetApp(App[None]):
@@ -63,7 +67,7 @@ class FleetApp(App[None]):
         self.fleet = fleet
         self.refresh_s = refresh_s
         self.debounce_s = debounce_s
-        self.now: Callable[[], datetime] = clock or utcnow
+        self.now: Callable[[], datetime] = clock or _utcnow
         self.ops_fleet: Callable[[], Fleet] = ops_fleet or self._ops_fleet
         self.read_sel = read_sel
         self.initial_selector = selector

@@ -15,7 +15,7 @@ a dead BMC holds a synchronous caller for 5.5 s at login and ~29 s mid-session. 
 - **Worker** — :class:`Pump`, started as ``python -m fleet.drivers.ipmi_pool`` (a fresh
   interpreter, like multiprocessing's *spawn*, without re-importing the caller's ``__main__``).
   One thread reads requests from the socket; one thread, the pump, owns pyghmi: it logs sessions in
-  asynchronously, drives the operations of :data:`fleet.drivers.ipmi.OPS` (generators of IPMI
+  asynchronously, drives the operations of :data:`fleet.drivers.ipmi_ops.OPS` (generators of IPMI
   requests) with pyghmi callbacks, keeps one persistent session per BMC (closed after
   ``session_idle_s`` unused), runs one operation at a time per BMC, and fails an operation at its
   deadline itself, discarding its session so that pyghmi stops retrying. ``RLIMIT_NOFILE`` is raised
@@ -54,7 +54,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .ipmi import OpError
+from .ipmi_ops import OpError
 
 __all__ = ["IpmiPool", "Pump", "default_workers"]
 
@@ -527,7 +527,7 @@ class Pump:
         from pyghmi.ipmi.private import session as ps
 
         from . import _pyghmi_fixes as fixes
-        from .ipmi import DROPS_SESSION, OPS, BmcState, Pause
+        from .ipmi_ops import DROPS_SESSION, OPS, BmcState, Pause
 
         self._ps, self._fixes = ps, fixes
         self._ops: dict[str, Callable[..., Any]] = dict(OPS)
@@ -675,7 +675,7 @@ class Pump:
         self._resume(bmc, job)
 
     def _resume(self, bmc: _Bmc, job: _Job) -> None:
-        from .ipmi import advance
+        from .ipmi_ops import advance
 
         try:
             request = next(job.gen) if job.request is None else advance(job.gen, job.request, job.response)
@@ -722,7 +722,7 @@ class Pump:
             heapq.heappush(self.deadlines, (job.reply_deadline, next(self._seq), "reply", job, bmc))
 
     def _on_response(self, bmc: _Bmc, job: _Job, request: Any, response: dict[str, Any]) -> None:
-        from .ipmi import Response
+        from .ipmi_ops import Response
 
         session = bmc.session
         if session is not None:

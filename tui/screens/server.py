@@ -17,8 +17,7 @@ from textual.widgets import Static
 from textual.worker import Worker, WorkerState
 
 from fleet.service_browse import SensorSeries
-from fleet.views import AuditRow, ServerDetail
-from inventory.validate import visible
+from fleet.views import AuditRow, ServerDetail, visible
 
 from ..actions import run_device_op
 from ..widgets.keybar import KeyBar
