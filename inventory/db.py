@@ -28,7 +28,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import Connection, Engine, create_engine, event, inspect
-from sqlalchemy.engine import ExceptionContext
+from sqlalchemy.engine import ExceptionContext, make_url
 from sqlalchemy.pool import StaticPool
 from sqlmodel import Session
 
@@ -90,11 +90,15 @@ def make_engine(url: str, *, echo: bool = False, pg_schema: str | None = None) -
         event.listen(engine, "handle_error", _map_busy)
         return engine
     if url.startswith("postgresql"):
-        options = f"-clock_timeout={SQLITE_BUSY_TIMEOUT_MS}"
-        if pg_schema:
-            options += f" -csearch_path={pg_schema}"
-        engine = create_engine(url, echo=echo, pool_pre_ping=True, pool_size=5, max_overflow=10,
-                               connect_args={"options": options})
+        # Our settings go after the URL's own ``options`` (a user's ``?options=-csearch_path=...`` stays):
+        # connect_args would otherwise replace the URL's options, not add to them.
+        parsed = make_url(url)
+        given = parsed.query.get("options", "")
+        given = " ".join(given) if isinstance(given, tuple) else given
+        options = " ".join(o for o in (given, f"-clock_timeout={SQLITE_BUSY_TIMEOUT_MS}",
+                                       f"-csearch_path={pg_schema}" if pg_schema else "") if o)
+        engine = create_engine(parsed.difference_update_query(["options"]), echo=echo, pool_pre_ping=True,
+                               pool_size=5, max_overflow=10, connect_args={"options": options})
         event.listen(engine, "handle_error", _map_busy)
         return engine
     raise InputError(f"unsupported database URL {url!r}: use a file path, sqlite:///PATH or postgresql+psycopg://")

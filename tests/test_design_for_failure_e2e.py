@@ -139,11 +139,12 @@ def test_six_faults_one_sweep_one_plan_applied_within_limits_then_resolved(env, 
 
 def test_asking_for_ssh_hosts_where_sshd_cannot_run_is_refused_before_anything_starts(tmp_path, monkeypatch
                                                                                       ) -> None:
-    from fleet.errors import InputError
+    from fleet.errors import NeedsRoot
     from fleet.lab import datacenter, sshlab
 
-    monkeypatch.setattr(sshlab, "ssh_lab_available", lambda: "SSH hosts in the lab need root (test)")
-    with pytest.raises(InputError, match="need root"):
+    monkeypatch.setattr(sshlab, "ssh_lab_problem",
+                        lambda: NeedsRoot("SSH hosts in the lab need root (test)", remedy="run as root, or --no-ssh"))
+    with pytest.raises(NeedsRoot, match="need root"):
         datacenter.start_lab(tmp_path / "lab", racks=1, servers_per_rack=1, ssh=True, port=16633)
     assert not (tmp_path / "lab" / "lab.json").exists() and not (tmp_path / "lab" / "nut").exists()
 

@@ -18,6 +18,7 @@ from inventory.db import make_engine
 from inventory.models import (
     Event,
     Job,
+    JobStep,
     Rack,
     Reading,
     Server,
@@ -63,6 +64,15 @@ def _populate(fleet: Fleet) -> None:
             severity="critical", status="open" if i % 2 else "resolved", message=f"inlet {30 + i} C", count=i + 1,
             dedup_key=f"server:{servers[i]}:temperature" if i % 2 else None).returning(Event.id)).scalar_one()
             for i in range(5)]
+        power_job = conn.execute(insert(Job).values(
+            kind="power.cycle", selector="rack=r01", status="interrupted", total=2, done=1, params={"action": "cycle"},
+            result={}, actor="tech", created_at=t0, started_at=t0, finished_at=t0 + timedelta(seconds=2),
+            heartbeat_at=t0 + timedelta(seconds=2)).returning(Job.id)).scalar_one()
+        conn.execute(insert(JobStep), [
+            {"job_id": power_job, "target": "db01.par1.example.net", "state": "sent", "sent_at": t0,
+             "updated_at": t0, "detail": {"before": "on"}},
+            {"job_id": power_job, "target": "db02.par1.example.net", "state": "pending", "sent_at": None,
+             "updated_at": t0, "detail": {}}])
         conn.execute(insert(Job), [{"kind": "sweep", "selector": "site=par1", "status": "done", "total": 24,
                                     "done": 24, "params": {"what": ["power", "sensors"]},
                                     "result": {"ok": 24, "per_site": {"par1": 18}}, "actor": "cron",
