@@ -338,7 +338,7 @@ def battery_forecast(fleet: Fleet, selector: str | Sequence[str] | None = None, 
                      life_years: float | None = None) -> list[BatteryForecast]:
     """A replacement forecast per UPS.
 
-    Age: installed date + service life (the profile's ``battery_life_years`` quirk, else 4 years).
+    Age: installed date + service life (the profile's ``battery-life-years`` quirk, else 4 years).
     Trend: recorded runtime normalised to the load it was measured at (runtime x load %, so a quiet
     night does not look like a healthy battery), fitted by least squares against time; the date it
     reaches ``min_runtime_s`` at today's load is the trend's due date. A UPS that reports
@@ -373,7 +373,7 @@ def battery_forecast(fleet: Fleet, selector: str | Sequence[str] | None = None, 
 
 def _profile_life(fleet: Fleet, profile: str) -> float:
     if profile in fleet.profiles:
-        quirk = fleet.profiles.get(profile).quirk("battery_life_years")
+        quirk = fleet.profiles.get(profile).quirk("battery-life-years")
         if quirk is not None and isinstance(quirk.value, int | float):
             return float(quirk.value)
     return DEFAULT_BATTERY_LIFE_Y
