@@ -37,6 +37,7 @@ __all__ = [
     "check_quirk",
     "docs_table",
     "outlet_quirks",
+    "refuse_outlet_switching",
     "unknown_quirk_message",
 ]
 
@@ -202,7 +203,7 @@ KNOWN_QUIRKS: Mapping[str, QuirkSpec] = _registry(
               "map so, and only that column may", _rpdu2_states),
     QuirkSpec("outlet-state-unknown-needs-pdu-power-cycle", "outlets", int, "fleet.drivers.snmp.set_outlet",
               "the raw command-column value meaning the PDU lost its relays: switch nothing, call a person"),
-    QuirkSpec("no-outlet-control", "outlets", bool, "fleet.ups.outlet_action (profile.outlet)",
+    QuirkSpec("no-outlet-control", "outlets", bool, "fleet.quirks.refuse_outlet_switching, from fleet.ups.outlet_action",
               "the device cannot switch outlets: switching is refused (Unsupported) before any packet, and no "
               "outlets driver may be listed", _no_outlet_driver),
     QuirkSpec("battery-life-years", "battery", int, "fleet.ups.battery_forecast",
@@ -267,6 +268,17 @@ class OutletQuirks:
     no_control: bool = False
     cycle_is_off_then_on: bool = False
     relays_lost_raw: int | None = None
+
+
+def refuse_outlet_switching(profile: Any, device: str, outlet: int) -> None:
+    """Raise :class:`~fleet.errors.Unsupported` before any packet when ``profile`` (or None) says the
+    device cannot switch outlets (quirk ``no-outlet-control``)."""
+    if profile is not None and profile.outlet.no_control:
+        from .errors import Unsupported
+
+        why = profile.quirk("no-outlet-control").why
+        raise Unsupported(f"profile {profile.name} cannot switch outlets (quirk no-outlet-control: "
+                          f"{why})", target=device, operation=f"outlet {outlet}")
 
 
 def _by_id(quirks: Iterable[_QuirkLike]) -> dict[str, Any]:

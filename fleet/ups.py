@@ -30,6 +30,7 @@ from inventory.selectors import glob_to_like
 
 from .drivers.base import BatteryStatus, Target
 from .errors import DriverError, InputError, NotFound, SelectorError, ValidationError
+from .quirks import refuse_outlet_switching
 
 if TYPE_CHECKING:
     from .service import Fleet
@@ -262,6 +263,8 @@ def _outlet_targets(fleet: Fleet, spec: str) -> list[tuple[str, str, int, str | 
             parent = Outlet.pdu_id if kind == "pdu" else Outlet.ups_id
             server_name = s.execute(select(Server.hostname).join(Outlet, Outlet.server_id == Server.id)
                                     .where(parent == obj.id, Outlet.number == number)).scalar_one_or_none()
+            refuse_outlet_switching(fleet.profiles.get(obj.profile) if obj.profile in fleet.profiles else None,
+                                    obj.name, number)  # before credentials: a passive PDU has none
             cred = s.get(Credential, obj.credential_id) if obj.credential_id else None
             protocol = obj.protocol if kind == "ups" else "snmp"
             target = device_target(fleet, name=obj.name, host=obj.host, port=obj.port, protocol=protocol,
