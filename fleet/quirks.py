@@ -203,7 +203,8 @@ KNOWN_QUIRKS: Mapping[str, QuirkSpec] = _registry(
               "map so, and only that column may", _rpdu2_states),
     QuirkSpec("outlet-state-unknown-needs-pdu-power-cycle", "outlets", int, "fleet.drivers.snmp.set_outlet",
               "the raw command-column value meaning the PDU lost its relays: switch nothing, call a person"),
-    QuirkSpec("no-outlet-control", "outlets", bool, "fleet.quirks.refuse_outlet_switching, from fleet.ups.outlet_action",
+    QuirkSpec("no-outlet-control", "outlets", bool,
+              "fleet.quirks.refuse_outlet_switching, from fleet.ups.outlet_action",
               "the device cannot switch outlets: switching is refused (Unsupported) before any packet, and no "
               "outlets driver may be listed", _no_outlet_driver),
     QuirkSpec("battery-life-years", "battery", int, "fleet.ups.battery_forecast",

@@ -622,3 +622,19 @@ def test_a_refused_login_on_a_model_with_ipmi_over_lan_off_by_default_says_how_t
     with pytest.raises(AuthFailed) as plain:
         run(driver.power_status(target(sim, sim_options, password="wrong-pass-lan2")))
     assert "IPMI over LAN" not in str(plain.value)
+
+
+def test_a_0xcc_on_chassis_control_is_called_a_lab_set_up_fault_only_with_the_quirk() -> None:
+    """Quirk power-needs-chassis-control-script (openipmi-sim): pure logic over the operation's reply."""
+    from fleet.drivers.ipmi import BmcState, OpError, Response, op_power_control
+
+    def refused(state: BmcState) -> str:
+        op = op_power_control(state, "on")
+        next(op)
+        with pytest.raises(OpError) as err:
+            op.send(Response(0xCC, b""))
+        return str(err.value)
+
+    with_quirk = refused(BmcState(options={"quirks": {"power-needs-chassis-control-script": True}}))
+    assert "0xCC" in with_quirk and "quirk power-needs-chassis-control-script: a lab set-up fault" in with_quirk
+    assert "lab set-up fault" not in refused(BmcState())
