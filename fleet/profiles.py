@@ -32,7 +32,16 @@ from typing import Any, NoReturn
 from fleet.drivers.registry import CAPABILITIES, DriverRegistry
 from fleet.drivers.registry import registry as default_registry
 from fleet.errors import ProfileError
-from fleet.quirks import BootQuirks, boot_quirks, check_quirk
+from fleet.quirks import (
+    KNOWN_QUIRKS,
+    BmcQuirks,
+    BootQuirks,
+    OutletQuirks,
+    bmc_quirks,
+    boot_quirks,
+    check_quirk,
+    outlet_quirks,
+)
 
 __all__ = [
     "ENUM_VOCABULARY",
@@ -284,6 +293,9 @@ class Profile:
     quirks: tuple[Quirk, ...] = ()
     #: The boot quirks the code acts on, typed (``fleet.quirks``): read ``profile.boot.uefi_flag_required``.
     boot: BootQuirks = field(default_factory=BootQuirks)
+    #: BMC quirks (``profile.bmc.ipmi_over_lan_remedy``...) and outlet quirks (``profile.outlet.no_control``...).
+    bmc: BmcQuirks = field(default_factory=BmcQuirks)
+    outlet: OutletQuirks = field(default_factory=OutletQuirks)
     path: Path | None = field(default=None, compare=False, repr=False)
 
     def __hash__(self) -> int:
@@ -823,11 +835,20 @@ def load_profile(path: str | os.PathLike[str], *, base: str | os.PathLike[str] |
     if match.ipmi_product_ids and match.ipmi_manufacturer_id is None:
         _fail(file, "match.ipmi.product_ids", "needs match.ipmi.manufacturer_id")
 
-    return Profile(
+    profile = Profile(
         name=name, kind=kind, vendor=vendor or "", model=model or "", description=description or "",
         sources=sources, match=match, drivers=drivers, power=power, sensors=sensors, ipmi=ipmi,
-        snmp=snmp, nut=nut, quirks=quirks, boot=boot_quirks(quirks), path=p,
+        snmp=snmp, nut=nut, quirks=quirks, boot=boot_quirks(quirks), bmc=bmc_quirks(quirks),
+        outlet=outlet_quirks(quirks), path=p,
     )
+    # A quirk other fields honour (a unit, an OID map, a missing command) must agree with them.
+    for i, q in enumerate(quirks):
+        check = KNOWN_QUIRKS[q.id].check
+        misfit = check(profile, q.value) if check is not None else None
+        if misfit is not None:
+            key, message = misfit
+            _fail(file, key, f"{message} (quirks[{i}] {q.id})")
+    return profile
 
 
 # --------------------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from inventory.selectors import glob_to_like
 
 from .drivers.base import BatteryStatus, Target
 from .errors import DriverError, InputError, NotFound, SelectorError, ValidationError
+from .quirks import refuse_outlet_switching
 
 if TYPE_CHECKING:
     from .service import Fleet
@@ -262,6 +263,8 @@ def _outlet_targets(fleet: Fleet, spec: str) -> list[tuple[str, str, int, str | 
             parent = Outlet.pdu_id if kind == "pdu" else Outlet.ups_id
             server_name = s.execute(select(Server.hostname).join(Outlet, Outlet.server_id == Server.id)
                                     .where(parent == obj.id, Outlet.number == number)).scalar_one_or_none()
+            refuse_outlet_switching(fleet.profiles.get(obj.profile) if obj.profile in fleet.profiles else None,
+                                    obj.name, number)  # before credentials: a passive PDU has none
             cred = s.get(Credential, obj.credential_id) if obj.credential_id else None
             protocol = obj.protocol if kind == "ups" else "snmp"
             target = device_target(fleet, name=obj.name, host=obj.host, port=obj.port, protocol=protocol,
@@ -338,7 +341,7 @@ def battery_forecast(fleet: Fleet, selector: str | Sequence[str] | None = None, 
                      life_years: float | None = None) -> list[BatteryForecast]:
     """A replacement forecast per UPS.
 
-    Age: installed date + service life (the profile's ``battery_life_years`` quirk, else 4 years).
+    Age: installed date + service life (the profile's ``battery-life-years`` quirk, else 4 years).
     Trend: recorded runtime normalised to the load it was measured at (runtime x load %, so a quiet
     night does not look like a healthy battery), fitted by least squares against time; the date it
     reaches ``min_runtime_s`` at today's load is the trend's due date. A UPS that reports
@@ -373,7 +376,7 @@ def battery_forecast(fleet: Fleet, selector: str | Sequence[str] | None = None, 
 
 def _profile_life(fleet: Fleet, profile: str) -> float:
     if profile in fleet.profiles:
-        quirk = fleet.profiles.get(profile).quirk("battery_life_years")
+        quirk = fleet.profiles.get(profile).quirk("battery-life-years")
         if quirk is not None and isinstance(quirk.value, int | float):
             return float(quirk.value)
     return DEFAULT_BATTERY_LIFE_Y

@@ -606,3 +606,35 @@ def test_errors_name_target_and_operation_and_never_the_password(driver: IpmiDri
     assert err.value.target == t.name and err.value.operation == "read sensors"
     assert str(err.value).startswith(f"{t.name} read sensors: ")
     assert "s3cret-pw" not in str(err.value) and "s3cret-pw" not in repr(t)
+
+
+def test_a_refused_login_on_a_model_with_ipmi_over_lan_off_by_default_says_how_to_enable_it(
+        driver: IpmiDriver, sims: list[IpmiSim], sim_options: dict[str, Any]) -> None:
+    # Quirk ipmi-over-lan-disabled-by-default (dell-r640/r650): its value, the remedy, joins the error.
+    sim = sims[SIM["status"]]
+    remedy = load_profiles().get("dell-r640").bmc.ipmi_over_lan_remedy
+    assert remedy
+    quirks = {**sim_options["quirks"], "ipmi-over-lan-disabled-by-default": remedy}
+    with pytest.raises(AuthFailed) as err:
+        run(driver.power_status(target(sim, {**sim_options, "quirks": quirks}, password="wrong-pass-lan")))
+    assert "ships with IPMI over LAN off" in str(err.value) and "racadm set iDRAC.IPMILan.Enable 1" in str(err.value)
+    # Without the quirk the same refusal is plain bad credentials.
+    with pytest.raises(AuthFailed) as plain:
+        run(driver.power_status(target(sim, sim_options, password="wrong-pass-lan2")))
+    assert "IPMI over LAN" not in str(plain.value)
+
+
+def test_a_0xcc_on_chassis_control_is_called_a_lab_set_up_fault_only_with_the_quirk() -> None:
+    """Quirk power-needs-chassis-control-script (openipmi-sim): pure logic over the operation's reply."""
+    from fleet.drivers.ipmi import BmcState, OpError, Response, op_power_control
+
+    def refused(state: BmcState) -> str:
+        op = op_power_control(state, "on")
+        next(op)
+        with pytest.raises(OpError) as err:
+            op.send(Response(0xCC, b""))
+        return str(err.value)
+
+    with_quirk = refused(BmcState(options={"quirks": {"power-needs-chassis-control-script": True}}))
+    assert "0xCC" in with_quirk and "quirk power-needs-chassis-control-script: a lab set-up fault" in with_quirk
+    assert "lab set-up fault" not in refused(BmcState())

@@ -20,6 +20,7 @@ from fleet.profiles import (
     load_profile,
     load_profiles,
 )
+from fleet.quirks import KNOWN_QUIRKS, docs_table, render_docs
 
 REPO_PROFILES = Path(__file__).resolve().parent.parent / "hardware-profiles"
 FOLDER_KIND = {"servers": "server", "ups": "ups", "pdu": "pdu"}
@@ -314,10 +315,10 @@ warning_high = 85
 critical_high = 95
 
 [[quirks]]
-id = "slow-bmc"
-applies_to = "power"
-value = 5
-why = "The BMC needs five seconds between commands."
+id = "fru-read-max-bytes"
+applies_to = "fru"
+value = 32
+why = "Read FRU Data above 32 bytes fails with completion code 0xC8."
 """
 
 
@@ -367,9 +368,10 @@ def test_wrong_type_is_refused(tmp_path: Path) -> None:
 
 
 def test_quirk_without_why_is_refused(tmp_path: Path) -> None:
-    message = refused(tmp_path, GOOD.replace('why = "The BMC needs five seconds between commands."', ""))
+    why = 'why = "Read FRU Data above 32 bytes fails with completion code 0xC8."'
+    message = refused(tmp_path, GOOD.replace(why, ""))
     assert "quirks[0].why:" in message
-    message = refused(tmp_path, GOOD.replace('why = "The BMC needs five seconds between commands."',
+    message = refused(tmp_path, GOOD.replace(why,
                                               'why = "   "'))
     assert "quirks[0].why:" in message
 
@@ -558,3 +560,20 @@ def test_every_quirk_id_is_documented(profiles: ProfileSet) -> None:
     doc = (REPO_PROFILES.parent / "docs" / "profiles.md").read_text()
     missing = sorted({q.id for p in profiles for q in p.quirks if f"`{q.id}`" not in doc})
     assert not missing, f"quirk ids missing from docs/profiles.md: {missing}"
+
+
+def test_every_quirk_id_in_the_profiles_is_known_to_the_code(profiles: ProfileSet) -> None:
+    used = {q.id for p in profiles for q in p.quirks}
+    assert used <= set(KNOWN_QUIRKS), sorted(used - set(KNOWN_QUIRKS))
+
+
+def test_the_docs_quirks_table_is_generated_from_the_registry() -> None:
+    doc = (REPO_PROFILES.parent / "docs" / "profiles.md").read_text()
+    assert docs_table() in doc, "docs/profiles.md's quirks table is stale: run `python -m fleet.quirks`"
+    assert render_docs(doc) == doc
+
+
+def test_an_unknown_quirk_id_is_refused_naming_the_file_the_id_and_the_known_ids(tmp_path: Path) -> None:
+    message = refused(tmp_path, GOOD.replace('id = "fru-read-max-bytes"', 'id = "slow-bmc"'))
+    assert "acme-x1.toml: quirks[0].id: unknown quirk id 'slow-bmc'" in message
+    assert "known: " in message and "boot-uefi-flag-required" in message and "no-outlet-control" in message

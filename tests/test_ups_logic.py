@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import func, insert, select
 
 from fleet import Fleet
-from fleet.errors import SelectorError, ValidationError
+from fleet.errors import SelectorError, Unsupported, ValidationError
 from fleet.ups import battery_forecast, credential_json, parse_ups_selector, reveal_v3
 from inventory.models import Reading, Ups, UpsState
 
@@ -111,3 +111,27 @@ def test_retention_thins_old_readings_to_one_per_hour_or_drops_them(fleet: Fleet
     with fleet.engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(Reading)).scalar() == 5  # recent ones untouched
     assert fleet.audit(action="readings.prune")[0].detail["keep_hourly"] is False
+
+
+def test_an_outlet_on_a_pdu_whose_profile_says_no_outlet_control_is_refused_before_any_packet(
+        sqlite_fleet: Fleet, monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+
+    from fleet.ups import outlet_action
+    from inventory.models import Pdu, Site
+
+    with sqlite_fleet.engine.begin() as conn:
+        site = conn.execute(insert(Site).values(code="q1", name="q1", description="").returning(Site.id)).scalar_one()
+        conn.execute(insert(Pdu).values(name="dumb-pdu", site_id=site, profile="generic-pdu", host="127.0.0.9",
+                                        port=161, description=""))
+    called: list[str] = []
+
+    async def outlets(self: object, target: object) -> list:  # any packet would go through here first
+        called.append("outlets")
+        raise AssertionError("the driver was asked")
+
+    monkeypatch.setattr(type(sqlite_fleet.driver("snmp")), "outlets", outlets)
+    with pytest.raises(Unsupported) as err:
+        asyncio.run(outlet_action(sqlite_fleet, "dumb-pdu:3", "off"))
+    assert not called
+    assert "dumb-pdu outlet 3: profile generic-pdu cannot switch outlets (quirk no-outlet-control" in str(err.value)

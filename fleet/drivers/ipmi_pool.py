@@ -939,7 +939,27 @@ class Pump:
 
 
 def _login_error(err: str, bmc: _Bmc) -> OpError:
-    """Classify pyghmi's login error strings."""
+    """Classify pyghmi's login error strings; say when the model may have IPMI over LAN off."""
+    error = _classify_login(err, bmc)
+    hint = ipmi_over_lan_hint(bmc.state.options.get("quirks") or {}) if error.kind in ("auth", "timeout") else ""
+    return OpError(error.kind, f"{error} ({hint})", code=error.code) if hint else error
+
+
+def ipmi_over_lan_hint(quirks: dict[str, Any]) -> str:
+    """What a failed login may mean on a model whose IPMI over LAN can be off (profile quirks
+    ``ipmi-over-lan-disabled-by-default`` / ``ipmi-over-lan-setting``, whose value is the remedy), else ""."""
+    remedy = quirks.get("ipmi-over-lan-disabled-by-default")
+    if remedy:
+        return (f"this model ships with IPMI over LAN off, and then every login fails like a wrong password "
+                f"(profile quirk ipmi-over-lan-disabled-by-default): check that it is on; {remedy}")
+    remedy = quirks.get("ipmi-over-lan-setting")
+    if remedy:
+        return (f"IPMI over LAN can be turned off on this BMC, and then logins fail before authentication "
+                f"(profile quirk ipmi-over-lan-setting): check that it is on; {remedy}")
+    return ""
+
+
+def _classify_login(err: str, bmc: _Bmc) -> OpError:
     where = f"{bmc.host}:{bmc.port}"
     low = err.lower()
     if "timeout" in low or "failed to initialize" in low or "no longer connected" in low:

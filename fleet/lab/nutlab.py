@@ -34,8 +34,8 @@ Faults (what ``upsc`` then shows):
 
 dummy-ups notices a rewritten file within its poll interval (1 s here). Users in ``upsd.users``: the
 lab user (``actions = SET``, ``instcmds = ALL``: the credential in the inventory) and a read-only
-``monitor``. The UPSes use the ``nut-dummy`` hardware profile, whose quirks say what dummy-ups cannot do
-(it lists ``load.off`` but does not implement it).
+``monitor``. The UPSes use the ``nut-dummy`` hardware profile. dummy-ups lists ``load.off`` but does not
+implement it (tests change the output with SET VAR ``ups.status``), and serves only the .dev file's variables.
 """
 
 from __future__ import annotations
