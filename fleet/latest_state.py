@@ -10,21 +10,21 @@ the query itself.
 
 A frozen dataclass sets each field through ``object.__setattr__``, a call per field: making
 100,000 ``StateRow`` that way cost 0.2 s, 40 % of the whole read on the 2-core machine. So the
-rows are made as instances of a plain slotted twin of ``StateRow`` (same fields, same slots,
-generated from it) and then given ``StateRow`` as their class: the result is a real, frozen,
-hashable ``StateRow``, made in a quarter of the time. CPython allows the class change only
-between classes of the same layout and raises TypeError otherwise, so the twin cannot drift.
+rows are made as instances of a plain slotted twin of ``StateRow`` (``inventory._twin``: same
+fields, same slots, generated from it) and then given ``StateRow`` as their class: the result is
+a real, frozen, hashable ``StateRow``, made in a quarter of the time. CPython allows the class
+change only between classes of the same layout and raises TypeError otherwise.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import fields, make_dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Engine, String, select, type_coerce
 
+from inventory._twin import twin
 from inventory.models import Server, ServerState
 from inventory.records import gc_paused
 from inventory.selectors import Selector, parse_selector
@@ -34,8 +34,7 @@ from .views import StateRow
 __all__ = ["as_utc", "latest_state"]
 
 #: StateRow's fields as a plain (not frozen) slotted dataclass: ``self.x = v`` per field.
-_Twin = make_dataclass("_StateRowTwin", [(f.name, f.type) for f in fields(StateRow)], slots=True, eq=False,
-                       repr=False)
+_Twin = twin(StateRow)
 
 
 def as_utc(value: Any) -> datetime | None:

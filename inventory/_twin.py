@@ -20,11 +20,21 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-__all__ = ["maker"]
+__all__ = ["maker", "twin"]
 
 T = TypeVar("T")
 
 _MAKERS: dict[type, Callable[..., Any]] = {}
+_TWINS: dict[type, type] = {}
+
+
+def twin(cls: type) -> type:
+    """The plain slotted twin of the frozen slotted dataclass ``cls``: make one, then set ``__class__ = cls``.
+
+    For a loop that cannot afford :func:`maker`'s extra call per object.
+    """
+    maker(cls)
+    return _TWINS[cls]
 
 
 def maker(cls: type[T]) -> Callable[..., T]:
@@ -44,10 +54,10 @@ def maker(cls: type[T]) -> Callable[..., T]:
             spec.append((f.name, f.type, dataclasses.field(default=f.default, init=f.init)))
         else:
             spec.append((f.name, f.type, dataclasses.field(init=f.init)))
-    twin = dataclasses.make_dataclass(f"_{cls.__name__}Twin", spec, slots=True, eq=False, repr=False)
+    plain = dataclasses.make_dataclass(f"_{cls.__name__}Twin", spec, slots=True, eq=False, repr=False)
 
     def make(*args: Any, **kwargs: Any) -> T:
-        obj = twin(*args, **kwargs)
+        obj = plain(*args, **kwargs)
         obj.__class__ = cls
         return obj  # type: ignore[return-value]
 
@@ -55,4 +65,5 @@ def maker(cls: type[T]) -> Callable[..., T]:
     make(*[None] * sum(1 for f in params if f.init and f.default is dataclasses.MISSING
                        and f.default_factory is dataclasses.MISSING))  # layout checked now, not mid-import
     _MAKERS[cls] = make
+    _TWINS[cls] = plain
     return make
