@@ -6,7 +6,7 @@ a dict walk per record, location lookups, and every file held in memory several 
 module builds the very same records column by column instead: each file's header is turned once
 into a list of (cell index, attribute, converter), and each row, as it is parsed, runs only those
 converters, with the results of repeated values (site, rack, profile, credential, state, tags...)
-remembered per column.
+remembered per column, and makes the (frozen) records through :func:`inventory._twin.maker`.
 
 The validators are the same ones (``inventory.records._SPECS``), and so are the multi-field checks
 (each kind's ``finish``) and the record classes. What this path does not do is word errors: on
@@ -26,6 +26,7 @@ from typing import Any, TextIO
 
 from fleet.errors import ValidationError
 
+from ._twin import maker
 from .fileformat import CSV_COLUMNS, CSV_STEMS, csv_order
 from .records import _SPECS, Record
 
@@ -138,7 +139,7 @@ def _read(paths: Sequence[Path], files: dict[str, list[_File]]) -> list[Record]:
 
     hosts: set[str] = set()
     nic_spec = _SPECS["nic"]
-    nic_cls = nic_spec.cls
+    nic_cls = maker(nic_spec.cls)  # frozen records, made at a plain class's speed
     as_mac, as_ip = nic_spec.fields["mac"][1], nic_spec.fields["ip"][1]
     eth0 = nic_spec.fields["name"][1]("eth0", "name", None)
     for f in files["server"]:
@@ -232,7 +233,7 @@ def _records(kind: str, f: _File, *, skip: Sequence[str] = (), extras: Sequence[
     caches: list[dict | None] = [{} for _ in plan]
     required = [fields[key][0] for key in spec.required]
     finish = spec.finish
-    cls = spec.cls
+    make = maker(spec.cls)
     # A servers.csv with a tags column clears the tags of a server whose cell is empty: ``tags: ""``.
     no_tags = fields["tags"][1]("", "tags", None) if tags_default else None
     file = f.file
@@ -263,4 +264,4 @@ def _records(kind: str, f: _File, *, skip: Sequence[str] = (), extras: Sequence[
                 raise Fallback(f"a {kind} without its {attr}")
         if finish is not None:
             finish(values)
-        yield cells, cls(**values)
+        yield cells, make(**values)

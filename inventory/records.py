@@ -1053,7 +1053,15 @@ class _Writer:
         if not key:
             return {}
         at = [names.index(k) for k in key]
-        wanted = {tuple(t[i] for i in at) for t in tuples} if len(at) > 1 else {t[at[0]] for t in tuples}
+        keys = list(map(itemgetter(*at), tuples)) if len(at) > 1 else [t[at[0]] for t in tuples]
+        if self.conn.dialect.name == "sqlite":
+            # Our transaction holds the write lock, and SQLite gives each new row max(rowid) + 1:
+            # when the ids above ``before`` are exactly before+1 .. before+n, they are ours, in
+            # insert order, and the read-back of 100,000 keys (0.4 s) is not needed.
+            top, n = self.conn.execute(select(func.max(table.c.id), func.count()).where(table.c.id > before)).one()
+            if n == len(keys) and top == before + n:
+                return dict(zip(keys, range(before + 1, top + 1), strict=True))
+        wanted = set(keys)
         cols = [table.c[k] for k in key]
         out: dict[Any, int] = {}
         for row in self.conn.execute(select(table.c.id, *cols).where(table.c.id > before)).all():
