@@ -103,11 +103,14 @@ class PowerResult:
     error: str = ""
     elapsed_s: float = 0.0
     wave: int = 0
+    #: The driver that answered (``ipmi``...; '' if none did), from the server's power chain.
+    driver: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {"hostname": self.hostname, "action": self.action, "ok": self.ok, "before": self.before,
                 "after": self.after, "outcome": self.outcome, "error": self.error,
-                "elapsed_s": round(self.elapsed_s, 3), "wave": self.wave}
+                "elapsed_s": round(self.elapsed_s, 3), "wave": self.wave,
+                "driver": self.driver}
 
 
 @dataclass
@@ -243,6 +246,8 @@ async def run_power(plan: PowerPlan) -> list[PowerResult]:
 
         async def run(i: int, w: int = number) -> None:
             res = await _one(plan, i, w, sem)
+            driver = plan.targets[i][1]
+            res.driver = str(getattr(driver, "answered", getattr(driver, "name", "")) or "")  # chain or driver
             results[i] = res
             if plan.progress:
                 plan.progress(res)

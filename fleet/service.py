@@ -51,6 +51,7 @@ from inventory.secrets import CHECK_META_KEY, KeyRing, Secret, load_or_create_ke
 from inventory.selectors import Selector, glob_to_like, parse_selector
 from inventory.validate import check_code, check_hostname, check_text, visible
 
+from .drivers.chain import build_chain, call_chain, gather_chain, power_chains
 from .errors import ConflictError, DriverError, FleetError, ImportFailed, InputError, NotFound, ValidationError
 from .latest_state import latest_state
 from .service_browse import BrowseMixin
@@ -547,14 +548,14 @@ class Fleet(BrowseMixin, PxeMixin):
 
         sel = parse_selector(selector)
         stmt = sel.apply(select(Server.hostname, Server.bmc_host, Server.bmc_port, Server.profile,
-                                Credential.username, Credential.secret, Credential.name)
+                                Credential.username, Credential.secret, Credential.name, Credential.kind)
                          .outerjoin(Credential, Credential.id == Server.bmc_credential_id)
                          .order_by(Server.hostname))
         with Session(self.engine) as s:
             rows = s.execute(stmt).all()
         targets: list[Any] = []
         problems: list[str] = []
-        for host, bmc_host, bmc_port, profile_name, user, sealed, cred_name in rows:
+        for host, bmc_host, bmc_port, profile_name, user, sealed, cred_name, cred_kind in rows:
             if not bmc_host:
                 problems.append(f"{host}: no BMC address in the inventory")
                 continue
@@ -562,7 +563,7 @@ class Fleet(BrowseMixin, PxeMixin):
                 problems.append(f"{host}: no BMC credential assigned (fleet credentials assign NAME {host})")
                 continue
             profile = self.profiles.get(profile_name) if profile_name in self.profiles else None
-            options: dict[str, Any] = {"profile": profile_name}
+            options: dict[str, Any] = {"profile": profile_name, "credential_kind": cred_kind}
             if profile is not None and profile.ipmi is not None:
                 options["cipher_suites"] = tuple(profile.ipmi.cipher_suites)
             if profile is not None:
@@ -678,10 +679,7 @@ class Fleet(BrowseMixin, PxeMixin):
                 if action != "status":
                     self.audit_failure(f"power.{action}", hostnames, exc, refused=True)
                 raise
-        pairs = []
-        for _, target, profile in targets:
-            names = profile.drivers_for("power") if profile is not None else ("ipmi",)
-            pairs.append((target, self.driver(names[0] if names else "ipmi")))
+        pairs = power_chains([(t, p) for _, t, p in targets], self.driver)
         options = dict(concurrency=concurrency, wave_size=wave_size, stagger_s=stagger_s,
                        confirm_timeout_s=confirm_timeout_s, poll_interval_s=poll_interval_s)
         if action == "status":
@@ -762,11 +760,7 @@ class Fleet(BrowseMixin, PxeMixin):
         for number, wave in enumerate(plan.waves):
             if number:
                 await asyncio.sleep(plan.window_s)  # the previous wave's inrush is over
-            pairs = []
-            for load in wave:
-                target, profile = targets[load.hostname]
-                names = profile.drivers_for("power") if profile is not None else ("ipmi",)
-                pairs.append((target, self.driver(names[0] if names else "ipmi")))
+            pairs = power_chains([targets[load.hostname] for load in wave], self.driver)
             wave_results = await run_power(PowerPlan("on", pairs, concurrency=concurrency,
                                                      confirm_timeout_s=confirm_timeout_s,
                                                      poll_interval_s=poll_interval_s, progress=progress))
@@ -791,22 +785,14 @@ class Fleet(BrowseMixin, PxeMixin):
 
     async def _each(self, selector: str | Sequence[str] | Selector | None, capability: str, operation: str,
                     call: Any, *, concurrency: int = 64) -> list[tuple[str, Any, str]]:
-        """Run ``call(driver, target)`` on each selected server's BMC: (hostname, value, error) each."""
+        """Run ``call(driver, target)`` on each selected server's ``capability`` chain, in bulk per driver
+        (:func:`fleet.drivers.chain.gather_chain`): (hostname, value, error) each."""
         targets, problems = self.bmc_targets(selector)
         if not targets and not problems:
             raise NotFound(f"no servers match {str(parse_selector(selector))!r}")
-        sem = asyncio.Semaphore(concurrency)
-
-        async def one(host: str, target: Any, profile: Any) -> tuple[str, Any, str]:
-            names = profile.drivers_for(capability) if profile is not None else ("ipmi",)
-            driver = self.driver(names[0] if names else "ipmi")
-            async with sem:
-                try:
-                    return host, await call(driver, target), ""
-                except DriverError as exc:
-                    return host, None, str(exc)
-
-        out = list(await asyncio.gather(*(one(*t) for t in targets)))
+        answers = await gather_chain([build_chain(capability, p, [t]) for _, t, p in targets], self.driver, call,
+                                     capability=capability, concurrency=concurrency)
+        out = [(h, a.value, str(a.error) if a.error else "") for (h, _, _), a in zip(targets, answers, strict=True)]
         out += [(p.split(": ", 1)[0], None, p.split(": ", 1)[1]) for p in problems]
         return sorted(out, key=lambda r: r[0])
 
@@ -863,8 +849,11 @@ class Fleet(BrowseMixin, PxeMixin):
         if not targets:
             raise NotFound(f"no server named {hostname!r}")
         _, target, profile = targets[0]
-        names = profile.drivers_for(capability) if profile is not None else ("ipmi",)
-        return await call(self.driver(names[0] if names else "ipmi"), target)
+        answer = await call_chain(build_chain(capability, profile, [target]), self.driver, call,
+                                  capability=capability, target=hostname)
+        if answer.error is not None:
+            raise answer.error
+        return answer.value
 
     async def sensors(self, hostname: str) -> list[Any]:
         """The BMC's sensors with readings and states (thresholds from the BMC, else the profile)."""

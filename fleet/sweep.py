@@ -33,6 +33,7 @@ from sqlalchemy.exc import OperationalError
 from inventory.db import write_connection
 from inventory.models import Event, Reading, Server, ServerState, utcnow
 
+from .drivers.chain import build_chain, call_chain
 from .errors import AuthFailed, Busy, DriverError
 from .profiles import SensorSpec
 
@@ -73,13 +74,15 @@ class SweepResult:
     errors: dict[str, str] = field(default_factory=dict)
     write_s: float = 0.0
     facts_read: int | None = None  # servers whose SSH facts were read (None: facts not asked for)
+    #: capability → driver → servers it answered for (power, sensors, sel), from the driver chains
+    drivers: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {"started_at": self.started_at.isoformat(timespec="seconds"), "duration_s": round(self.duration_s, 3),
                 "servers": self.servers, "servers_read": self.servers_read, "servers_skipped": self.servers_skipped,
                 "ups": self.ups, "ups_read": self.ups_read, "readings": self.readings, "events_opened": self.opened,
                 "events_updated": self.updated, "events_resolved": self.resolved, "errors": self.errors,
-                "write_s": round(self.write_s, 3), "facts_read": self.facts_read}
+                "write_s": round(self.write_s, 3), "facts_read": self.facts_read, "drivers": self.drivers}
 
 
 def _is_ecc(text: str) -> bool:
@@ -89,14 +92,22 @@ def _is_ecc(text: str) -> bool:
 
 async def _read_server(fleet: Fleet, target: Any, profile: Any, last_sel: int, sem: asyncio.Semaphore,
                        progress: Any = None) -> dict[str, Any]:
-    names = profile.drivers_for("power") if profile is not None else ("ipmi",)
-    driver = fleet.driver(names[0] if names else "ipmi")
-    out: dict[str, Any] = {"power": None, "sensors": [], "sel": [], "error": ""}
+    """Power, sensors and SEL, each through its own capability's chain (:mod:`fleet.drivers.chain`)."""
+    out: dict[str, Any] = {"power": None, "sensors": [], "sel": [], "error": "", "drivers": {}}
+
+    async def read(capability: str, method: str) -> Any:
+        answer = await call_chain(build_chain(capability, profile, [target]), fleet.driver,
+                                  lambda d, t: getattr(d, method)(t), capability=capability, target=target.name)
+        if answer.error is not None:
+            raise answer.error
+        out["drivers"][capability] = answer.driver
+        return answer.value
+
     async with sem:
         try:
-            out["power"] = await driver.power_status(target)
-            out["sensors"] = await driver.sensors(target)
-            entries = await driver.sel(target)
+            out["power"] = await read("power", "power_status")
+            out["sensors"] = await read("sensors", "sensors")
+            entries = await read("sel", "sel")
             newest = max((e.record_id for e in entries), default=0)
             out["sel_last"] = newest
             # A SEL cleared since the last sweep starts over (its ids restart).
@@ -172,6 +183,9 @@ async def sweep(fleet: Fleet, selector: str | Sequence[str] | None = None, *, up
                            "last_error": got["error"][:256], "summary": summary})
             continue
         result.servers_read += 1
+        for capability, name in got["drivers"].items():
+            counts = result.drivers.setdefault(capability, {})
+            counts[name] = counts.get(name, 0) + 1
         judged[("server", sid)] = {"bmc-unreachable", "bmc-auth-failed", "sensor-critical", "sensor-warning",
                                    "sel-ecc-uncorrectable"}
         readings.append({"ts": now, "target_kind": "server", "target_id": sid, "metric": "power.on",
@@ -207,7 +221,8 @@ async def sweep(fleet: Fleet, selector: str | Sequence[str] | None = None, *, up
             findings.append(Finding("server", sid, host, "sel-ecc-uncorrectable", "critical", "; ".join(ecc)[:500]))
             worst = "critical"
         summary.update(failures=0, next_probe_at=None, last_read_at=now.replace(tzinfo=None).isoformat(),
-                       sel_last=got.get("sel_last", summary.get("sel_last", 0)), last_seen=now.isoformat())
+                       sel_last=got.get("sel_last", summary.get("sel_last", 0)), last_seen=now.isoformat(),
+                       drivers=got["drivers"])
         states.append({"server_id": sid, "updated_at": now, "power": got["power"], "power_at": now,
                        "power_source": "sweep", "health": worst,
                        "bmc_reachable": True, "last_seen": now, "last_error": "", "summary": summary})

@@ -26,6 +26,7 @@ class _Entry:
     target: str
     capabilities: frozenset[str]
     summary: str
+    credential_kinds: frozenset[str] = frozenset()
 
 
 class DriverRegistry:
@@ -34,19 +35,30 @@ class DriverRegistry:
     def __init__(self) -> None:
         self._entries: dict[str, _Entry] = {}
 
-    def register(self, name: str, target: str, capabilities: set[str] | frozenset[str], summary: str) -> None:
+    def register(self, name: str, target: str, capabilities: set[str] | frozenset[str], summary: str, *,
+                 credential_kinds: set[str] | frozenset[str] = frozenset()) -> None:
+        """Register driver ``name`` (``"module:Class"``); ``credential_kinds`` are the inventory credential
+        kinds it can use (empty: any), which the driver chain filters on."""
         if name in self._entries:
             raise ValueError(f"driver {name!r} is already registered ({self._entries[name].target})")
         unknown = set(capabilities) - CAPABILITIES
         if unknown:
             raise ValueError(f"driver {name!r} declares unknown capabilities: {sorted(unknown)}")
-        self._entries[name] = _Entry(name, target, frozenset(capabilities), summary)
+        self._entries[name] = _Entry(name, target, frozenset(capabilities), summary, frozenset(credential_kinds))
+
+    def unregister(self, name: str) -> None:
+        """Forget driver ``name`` (tests that register a driver of their own clean up with this)."""
+        self._get(name)
+        del self._entries[name]
 
     def names(self) -> list[str]:
         return sorted(self._entries)
 
     def capabilities(self, name: str) -> frozenset[str]:
         return self._get(name).capabilities
+
+    def credential_kinds(self, name: str) -> frozenset[str]:
+        return self._get(name).credential_kinds
 
     def summary(self, name: str) -> str:
         return self._get(name).summary
@@ -73,10 +85,13 @@ class DriverRegistry:
 
 registry = DriverRegistry()
 registry.register("ipmi", "fleet.drivers.ipmi:IpmiDriver",
-                  {"power", "boot", "sensors", "sel", "fru"}, "IPMI 2.0 over LAN (RMCP+) via pyghmi")
+                  {"power", "boot", "sensors", "sel", "fru"}, "IPMI 2.0 over LAN (RMCP+) via pyghmi",
+                  credential_kinds={"ipmi"})
 registry.register("snmp", "fleet.drivers.snmp:SnmpDriver",
-                  {"outlets", "battery", "sensors"}, "SNMP v2c/v3 UPS and PDU agents via pysnmp")
+                  {"outlets", "battery", "sensors"}, "SNMP v2c/v3 UPS and PDU agents via pysnmp",
+                  credential_kinds={"snmp-v2c", "snmp-v3"})
 registry.register("nut", "fleet.drivers.nut:NutDriver",
-                  {"battery", "outlets", "power"}, "Network UPS Tools upsd protocol (TCP 3493)")
+                  {"battery", "outlets", "power"}, "Network UPS Tools upsd protocol (TCP 3493)",
+                  credential_kinds={"nut"})
 registry.register("ssh", "fleet.drivers.ssh:SshDriver",
-                  {"shell", "power"}, "OpenSSH hosts via paramiko")
+                  {"shell", "power"}, "OpenSSH hosts via paramiko", credential_kinds={"ssh"})
