@@ -626,7 +626,7 @@ def test_a_refused_login_on_a_model_with_ipmi_over_lan_off_by_default_says_how_t
 
 def test_a_0xcc_on_chassis_control_is_called_a_lab_set_up_fault_only_with_the_quirk() -> None:
     """Quirk power-needs-chassis-control-script (openipmi-sim): pure logic over the operation's reply."""
-    from fleet.drivers.ipmi import BmcState, OpError, Response, op_power_control
+    from fleet.drivers.ipmi_ops import BmcState, OpError, Response, op_power_control
 
     def refused(state: BmcState) -> str:
         op = op_power_control(state, "on")
