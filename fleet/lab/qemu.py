@@ -403,12 +403,15 @@ class QemuVm:
             raise ValueError("boot device must be pxe or disk")
         self.next_boot = device
         if self.spec.firmware == "bios" and self.running():
-            await self._boot_set(device)
+            # Only what the next start boots: the link of the boot running now is left alone.
+            await self._boot_set(device, starting=False)
 
-    async def _boot_set(self, device: str) -> None:
+    async def _boot_set(self, device: str, *, starting: bool = True) -> None:
+        """Tell SeaBIOS what to boot; ``starting``: a boot begins now (power on, reset), so set its link."""
         if self.qmp is not None and self.running():
             await self.qmp.hmp(f"boot_set {'n' if device == 'pxe' else 'c'}")
-            await self._link_for(device)
+            if starting:
+                await self._link_for(device)
 
     async def _link_for(self, boot: str) -> None:
         """Without a disk, a "disk" boot must not reach the network: the NIC's link is down for it."""
