@@ -688,3 +688,28 @@ def test_fleet_image_moves_every_vm_of_the_rack_to_deployed_on_real_evidence(tmp
         assert {"ip.allocate", "pxe.render", "bootdev", "pxe.lease", "pxe.callback"} <= {a["action"] for a in audit}
         job = json.loads(fleet(env, "jobs", "--kind", "image", "--json").stdout)[0]
         assert (job["status"], job["done"], job["failed"]) == ("done", 4, 0)
+
+
+def test_a_boot_device_change_on_a_running_seabios_vm_leaves_the_link_of_the_boot_under_way(tmp_path: Path) -> None:
+    """A second power request (its one-time flag spent, the firmware back to "disk") once took the link of a
+    VM that was PXE-booting down: the link may change only when a boot starts."""
+    from fleet.lab.qemu import QemuVm, VmSpec
+
+    class Qmp:  # records what the VM asks of QEMU's monitor; the rest of the test is QemuVm's own logic
+        def __init__(self) -> None:
+            self.calls: list[tuple[str, object]] = []
+
+        async def hmp(self, line: str) -> None:
+            self.calls.append(("hmp", line))
+
+        async def execute(self, command: str, args: object = None) -> None:
+            self.calls.append((command, args))
+
+    vm = QemuVm(VmSpec(name="b", mac="52:54:00:00:00:05", tap="t", state_dir=tmp_path, boot="disk"))
+    qmp = Qmp()
+    vm.qmp = qmp  # type: ignore[assignment]
+    vm.running = lambda: True  # type: ignore[method-assign]
+    asyncio.run(vm.set_boot("disk"))
+    assert qmp.calls == [("hmp", "boot_set c")], qmp.calls  # the next start boots the disk; no set_link now
+    asyncio.run(vm._boot_set("disk"))  # a reset or power-on starts a boot: now its link follows the device
+    assert qmp.calls[-1] == ("set_link", {"name": "n0", "up": False})
