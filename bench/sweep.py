@@ -51,7 +51,7 @@ from sqlalchemy import func, select
 
 from fleet.lab.datacenter import start_lab, stop_lab
 from fleet.lab.snmplab import start_snmpd_fleet, stop_snmpd_fleet
-from fleet.service import Fleet
+from fleet.service.facade import Fleet
 from inventory.models import Reading
 
 T0 = time.monotonic()

@@ -26,9 +26,11 @@ from .errors import (
 # The service and its result types load SQLAlchemy; they are imported on first use, so that light
 # users of the package (the lab BMC server, the driver worker processes) do not pay for them.
 _LAZY = {
-    "Fleet": "service", "current_actor": "service", "AuditRow": "views", "CredentialRow": "views",
-    "ImportResult": "views", "NicRow": "views", "RackRow": "views", "ServerDetail": "views",
-    "ServerRow": "views", "SiteRow": "views", "BlastRadius": "power", "DISRUPTIVE": "power",
+    "Fleet": "service.facade", "current_actor": "service.facade", "AuditRow": "model.views",
+    "CredentialRow": "model.views",
+    "ImportResult": "model.views", "NicRow": "model.views", "RackRow": "model.views",
+    "ServerDetail": "model.views",
+    "ServerRow": "model.views", "SiteRow": "model.views", "BlastRadius": "ops.power", "DISRUPTIVE": "ops.power",
 }
 
 

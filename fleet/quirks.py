@@ -163,7 +163,7 @@ def _registry(*specs: QuirkSpec) -> Mapping[str, QuirkSpec]:
 
 
 KNOWN_QUIRKS: Mapping[str, QuirkSpec] = _registry(
-    QuirkSpec("boot-uefi-flag-required", "boot", bool, "fleet.bootmode.decide_boot_mode (profile.boot)",
+    QuirkSpec("boot-uefi-flag-required", "boot", bool, "fleet.ops.bootmode.decide_boot_mode (profile.boot)",
               "the server boots UEFI: a next-boot override must carry the EFI bit (IPMI boot flags data1 "
               "bit 5, ipmitool 'options=efiboot'), else the BMC asks for a legacy boot the firmware ignores"),
     QuirkSpec("boot-flags-not-persistent", "boot", bool, "fleet.drivers.ipmi.op_get_boot",
@@ -207,7 +207,7 @@ KNOWN_QUIRKS: Mapping[str, QuirkSpec] = _registry(
               "fleet.quirks.refuse_outlet_switching, from fleet.ups.outlet_action",
               "the device cannot switch outlets: switching is refused (Unsupported) before any packet, and no "
               "outlets driver may be listed", _no_outlet_driver),
-    QuirkSpec("battery-life-years", "battery", int, "fleet.ups.battery_forecast",
+    QuirkSpec("battery-life-years", "battery", int, "fleet.ops.ups.battery_forecast",
               "the battery's service life in years, for the age-based replacement date (default 4)"),
     QuirkSpec("no-remote-load-on", "power", bool, "load: snmp/nut commands.load_on",
               "output on cannot be done remotely: no load_on command may be mapped", _no_command("load_on")),

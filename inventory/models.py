@@ -400,7 +400,7 @@ class JobStep(SQLModel, table=True):
 
     "sent" is committed before the command goes out, so a job cut short (kill -9, a lost worker) says
     which targets were acted on, and a resume confirms those by reading their state instead of acting
-    again (at most once per target per job). See :mod:`fleet.jobsteps`.
+    again (at most once per target per job). See :mod:`fleet.core.jobsteps`.
     """
 
     __tablename__ = "job_steps"

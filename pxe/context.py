@@ -64,7 +64,7 @@ __all__ = [
 #: ``pxelinux``: BIOS only, PXELINUX over TFTP. ``grub``: UEFI only, Debian's signed shim + GRUB over TFTP.
 LOADERS: tuple[str, ...] = ("ipxe", "pxelinux", "grub")
 #: The firmware each loader boots under (``bios``, ``uefi``): a host whose loader runs under one only
-#: tells what firmware it has (``fleet.bootmode`` reads it to choose the boot flags' BIOS boot type).
+#: tells what firmware it has (``fleet.ops.bootmode`` reads it to choose the boot flags' BIOS boot type).
 LOADER_FIRMWARES: dict[str, tuple[str, ...]] = {"ipxe": ("bios", "uefi"), "pxelinux": ("bios",), "grub": ("uefi",)}
 #: OS families, each with its own answer files: preseed, autoinstall (cloud-init), kickstart.
 FAMILIES: tuple[str, ...] = ("debian", "ubuntu", "rhel")

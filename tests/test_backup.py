@@ -15,7 +15,7 @@ from sqlmodel import Session
 
 from fleet import Fleet
 from fleet.errors import FleetError, ImportFailed, InputError, SecretError
-from fleet.ups import credential_json
+from fleet.ops.ups import credential_json
 from inventory import backup
 from inventory.db import make_engine, upgrade
 from inventory.models import Credential, Server

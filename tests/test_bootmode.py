@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from sqlmodel import Session
 
-from fleet.bootmode import decide_boot_mode, server_boot_modes
 from fleet.errors import ProfileError, ValidationError
 from fleet.lab import bmcserver
+from fleet.ops.bootmode import decide_boot_mode, server_boot_modes
 from fleet.profiles import load_profiles
 from inventory.db import make_engine, upgrade
 from inventory.models import Server, ServerTag

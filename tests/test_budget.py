@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fleet.budget import Element, Load, plan_power_on
+from fleet.model.budget import Element, Load, plan_power_on
 
 FEED_A = Element("feed", "A", 3000)
 FEED_B = Element("feed", "B", 3000)

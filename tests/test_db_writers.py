@@ -177,7 +177,7 @@ def test_every_write_path_runs_in_a_write_transaction(tmp_path: Path, env, monke
         f.set_threshold("a-000", "cpu-temp", {"warning_high": 80.0})
         f.prune_readings(older_than_days=30)
         f.pxe_callback_key()
-        from fleet.jobs import JobTracker, mark_interrupted
+        from fleet.core.jobs import JobTracker, mark_interrupted
 
         with JobTracker(f, "sweep", "all") as job:
             job.progress(1, force=True)

@@ -19,9 +19,9 @@ import pytest
 from sqlalchemy import update
 
 from fleet import Fleet
-from fleet.decommission import parse_wipe_output
 from fleet.errors import InputError
 from fleet.lab.sshlab import ssh_lab_available
+from fleet.workflows.decommission import parse_wipe_output
 from inventory.models import Server, WipeCertificate
 
 from .clihelp import fleet as fleet_cli

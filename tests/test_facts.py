@@ -1,20 +1,11 @@
-"""fleet.facts: parsing the facts script's output and reconciling it with the inventory (no I/O)."""
+"""fleet.model.facts: parsing the facts script's output and reconciling it with the inventory (no I/O)."""
 
 from __future__ import annotations
 
 import json
 
-from fleet.facts import (
-    Disk,
-    Facts,
-    InventoryDisk,
-    InventoryNic,
-    Nic,
-    ServerInventoryView,
-    SmartHealth,
-    parse_facts,
-    reconcile,
-)
+from fleet.drivers.sshfacts import Disk, Facts, Nic, SmartHealth, parse_facts
+from fleet.model.facts import InventoryDisk, InventoryNic, ServerInventoryView, reconcile
 
 LSBLK = {"blockdevices": [
     {"name": "sda", "serial": "S1", "model": "SSD A", "size": "480103981056", "type": "disk",

@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 
 from fleet import Fleet
+from fleet.core.jobs import JobTracker
 from fleet.errors import InputError
-from fleet.imaging import allocate_addresses
-from fleet.jobs import JobTracker
+from fleet.workflows.imaging import allocate_addresses
 from pxe.serve import PxeServer
 
 from .clihelp import fleet as fleet_cli

@@ -12,8 +12,8 @@ import pytest
 from sqlalchemy import update
 
 from fleet import Fleet
+from fleet.core.jobs import JobTracker
 from fleet.errors import NotFound
-from fleet.jobs import JobTracker
 from inventory.models import Job, utcnow
 
 
@@ -111,7 +111,7 @@ def test_throttled_progress_is_written_when_its_interval_is_up_even_without_a_fu
 def test_job_steps_move_pending_sent_final_never_back_and_sent_marks_are_group_committed(fleet: Fleet) -> None:
     import asyncio
 
-    from fleet.jobsteps import SendGate, SendStopped, StepLog
+    from fleet.core.jobsteps import SendGate, SendStopped, StepLog
 
     with JobTracker(fleet, "power", "") as job:
         log = StepLog(fleet._session, job.id)

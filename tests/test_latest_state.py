@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import insert, select
 
 from fleet import Fleet
-from fleet.views import StateRow
+from fleet.model.views import StateRow
 from inventory.models import Server, ServerState
 
 

@@ -18,7 +18,7 @@ from sqlalchemy import Engine, insert, select
 from fleet import Fleet
 from fleet.cli.metrics_cmds import parse_listen
 from fleet.errors import InputError
-from fleet.metrics import FleetCollector, render
+from fleet.service.metrics import FleetCollector, render
 from inventory.models import Event, Server, ServerState, Site, Ups, UpsState
 
 from .clihelp import FLEET, fleet
@@ -246,7 +246,7 @@ def test_cli_listen_serves_fresh_state_until_sigterm(populated_env: dict[str, st
 
 
 def test_ups_status_words_map_to_flags() -> None:
-    from fleet.metrics import _flag
+    from fleet.service.metrics import _flag
 
     assert (_flag("on-battery low-battery", "on-battery"), _flag("on-battery low-battery", "low-battery")) == (1, 1)
     assert (_flag("online", "on-battery"), _flag("online", "replace-battery")) == (0, 0)

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fleet.errors import ValidationError
-from fleet.policy import (
+from fleet.model.policy import (
     DESTRUCTIVE,
     POWER_ACTIONS,
     STATES,
@@ -91,8 +91,8 @@ def test_states_match_the_inventory() -> None:
 def test_every_drift_kind_of_the_ssh_facts_can_be_named_in_a_rule() -> None:
     from typing import get_args
 
-    from fleet.facts import DriftKind
-    from fleet.policy import EVENT_KINDS
+    from fleet.model.facts import DriftKind
+    from fleet.model.policy import EVENT_KINDS
 
     assert set(get_args(DriftKind)) <= set(EVENT_KINDS)
 

@@ -14,7 +14,7 @@ import pytest
 from fleet import Fleet
 from fleet.drivers.base import Target
 from fleet.errors import DeviceTimeout
-from fleet.power import BlastRadius, BlastRadiusExceeded
+from fleet.ops.power import BlastRadius, BlastRadiusExceeded
 
 from .factory import Spec, build
 

@@ -13,7 +13,7 @@ import pytest
 
 from fleet import Fleet
 from fleet.errors import InputError
-from fleet.schedule import crontab_text, parse_interval, sweep_lock, systemd_units
+from fleet.workflows.schedule import crontab_text, parse_interval, sweep_lock, systemd_units
 
 from .clihelp import FLEET, fleet
 

@@ -18,7 +18,7 @@ from fleet.drivers.base import Target
 from fleet.drivers.registry import registry
 from fleet.drivers.ssh import HostKeyMismatch, HostKeyNotPinned, SshDriver, fingerprint
 from fleet.errors import AuthFailed, DeviceTimeout, DeviceUnreachable, FatalError
-from fleet.facts import InventoryDisk, InventoryNic, ServerInventoryView, reconcile
+from fleet.model.facts import InventoryDisk, InventoryNic, ServerInventoryView, reconcile
 from inventory.secrets import Secret
 
 from .sshpeer import STUB_DISKS, STUB_SERIAL, SshPeer, free_port, ssh_peer

@@ -9,7 +9,7 @@ from sqlalchemy import func, insert, select
 
 from fleet import Fleet
 from fleet.errors import SelectorError, Unsupported, ValidationError
-from fleet.ups import battery_forecast, credential_json, parse_ups_selector, reveal_v3
+from fleet.ops.ups import battery_forecast, credential_json, parse_ups_selector, reveal_v3
 from inventory.models import Reading, Ups, UpsState
 
 from .factory import Spec, build
@@ -117,7 +117,7 @@ def test_an_outlet_on_a_pdu_whose_profile_says_no_outlet_control_is_refused_befo
         sqlite_fleet: Fleet, monkeypatch: pytest.MonkeyPatch) -> None:
     import asyncio
 
-    from fleet.ups import outlet_action
+    from fleet.ops.ups import outlet_action
     from inventory.models import Pdu, Site
 
     with sqlite_fleet.engine.begin() as conn:

@@ -1,7 +1,7 @@
 """What the TUI's actions do, apart from any widget: prepare a confirmation, then carry it out.
 
 :func:`prepare` runs in a worker thread: it resolves exactly which servers an action touches, asks
-:func:`fleet.power.BlastRadius.verdict` for the blast-radius verdict (the same check ``Fleet.power``
+:func:`fleet.ops.power.BlastRadius.verdict` for the blast-radius verdict (the same check ``Fleet.power``
 enforces, without acting) and, for destructive actions, builds the dry-run plan (for remediation,
 ``Fleet.remediate`` without ``apply``). :func:`perform` carries the action out through ``fleet.Fleet``
 on a fleet of its own (its drivers live and die with the operation's event loop), exactly as the CLI does.

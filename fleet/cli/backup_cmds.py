@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from fleet.errors import InputError
-from fleet.service import Fleet
+from fleet.service.facade import Fleet
 
 from .output import Out
 

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from fleet.service import Fleet
+from fleet.service.facade import Fleet
 
 from .output import Out, run_async
 from .power_cmds import _confirm

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from fleet.errors import InputError, ValidationError
-from fleet.service import CREDENTIAL_KINDS, Fleet
+from fleet.service.facade import CREDENTIAL_KINDS, Fleet
 from inventory.validate import check_endpoint
 
 from . import backup_cmds
@@ -351,7 +351,7 @@ def _read_secret(args: argparse.Namespace) -> str:
         first = getpass.getpass(f"{'auth passphrase' if v3 else 'secret'} for {args.name}: ")
         second = getpass.getpass(f"priv passphrase for {args.name} (empty: the same): ") if v3 else ""
     if v3:
-        from fleet.ups import credential_json
+        from fleet.ops.ups import credential_json
 
         return credential_json(first, second or None)
     return first

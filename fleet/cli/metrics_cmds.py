@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from fleet.errors import FleetError, InputError
-from fleet.service import Fleet
+from fleet.service.facade import Fleet
 
 from .output import Out
 
@@ -53,8 +53,8 @@ def parse_listen(value: str) -> tuple[str, int]:
 
 
 def cmd_metrics(args: argparse.Namespace, out: Out) -> int:
-    from fleet.metrics import render, serve, write_textfile
-    from fleet.metrics_http import Limits
+    from fleet.service.metrics import render, serve, write_textfile
+    from fleet.service.metrics_http import Limits
 
     fleet = Fleet.open(args.db)
     try:

@@ -9,8 +9,8 @@ import sys
 from typing import Any
 
 from fleet.errors import InputError
-from fleet.power import DISRUPTIVE, BlastRadius
-from fleet.service import Fleet
+from fleet.ops.power import DISRUPTIVE, BlastRadius
+from fleet.service.facade import Fleet
 
 from .output import Out, run_async
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from fleet.errors import InputError
-from fleet.service import Fleet
+from fleet.service.facade import Fleet
 
 from .output import Out
 
@@ -118,7 +118,7 @@ def _sources(args: argparse.Namespace) -> Any:
 
 
 def cmd_render(args: argparse.Namespace, out: Out) -> int:
-    from fleet.service_pxe import PxeOverrides
+    from fleet.service.pxe import PxeOverrides
 
     overrides = PxeOverrides.load(args.overrides) if args.overrides else None
     with Fleet.open(args.db) as fleet:

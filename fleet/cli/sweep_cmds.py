@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from fleet.service import Fleet
+from fleet.service.facade import Fleet
 
 from .output import Out, run_async
 
@@ -47,7 +47,7 @@ EXIT_SKIPPED = 75
 
 def cmd_sweep(args: argparse.Namespace, out: Out) -> int:
     """Exit 0: every device read; 1: some could not be read (see errors); 75: another sweep was running."""
-    from fleet.schedule import parse_interval, run_every, sweep_lock
+    from fleet.workflows.schedule import parse_interval, run_every, sweep_lock
 
     fleet = Fleet.open(args.db)
     if args.every:
@@ -99,7 +99,7 @@ def _some(names: list[str], shown: int = 12) -> str:
 def cmd_schedule(args: argparse.Namespace, out: Out) -> int:
     import sys
 
-    from fleet.schedule import crontab_text, systemd_units
+    from fleet.workflows.schedule import crontab_text, systemd_units
 
     db = args.db or os.environ.get("FLEET_DB")
     db = str(Path(db).resolve()) if db and "://" not in db else db

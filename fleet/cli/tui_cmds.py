@@ -23,7 +23,7 @@ def wants_tui() -> bool:
 
 
 def cmd_tui(args: argparse.Namespace, out: Out) -> int:
-    from fleet.service import Fleet
+    from fleet.service.facade import Fleet
     from tui.app import FleetApp
 
     fleet = Fleet.open(args.db)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from fleet.service import Fleet
+from fleet.service.facade import Fleet
 
 from .output import Out, run_async
 from .power_cmds import _confirm

@@ -25,7 +25,7 @@ Two shapes, one rule:
   driver. It never degrades to one call per target.
 
 :class:`ChainedPower` is the power chain as a :class:`~fleet.drivers.base.PowerControl` for
-act-then-confirm (:mod:`fleet.power`): the driver that answers the first status query is pinned, so
+act-then-confirm (:mod:`fleet.ops.power`): the driver that answers the first status query is pinned, so
 the action and its confirmation go to the same driver.
 """
 
@@ -270,5 +270,5 @@ class ChainedPower:
 
 def power_chains(targets: Sequence[tuple[Target, Any]], get_driver: Callable[[str], Any]
                  ) -> list[tuple[Target, ChainedPower]]:
-    """(target, its power chain) for each (target, profile): the pairs :mod:`fleet.power` runs on."""
+    """(target, its power chain) for each (target, profile): the pairs :mod:`fleet.ops.power` runs on."""
     return [(t, ChainedPower(build_chain("power", p, [t]), get_driver, profile=p)) for t, p in targets]

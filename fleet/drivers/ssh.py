@@ -47,6 +47,7 @@ from typing import Any
 import paramiko
 
 from fleet.drivers.base import CommandResult, PowerControl, PowerState, RemoteShell, Setting, Target
+from fleet.drivers.sshfacts import FACTS_SCRIPT, Facts, parse_facts
 from fleet.errors import (
     AuthFailed,
     DeviceTimeout,
@@ -56,7 +57,6 @@ from fleet.errors import (
     RetryableError,
     Unsupported,
 )
-from fleet.facts import FACTS_SCRIPT, Facts, parse_facts
 from inventory.secrets import Secret
 
 __all__ = ["HostKeyMismatch", "HostKeyNotPinned", "SshDriver", "fingerprint"]
@@ -315,7 +315,7 @@ class SshDriver(RemoteShell, PowerControl):
         return seen
 
     async def collect_facts(self, target: Target, *, timeout: float | None = None) -> Facts:
-        """One session running :data:`fleet.facts.FACTS_SCRIPT`, parsed; ``host_key`` is the key seen."""
+        """One session running :data:`fleet.model.facts.FACTS_SCRIPT`, parsed; ``host_key`` is the key seen."""
         result, seen = await self._call(self._session, target, "facts", FACTS_SCRIPT, timeout)
         if result.exit_status != 0 and "@@rackfleet end" not in result.stdout:
             raise RetryableError(f"facts script failed (exit {result.exit_status}): {result.stderr.strip()[:200]}",

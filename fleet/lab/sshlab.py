@@ -7,11 +7,11 @@ into the lab's ``secrets.yaml`` (credential ``lab-ssh``). OpenSSH listens on at 
 daemon, so there is one ``sshd`` per 16 servers (about 4 MiB each). Their ``ForceCommand`` is
 :data:`HOST_SCRIPT`, a small program that plays the server's operating system: it finds which server was
 reached from ``$SSH_CONNECTION`` (the address the client connected to) and answers Rackfleet's facts
-script (:data:`fleet.facts.FACTS_SCRIPT`) with that server's host name, kernel, DMI serial, disks
+script (:data:`fleet.model.facts.FACTS_SCRIPT`) with that server's host name, kernel, DMI serial, disks
 (``lsblk -J`` shape), SMART health (``smartctl --json`` shape) and NICs, and a few plain commands
 (``hostname``, ``true``).
 
-Decommissioning's wipe script (:data:`fleet.decommission.WIPE_SCRIPT`) is answered as a server would:
+Decommissioning's wipe script (:data:`fleet.workflows.decommission.WIPE_SCRIPT`) is answered as a server would:
 SSDs by a discard, hard disks by an overwrite, each verified.
 
 Faults (``fleet lab fault HOST disk-failing|serial-changed|wipe-fails``) are kept in ``faults.json``,

@@ -10,7 +10,7 @@ from textual.app import ComposeResult
 from textual.containers import Grid
 from textual.widgets import Static
 
-from fleet.service_browse import Overview
+from fleet.service.browse import Overview
 
 from ..widgets.keybar import KeyBar
 from ..widgets.render import (

@@ -10,7 +10,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import Static
 
-from fleet.service_browse import PowerElement
+from fleet.service.browse import PowerElement
 
 from ..widgets import FilterBox
 from ..widgets.keybar import KeyBar

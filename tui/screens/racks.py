@@ -13,7 +13,7 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Static, Tree
 from textual.worker import Worker, WorkerState
 
-from fleet.service_browse import Elevation
+from fleet.service.browse import Elevation
 
 from ..widgets.keybar import KeyBar
 from ..widgets.render import HEALTH_STYLE, fmt_runtime, health_text, power_text, state_text

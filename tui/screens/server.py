@@ -16,8 +16,8 @@ from textual.containers import Grid, VerticalScroll
 from textual.widgets import Static
 from textual.worker import Worker, WorkerState
 
-from fleet.service_browse import SensorSeries
-from fleet.views import AuditRow, ServerDetail, visible
+from fleet.model.views import AuditRow, ServerDetail, visible
+from fleet.service.browse import SensorSeries
 
 from ..actions import run_device_op
 from ..widgets.keybar import KeyBar

@@ -15,7 +15,7 @@ from textual.binding import Binding
 from textual.widgets import Static
 
 from fleet.errors import SelectorError
-from fleet.service_browse import BrowseRow, ServerWindow
+from fleet.service.browse import BrowseRow, ServerWindow
 
 from ..widgets import FilterBox
 from ..widgets.keybar import KeyBar

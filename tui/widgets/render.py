@@ -11,7 +11,7 @@ from typing import Any
 
 from rich.text import Text
 
-from fleet.views import visible
+from fleet.model.views import visible
 
 HEALTH_STYLE = {"ok": "green", "warning": "yellow", "critical": "bold red", "unknown": "dim"}
 POWER_STYLE = {"on": "green", "off": "dim", "unknown": "yellow"}

@@ -23,7 +23,7 @@ from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from fleet.views import visible
+from fleet.model.views import visible
 
 Cell = str | Text
 

@@ -25,10 +25,9 @@ from typing import Any
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import OperationalError
 
+from fleet.errors import Busy
 from inventory.db import write_connection
 from inventory.models import Job, utcnow
-
-from .errors import Busy
 
 __all__ = ["STALE_AFTER_S", "JobTracker", "mark_interrupted", "owner_alive"]
 

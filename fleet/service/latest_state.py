@@ -1,7 +1,7 @@
 """The whole fleet's latest state in one query.
 
 At 100,000 servers the query itself is the smaller part of the read: what costs is making a
-:class:`~fleet.views.StateRow` per row, and the cyclic garbage collector, which runs every few
+:class:`~fleet.model.views.StateRow` per row, and the cyclic garbage collector, which runs every few
 hundred of those allocations and re-scans every row made so far (measured: 15-30 % of the read).
 The rows create no cycles, so the collector is paused while they are made
 (:func:`inventory.records.gc_paused`, as the bulk import does). Timestamps are fetched untyped and
@@ -24,12 +24,11 @@ from typing import Any
 
 from sqlalchemy import Engine, String, select, type_coerce
 
+from fleet.model.views import StateRow
 from inventory._twin import twin
 from inventory.models import Server, ServerState
 from inventory.records import gc_paused
 from inventory.selectors import Selector, parse_selector
-
-from .views import StateRow
 
 __all__ = ["as_utc", "latest_state"]
 

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import String, cast, func, select
 from sqlmodel import Session
 
+from fleet.errors import NotFound
+from fleet.model.views import AuditRow
 from inventory.models import (
     Audit,
     Event,
@@ -33,13 +35,10 @@ from inventory.models import (
 from inventory.powerpath import carried_stmt, kind_of, server_paths
 from inventory.selectors import Selector, glob_to_like, parse_selector
 
-from .errors import NotFound
-from .views import AuditRow
-
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
-    from .profiles import ProfileSet
+    from fleet.profiles import ProfileSet
 
 __all__ = ["BrowseMixin", "BrowseRow", "Elevation", "Overview", "PowerElement", "RackUnit", "ServerWindow",
            "UpsBrief"]

@@ -25,10 +25,10 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
-from .errors import FleetError, InputError
+from fleet.errors import FleetError, InputError
 
 if TYPE_CHECKING:
-    from .service import Fleet
+    from fleet.service.facade import Fleet
 
 __all__ = ["crontab_text", "parse_interval", "run_every", "sweep_lock", "systemd_units"]
 

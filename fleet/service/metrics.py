@@ -8,7 +8,7 @@ Per-server series (and per-UPS series of per-server UPSes) are opt-in (``per_ser
 
 Three ways out: :func:`render` (the text, e.g. for stdout), :func:`write_textfile` (atomic, for
 node_exporter's textfile collector) and :func:`serve` (an HTTP endpoint until told to stop: the bounded
-listener of :mod:`fleet.metrics_http`).
+listener of :mod:`fleet.service.metrics_http`).
 Metric names follow Prometheus conventions: a ``rackfleet_`` prefix, base units (``_seconds``,
 ``_volts``, ``_celsius``, ``_ratio`` for 0-1), ``_total`` only for counters (there are none: every
 figure here is a gauge of the latest state). See docs/metrics.md for the list.
@@ -28,9 +28,8 @@ from prometheus_client.core import GaugeMetricFamily, Metric, SummaryMetricFamil
 from sqlalchemy import Engine, case, func, literal, select, union_all
 from sqlalchemy.sql import ColumnElement
 
+from fleet.service.metrics_http import Limits, serve_blocking
 from inventory.models import Event, Rack, Server, ServerState, Site, Ups, UpsState
-
-from .metrics_http import Limits, serve_blocking
 
 __all__ = ["FleetCollector", "make_registry", "render", "serve", "write_textfile"]
 
@@ -240,7 +239,7 @@ def serve(engine: Engine, host: str, port: int, *, per_server: bool = False,
           limits: Limits | None = None) -> None:
     """Serve ``/metrics`` on ``host:port`` until ``stop`` is set (each scrape queries afresh).
 
-    The listener is :class:`fleet.metrics_http.MetricsListener`: one event loop and a small render pool,
+    The listener is :class:`fleet.service.metrics_http.MetricsListener`: one event loop and a small render pool,
     a read deadline per connection and a cap on open connections (``limits``)."""
     registry = make_registry(engine, per_server=per_server)
     serve_blocking(lambda: generate_latest(registry), host, port, limits=limits or Limits(), stop=stop, ready=ready)

@@ -25,9 +25,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from .drivers.base import PowerControl, Target
-from .errors import DriverError, FleetError, InputError
-from .jobsteps import SendStopped
+from fleet.core.jobsteps import SendStopped
+from fleet.drivers.base import PowerControl, Target
+from fleet.errors import DriverError, FleetError, InputError
 
 __all__ = [
     "ACTIONS",
@@ -126,7 +126,8 @@ class PowerPlan:
     poll_interval_s: float = 1.0
     progress: Callable[[PowerResult], None] | None = None
     #: Awaited after the decision to act and before the command goes out (a durable "sent" mark, see
-    #: :class:`fleet.jobsteps.SendGate`); raising :class:`~fleet.jobsteps.SendStopped` leaves the target alone.
+    #: :class:`fleet.core.jobsteps.SendGate`); raising :class:`~fleet.core.jobsteps.SendStopped` leaves
+    #: the target alone.
     gate: Callable[[str], Awaitable[None]] | None = None
     #: Targets an earlier run of the same job sent the command to: confirmed by query, never acted on again.
     confirm_only: frozenset[str] = frozenset()

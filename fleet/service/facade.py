@@ -24,6 +24,24 @@ from sqlalchemy import Engine, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
+from fleet.drivers.chain import build_chain, call_chain, gather_chain, power_chains
+from fleet.errors import ConflictError, DriverError, FleetError, ImportFailed, InputError, NotFound, ValidationError
+from fleet.model.views import (
+    AuditRow,
+    CredentialRow,
+    ImportResult,
+    JobRow,
+    NicRow,
+    RackRow,
+    ServerDetail,
+    ServerRow,
+    SiteRow,
+    StateChangeRow,
+    StateRow,
+)
+from fleet.service.browse import BrowseMixin
+from fleet.service.latest_state import latest_state
+from fleet.service.pxe import PxeMixin
 from inventory import db as inv_db
 from inventory.lifecycle import allowed_moves, transition
 from inventory.models import (
@@ -51,27 +69,8 @@ from inventory.secrets import CHECK_META_KEY, KeyRing, Secret, load_or_create_ke
 from inventory.selectors import Selector, glob_to_like, parse_selector
 from inventory.validate import check_code, check_hostname, check_text, visible
 
-from .drivers.chain import build_chain, call_chain, gather_chain, power_chains
-from .errors import ConflictError, DriverError, FleetError, ImportFailed, InputError, NotFound, ValidationError
-from .latest_state import latest_state
-from .service_browse import BrowseMixin
-from .service_pxe import PxeMixin
-from .views import (
-    AuditRow,
-    CredentialRow,
-    ImportResult,
-    JobRow,
-    NicRow,
-    RackRow,
-    ServerDetail,
-    ServerRow,
-    SiteRow,
-    StateChangeRow,
-    StateRow,
-)
-
 if TYPE_CHECKING:
-    from .profiles import ProfileSet
+    from fleet.profiles import ProfileSet
 
 __all__ = ["CREDENTIAL_KINDS", "Fleet", "current_actor"]
 
@@ -172,7 +171,7 @@ class Fleet(BrowseMixin, PxeMixin):
     @property
     def profiles(self) -> ProfileSet:
         if self._profiles is None:
-            from .profiles import load_profiles
+            from fleet.profiles import load_profiles
 
             self._profiles = load_profiles()
         return self._profiles
@@ -544,7 +543,7 @@ class Fleet(BrowseMixin, PxeMixin):
 
     def bmc_targets(self, selector: str | Sequence[str] | Selector | None) -> tuple[list[Any], list[str]]:
         """(hostname, Target, profile) for each selected server with a BMC, and the problems of the rest."""
-        from .drivers.base import Target
+        from fleet.drivers.base import Target
 
         sel = parse_selector(selector)
         stmt = sel.apply(select(Server.hostname, Server.bmc_host, Server.bmc_port, Server.profile,
@@ -576,7 +575,7 @@ class Fleet(BrowseMixin, PxeMixin):
     def driver(self, name: str) -> Any:
         """The shared instance of driver ``name`` (created on first use; closed by ``aclose``)."""
         if name not in self._drivers:
-            from .drivers.registry import registry
+            from fleet.drivers.registry import registry
 
             self._drivers[name] = registry.load(name)()
         return self._drivers[name]
@@ -611,12 +610,12 @@ class Fleet(BrowseMixin, PxeMixin):
 
     async def power_on_plan(self, selector: str | Sequence[str] | Selector | None, *, max_wave: int = 0
                             ) -> tuple[Any, list[str]]:
-        """Plan a budgeted power-on of the selected servers (see :mod:`fleet.budget`); nothing is switched.
+        """Plan a budgeted power-on of the selected servers (see :mod:`fleet.model.budget`); nothing is switched.
 
         Servers already on, and those whose state cannot be read, count as drawing their steady load.
         Returns the plan and warnings.
         """
-        from .budget import plan_power_on
+        from fleet.model.budget import plan_power_on
 
         targets, problems = self.bmc_targets(selector)
         hostnames = [h for h, _, _ in targets]
@@ -639,10 +638,10 @@ class Fleet(BrowseMixin, PxeMixin):
                     confirm_timeout_s: float = 60.0, poll_interval_s: float = 1.0,
                     limits: Any = None, progress: Any = None, budget: bool = False,
                     resume: int | None = None, stop: Any = None) -> list[Any]:
-        """Query, act and confirm ``action`` on the selected servers (see :mod:`fleet.power`). Audited.
+        """Query, act and confirm ``action`` on the selected servers (see :mod:`fleet.ops.power`). Audited.
 
         A disruptive action runs as a job with a step per server, "sent" recorded before each command
-        (:mod:`fleet.power_job`); ``resume`` (a job id; ``action``/``selector`` are then the job's)
+        (:mod:`fleet.ops.power_job`); ``resume`` (a job id; ``action``/``selector`` are then the job's)
         confirms what that job sent and acts only on what it never sent. ``stop`` (an asyncio.Event)
         stops sending. With ``budget`` (``on`` only), servers are switched on in the waves of
         :meth:`power_on_plan`, an inrush window apart; servers that would put a feed, UPS or PDU over
@@ -653,8 +652,8 @@ class Fleet(BrowseMixin, PxeMixin):
                 raise InputError("--budget plans a power-on: use it with 'on'")
             return await self._budgeted_on(selector, concurrency=concurrency, confirm_timeout_s=confirm_timeout_s,
                                            poll_interval_s=poll_interval_s, progress=progress, max_wave=wave_size)
-        from .power import ACTIONS, BlastRadius, PowerPlan, check_blast_radius, run_power
-        from .power_job import resume_spec, run_power_job
+        from fleet.ops.power import ACTIONS, BlastRadius, PowerPlan, check_blast_radius, run_power
+        from fleet.ops.power_job import resume_spec, run_power_job
 
         spec = resume_spec(self.engine, self._session, resume) if resume is not None else None
         if spec is not None:
@@ -684,7 +683,7 @@ class Fleet(BrowseMixin, PxeMixin):
                        confirm_timeout_s=confirm_timeout_s, poll_interval_s=poll_interval_s)
         if action == "status":
             results = await run_power(PowerPlan(action, pairs, progress=progress, **options))  # type: ignore[arg-type]
-            from .power import PowerResult
+            from fleet.ops.power import PowerResult
 
             for problem in problems:
                 host, _, why = problem.partition(": ")
@@ -701,7 +700,7 @@ class Fleet(BrowseMixin, PxeMixin):
         (:func:`inventory.powerpath.server_elements`); a server with no outlet on record hangs on its
         rack's feeds. Elements with no known capacity are left out, with a warning.
         """
-        from .budget import Element, Load
+        from fleet.model.budget import Element, Load
 
         warnings: list[str] = []
         loads: dict[str, Any] = {}
@@ -752,7 +751,7 @@ class Fleet(BrowseMixin, PxeMixin):
 
     async def _budgeted_on(self, selector: Any, *, concurrency: int, confirm_timeout_s: float,
                            poll_interval_s: float, progress: Any, max_wave: int) -> list[Any]:
-        from .power import PowerPlan, PowerResult, run_power, summarise
+        from fleet.ops.power import PowerPlan, PowerResult, run_power, summarise
 
         plan, warnings = await self.power_on_plan(selector, max_wave=max_wave)
         targets = {h: (t, p) for h, t, p in self.bmc_targets(selector)[0]}
@@ -798,9 +797,9 @@ class Fleet(BrowseMixin, PxeMixin):
 
     def boot_modes(self, selector: str | Sequence[str] | Selector | None, *, uefi: bool | None = None,
                    loaders: Mapping[str, str] | None = None) -> dict[str, Any]:
-        """Each selected server's boot mode (``fleet.bootmode.BootMode``: UEFI or legacy, and why);
+        """Each selected server's boot mode (``fleet.ops.bootmode.BootMode``: UEFI or legacy, and why);
         ``uefi`` True/False is an explicit request for all of them."""
-        from .bootmode import requested_mode, server_boot_modes
+        from fleet.ops.bootmode import requested_mode, server_boot_modes
 
         with Session(self.engine) as s:
             modes = server_boot_modes(s, parse_selector(selector), self.profiles, loaders=loaders)
@@ -891,12 +890,12 @@ class Fleet(BrowseMixin, PxeMixin):
     async def sweep(self, selector: str | Sequence[str] | None = None, *, ups: bool = True,
                     concurrency: int = 256, min_interval_s: float = 0.0, probe_all: bool = False,
                     facts: bool = False, facts_concurrency: int = 16) -> Any:
-        """One health sweep (see :mod:`fleet.sweep`): readings, latest states, events opened and resolved.
+        """One health sweep (see :mod:`fleet.ops.sweep`): readings, latest states, events opened and resolved.
 
         With ``facts``, SSH facts of the selected servers that have an SSH credential too (drift events).
         Recorded as a job (``kind="sweep"``) with live progress."""
-        from .jobs import JobTracker
-        from .sweep import sweep
+        from fleet.core.jobs import JobTracker
+        from fleet.ops.sweep import sweep
 
         with JobTracker(self, "sweep", str(parse_selector(selector)), params={"ups": ups}) as job:
             result = await sweep(self, selector, ups=ups, concurrency=concurrency, min_interval_s=min_interval_s,
@@ -907,7 +906,7 @@ class Fleet(BrowseMixin, PxeMixin):
             job.done = max(0, result.servers - result.servers_skipped - job.failed)
             job.total = max(job.total, result.servers - result.servers_skipped)
             if facts:
-                from .facts_ops import collect
+                from fleet.ops.facts import collect
 
                 got = await collect(self, selector, concurrency=facts_concurrency, configured_only=True)
                 result.facts_read = len(got.facts)
@@ -924,19 +923,19 @@ class Fleet(BrowseMixin, PxeMixin):
 
     async def facts(self, selector: str | Sequence[str] | None, *, concurrency: int = 16) -> Any:
         """Collect facts over SSH, pin host keys while commissioning, record drift as events (audited)."""
-        from .facts_ops import collect
+        from fleet.ops.facts import collect
 
         return await collect(self, selector, concurrency=concurrency)
 
     async def remediate(self, selector: str | Sequence[str] | None = None, *, policy: str | Path | None = None,
                         apply: bool = False) -> Any:
         """Plan remediation of open events by the policies (dry run); with ``apply``, carry it out (audited)."""
-        from .remediate import RemediationRun, execute, load, remediation_plan
+        from fleet.workflows.remediate import RemediationRun, execute, load, remediation_plan
 
         the_plan = remediation_plan(self, load(policy), selector=selector)
         run = RemediationRun(the_plan)
         if apply:
-            from .jobs import JobTracker
+            from fleet.core.jobs import JobTracker
 
             with JobTracker(self, "remediate", str(parse_selector(selector)), params={"policy": str(policy or "")},
                             total=len(the_plan.planned)) as job:
@@ -948,11 +947,11 @@ class Fleet(BrowseMixin, PxeMixin):
 
     async def image(self, selector: str | Sequence[str] | None, *, os: str = "", root: str | Path = "",
                     manager_url: str = "", resume: int | None = None, progress: Any = None, **options: Any) -> Any:
-        """Image the selected servers in waves, on evidence (see :mod:`fleet.imaging`); or ``resume`` a job.
+        """Image the selected servers in waves, on evidence (see :mod:`fleet.workflows.imaging`); or ``resume`` a job.
 
         ``options``: interface, listen, canary, wave, failure_budget, dhcp_timeout_s, fetch_timeout_s,
-        done_timeout_s, reimage, serve, overrides (:class:`fleet.imaging.ImageOptions`)."""
-        from .imaging import ImageOptions, run_image
+        done_timeout_s, reimage, serve, overrides (:class:`fleet.workflows.imaging.ImageOptions`)."""
+        from fleet.workflows.imaging import ImageOptions, run_image
 
         if resume is None:
             if not os or not root or not manager_url:
@@ -967,21 +966,24 @@ class Fleet(BrowseMixin, PxeMixin):
     def image_waves(self, selector: str | Sequence[str] | None, *, canary: int = 1, wave: int = 8,
                     reimage: bool = False) -> list[list[str]]:
         """The waves :meth:`image` would run; refuses (InputError) servers that cannot be imaged now."""
-        from .imaging import image_waves
+        from fleet.workflows.imaging import image_waves
 
         return image_waves(self, selector, canary=canary, wave=wave, reimage=reimage)
 
     def decommission_check(self, selector: str | Sequence[str] | None) -> list[str]:
         """The servers :meth:`decommission` would take; refuses (InputError) states that do not allow it."""
-        from .decommission import check_decommission
+        from fleet.workflows.decommission import check_decommission
 
         return check_decommission(self, selector)
 
     async def decommission(self, selector: str | Sequence[str] | None, *, finish: str = "retired",
                            method: str = "auto", power_off: bool = True, only_devices: Sequence[str] = (),
                            concurrency: int = 8) -> Any:
-        """Drain, wipe every disk over SSH, certify each, power off and retire (see :mod:`fleet.decommission`)."""
-        from .decommission import run_decommission
+        """Drain, wipe every disk over SSH, certify each, power off and retire.
+
+        See :mod:`fleet.workflows.decommission`.
+        """
+        from fleet.workflows.decommission import run_decommission
 
         if parse_selector(selector).is_empty:
             raise InputError("name the servers to decommission (a selector)")
@@ -990,7 +992,7 @@ class Fleet(BrowseMixin, PxeMixin):
 
     def wipe_certificates(self, selector: str | Sequence[str] | None = None) -> list[dict[str, Any]]:
         """Wipe certificates, newest first; ``intact`` says whether each still matches its digest."""
-        from .decommission import certificates
+        from fleet.workflows.decommission import certificates
 
         return certificates(self, selector)
 
@@ -998,7 +1000,7 @@ class Fleet(BrowseMixin, PxeMixin):
 
     def jobs(self, *, kind: str | None = None, status: str | None = None, limit: int = 50) -> list[JobRow]:
         """Jobs newest first; a running job whose process died reads as ``interrupted``."""
-        from .jobs import mark_interrupted
+        from fleet.core.jobs import mark_interrupted
 
         mark_interrupted(self.engine)
         with Session(self.engine) as s:
@@ -1010,7 +1012,7 @@ class Fleet(BrowseMixin, PxeMixin):
             return [_job_row(j) for j in s.execute(q).scalars()]
 
     def job(self, job_id: int) -> JobRow:
-        from .jobs import mark_interrupted
+        from fleet.core.jobs import mark_interrupted
 
         mark_interrupted(self.engine)
         with Session(self.engine) as s:
@@ -1020,7 +1022,7 @@ class Fleet(BrowseMixin, PxeMixin):
             row = _job_row(j)
         from dataclasses import replace
 
-        from .jobsteps import steps_of
+        from fleet.core.jobsteps import steps_of
 
         return replace(row, steps=tuple(steps_of(self._session, job_id)))
 
@@ -1164,28 +1166,28 @@ class Fleet(BrowseMixin, PxeMixin):
     # -- UPS and PDU (fleet/ups.py does the work) ----------------------------------------------------------
 
     async def ups_status(self, selector: str | Sequence[str] | None = None, *, record: bool = True) -> list[Any]:
-        """Read the selected UPSes now; record their latest state and readings (see :mod:`fleet.ups`)."""
-        from .ups import ups_status
+        """Read the selected UPSes now; record their latest state and readings (see :mod:`fleet.ops.ups`)."""
+        from fleet.ops.ups import ups_status
 
         return await ups_status(self, selector, record=record)
 
     def battery_forecast(self, selector: str | Sequence[str] | None = None, *, min_runtime_s: float = 300.0
                          ) -> list[Any]:
         """Battery replacement forecast per UPS, from its age and its runtime-at-load trend."""
-        from .ups import battery_forecast
+        from fleet.ops.ups import battery_forecast
 
         return battery_forecast(self, selector, min_runtime_s=min_runtime_s)
 
     async def outlet(self, target: str, action: str) -> list[Any]:
         """Switch ``DEVICE:N`` or every outlet feeding a server; confirmed by read-back; audited."""
-        from .ups import outlet_action
+        from fleet.ops.ups import outlet_action
 
         return await outlet_action(self, target, action)
 
     async def detect_profile(self, *, host: str, port: int, protocol: str, credential: str, nut_name: str = "",
                              kind: str | None = None) -> tuple[str, str]:
         """Recognise a UPS/PDU model from the device: (profile name, how it was chosen)."""
-        from .ups import detect_profile
+        from fleet.ops.ups import detect_profile
 
         return await detect_profile(self, host=host, port=port, protocol=protocol, credential=credential,
                                     nut_name=nut_name, kind=kind)
@@ -1193,7 +1195,7 @@ class Fleet(BrowseMixin, PxeMixin):
     @staticmethod
     def hardware_profiles() -> ProfileSet:
         """The hardware profiles (``FLEET_PROFILES`` or the checkout's ``hardware-profiles/``); no inventory needed."""
-        from .profiles import load_profiles
+        from fleet.profiles import load_profiles
 
         return load_profiles()
 

@@ -22,18 +22,17 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import ColumnElement, and_, func, insert, select
 from sqlmodel import Session
 
+from fleet.drivers.base import BatteryStatus, Target
+from fleet.errors import DriverError, InputError, NotFound, SelectorError, ValidationError
+from fleet.quirks import refuse_outlet_switching
 from inventory.db import write_connection
 from inventory.models import Credential, Outlet, Pdu, Rack, Reading, Server, Site, Ups, UpsState, utcnow
 from inventory.powerpath import carried_hostnames, upses_on_path_stmt
 from inventory.secrets import Secret
 from inventory.selectors import glob_to_like
 
-from .drivers.base import BatteryStatus, Target
-from .errors import DriverError, InputError, NotFound, SelectorError, ValidationError
-from .quirks import refuse_outlet_switching
-
 if TYPE_CHECKING:
-    from .service import Fleet
+    from fleet.service.facade import Fleet
 
 __all__ = [
     "BatteryForecast",
@@ -438,7 +437,7 @@ async def detect_profile(fleet: Fleet, *, host: str, port: int, protocol: str, c
             if p.nut is not None and driver_name and p.nut.driver == driver_name:
                 return p.name, f"NUT driver {driver_name}"
         return "apc-back-ups-nut" if "usbhid" in driver_name else "nut-dummy", f"NUT driver {driver_name or 'unknown'}"
-    from .drivers.snmp import choose_profile
+    from fleet.drivers.snmp import choose_profile
 
     target = device_target(fleet, name=host, host=host, port=port, protocol="snmp", profile="", credential=cred)
     driver = fleet.driver("snmp")

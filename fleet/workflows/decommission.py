@@ -39,12 +39,11 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import insert, select
 
+from fleet.errors import DriverError, InputError, NotFound
 from inventory.models import WipeCertificate, utcnow
 
-from .errors import DriverError, InputError, NotFound
-
 if TYPE_CHECKING:
-    from .service import Fleet
+    from fleet.service.facade import Fleet
 
 __all__ = ["DECOMMISSION_STATES", "METHODS", "WIPE_SCRIPT", "DecommissionResult", "certificate_digest",
            "certificates", "check_decommission", "parse_wipe_output", "run_decommission"]
@@ -201,7 +200,7 @@ def check_decommission(fleet: Fleet, selector: Any) -> list[str]:
 
 
 def _rows(fleet: Fleet, hostnames: Sequence[str]) -> dict[str, Any]:
-    from .facts_ops import ssh_servers
+    from fleet.ops.facts import ssh_servers
 
     known = ssh_servers(fleet, list(hostnames))
     return {r.hostname: {"row": r, "address": known.address(r), "disks": known.disks.get(r.id, [])}
@@ -212,8 +211,8 @@ async def run_decommission(fleet: Fleet, selector: Any, *, finish: str = "retire
                            power_off: bool = True, concurrency: int = 8, timeout_s: float = 6 * 3600.0,
                            only_devices: Sequence[str] = ()) -> DecommissionResult:
     """Drain, wipe over SSH, certify, power off and retire the selected servers (module docstring)."""
-    from .facts_ops import ssh_target
-    from .jobs import JobTracker
+    from fleet.core.jobs import JobTracker
+    from fleet.ops.facts import ssh_target
 
     if finish not in ("retired", "rma"):
         raise InputError(f"finish must be retired or rma, not {finish!r}")

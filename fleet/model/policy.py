@@ -37,7 +37,7 @@ from typing import Any
 
 import yaml
 
-from .errors import ValidationError
+from fleet.errors import ValidationError
 
 __all__ = [
     "ACTIONS",

@@ -34,9 +34,8 @@ from typing import Any
 from sqlalchemy import bindparam, insert, or_, select, update
 from sqlalchemy.orm import Session
 
+from fleet.errors import FleetError
 from inventory.models import JobStep, utcnow
-
-from .errors import FleetError
 
 __all__ = ["STATES", "TERMINAL", "TRANSITIONS", "SendGate", "SendStopped", "StepLog", "StepRow"]
 

@@ -220,7 +220,7 @@ class JobRow:
     heartbeat_at: datetime | None
     params: dict[str, Any]
     result: dict[str, Any]
-    #: Per-target steps (:class:`fleet.jobsteps.StepRow`), loaded for one job (``fleet jobs ID``), else None.
+    #: Per-target steps (:class:`fleet.core.jobsteps.StepRow`), loaded for one job (``fleet jobs ID``), else None.
     steps: tuple[Any, ...] | None = None
 
     @property

@@ -3,7 +3,7 @@
 For each selected server with an SSH credential and an address (its primary IP, else its first NIC's
 IP): connect with its pinned host key, or pin the key on first contact while the server is ``new`` or
 ``commissioning`` (never afterwards: a server in service with no pinned key is refused); collect the
-facts (:data:`fleet.facts.FACTS_SCRIPT`); reconcile them with the inventory (serial, disks, MACs); and
+facts (:data:`fleet.model.facts.FACTS_SCRIPT`); reconcile them with the inventory (serial, disks, MACs); and
 record each drift as an event of the same kind (``serial-changed``, ``disk-failing``...), resolved
 when a later collection no longer finds it.
 """
@@ -17,15 +17,14 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select, update
 
+from fleet.drivers.base import Target
+from fleet.errors import DriverError
+from fleet.model.facts import InventoryDisk, InventoryNic, ServerInventoryView, reconcile
 from inventory.db import write_connection
 from inventory.models import Credential, Disk, Nic, Server, utcnow
 
-from .drivers.base import Target
-from .errors import DriverError
-from .facts import InventoryDisk, InventoryNic, ServerInventoryView, reconcile
-
 if TYPE_CHECKING:
-    from .service import Fleet
+    from fleet.service.facade import Fleet
 
 __all__ = ["FactsResult", "SshServers", "collect", "ssh_servers", "ssh_target"]
 
@@ -112,7 +111,7 @@ def ssh_target(fleet: Fleet, row: Any, address: str | None) -> tuple[Target | No
 async def collect(fleet: Fleet, selector: str | Sequence[str] | None, *, concurrency: int = 16,
                   configured_only: bool = False) -> FactsResult:
     """Facts of the selected servers; ``configured_only`` (sweeps) skips servers with no SSH credential."""
-    from .sweep import Finding, record_events
+    from fleet.ops.sweep import Finding, record_events
 
     result = FactsResult()
     known = ssh_servers(fleet, selector, configured_only=configured_only)

@@ -1,10 +1,8 @@
-"""SSH facts: what a running server says about itself, and how that differs from the inventory.
+"""SSH facts, the server side: the script a server runs and the parser of what it prints.
 
-Pure functions, no I/O and no database: :func:`parse_facts` turns the output of :data:`FACTS_SCRIPT`
-(run by :class:`fleet.drivers.ssh.SshDriver` in one SSH session) into :class:`Facts`;
-:func:`reconcile` compares those with a :class:`ServerInventoryView` (a plain snapshot of the
-inventory's record, built by the caller) and returns :class:`Drift` findings, which the caller turns
-into events.
+Pure functions, no I/O: :data:`FACTS_SCRIPT` is run by :class:`fleet.drivers.ssh.SshDriver` in one SSH
+session, and :func:`parse_facts` turns its output into :class:`Facts`. What the facts mean for the
+inventory (drift) is :mod:`fleet.model.facts`.
 
 The script prints sections, each introduced by a line ``@@rackfleet <section> [arg]``:
 
@@ -13,32 +11,15 @@ The script prints sections, each introduced by a line ``@@rackfleet <section> [a
 - ``lsblk``: ``lsblk -J -b -o NAME,SERIAL,MODEL,SIZE,TYPE``;
 - ``smart DISK``: ``smartctl --json -H -i /dev/DISK`` per whole disk, when ``smartctl`` exists;
 - ``nics``: one ``NAME MAC physical|virtual`` line per interface except ``lo``.
-
-Drift kinds: ``serial-changed``, ``disk-missing``, ``disk-added``, ``disk-failing`` (SMART did not
-say PASSED), ``mac-moved`` (a known MAC on another interface), ``mac-missing`` (a known MAC is not
-seen), ``mac-unknown`` (a physical NIC the inventory does not know).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from dataclasses import asdict, dataclass
+from typing import Any
 
-__all__ = [
-    "FACTS_SCRIPT",
-    "Disk",
-    "Drift",
-    "DriftKind",
-    "Facts",
-    "InventoryDisk",
-    "InventoryNic",
-    "Nic",
-    "ServerInventoryView",
-    "SmartHealth",
-    "parse_facts",
-    "reconcile",
-]
+__all__ = ["FACTS_SCRIPT", "Disk", "Facts", "Nic", "SmartHealth", "parse_facts"]
 
 MARK = "@@rackfleet"
 
@@ -115,43 +96,6 @@ class Facts:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-@dataclass(frozen=True)
-class InventoryDisk:
-    slot: str
-    serial: str
-    model: str = ""
-
-
-@dataclass(frozen=True)
-class InventoryNic:
-    name: str
-    mac: str
-
-
-@dataclass(frozen=True)
-class ServerInventoryView:
-    """What the inventory believes about one server: a plain snapshot, built by the caller."""
-
-    hostname: str
-    serial: str = ""
-    disks: tuple[InventoryDisk, ...] = ()
-    nics: tuple[InventoryNic, ...] = ()
-
-
-DriftKind = Literal["serial-changed", "disk-missing", "disk-added", "disk-failing",
-                    "mac-moved", "mac-missing", "mac-unknown"]
-
-
-@dataclass(frozen=True)
-class Drift:
-    kind: DriftKind
-    subject: str  # the serial, disk serial or MAC concerned
-    message: str
-    expected: str | None = None
-    seen: str | None = None
-    details: dict[str, Any] = field(default_factory=dict, compare=False)
 
 
 # -- parsing -----------------------------------------------------------------------------------
@@ -241,62 +185,3 @@ def parse_facts(text: str, *, host_key: str | None = None) -> Facts:
     disks = [Disk(d.name, d.serial, d.model, d.size_bytes, d.type, smart.get(d.name)) for d in disks]
     return Facts(hostname=values.get("hostname", ""), kernel=values.get("kernel", ""), serial=serial,
                  disks=tuple(disks), nics=tuple(nics), host_key=host_key, problems=tuple(problems))
-
-
-# -- reconciling -------------------------------------------------------------------------------
-
-def _norm(value: str) -> str:
-    return value.strip().lower()
-
-
-def reconcile(facts: Facts, inventory: ServerInventoryView) -> list[Drift]:
-    """Differences between what the server reports and what the inventory holds, as drift findings.
-
-    Unknowns are not drift: an unreadable serial, or a disk without a serial, yields nothing.
-    """
-    name = inventory.hostname
-    drifts: list[Drift] = []
-
-    if inventory.serial and facts.serial and _norm(inventory.serial) != _norm(facts.serial):
-        drifts.append(Drift("serial-changed", inventory.serial,
-                            f"{name}: system serial is {facts.serial!r}, inventory says {inventory.serial!r} "
-                            "(board swapped, or the wrong server at this address?)",
-                            expected=inventory.serial, seen=facts.serial))
-
-    seen_disks = {_norm(d.serial): d for d in facts.disks if d.serial}
-    known_disks = {_norm(d.serial): d for d in inventory.disks if d.serial}
-    for key, disk in known_disks.items():
-        if key not in seen_disks:
-            drifts.append(Drift("disk-missing", disk.serial,
-                                f"{name}: disk {disk.serial} ({disk.model or 'unknown model'}) in slot {disk.slot} "
-                                "is not seen", expected=disk.serial, details={"slot": disk.slot}))
-    for key, disk in seen_disks.items():
-        if key not in known_disks:
-            drifts.append(Drift("disk-added", disk.serial,
-                                f"{name}: disk {disk.serial} ({disk.model or 'unknown model'}) at /dev/{disk.name} "
-                                "is not in the inventory", seen=disk.serial, details={"device": disk.name}))
-    for disk in facts.disks:
-        if disk.smart is not None and disk.smart.passed is False:
-            label = disk.serial or disk.name
-            slot = known_disks[_norm(disk.serial)].slot if _norm(disk.serial) in known_disks else None
-            where = f" in slot {slot}" if slot else ""
-            note = f": {disk.smart.message}" if disk.smart.message else ""
-            drifts.append(Drift("disk-failing", label,
-                                f"{name}: disk {label} at /dev/{disk.name}{where} fails its SMART health check{note}",
-                                seen="FAILED", details={"device": disk.name, "slot": slot}))
-
-    seen_macs = {n.mac: n for n in facts.nics}
-    known_macs = {_norm(n.mac): n for n in inventory.nics}
-    for mac, nic in known_macs.items():
-        seen = seen_macs.get(mac)
-        if seen is None:
-            drifts.append(Drift("mac-missing", mac, f"{name}: NIC {nic.name} ({mac}) is not seen",
-                                expected=nic.name))
-        elif nic.name and seen.name != nic.name:
-            drifts.append(Drift("mac-moved", mac, f"{name}: MAC {mac} is on {seen.name}, inventory says {nic.name}",
-                                expected=nic.name, seen=seen.name))
-    for mac, nic in seen_macs.items():
-        if nic.physical and mac not in known_macs:
-            drifts.append(Drift("mac-unknown", mac, f"{name}: NIC {nic.name} ({mac}) is not in the inventory",
-                                seen=nic.name))
-    return drifts

@@ -43,13 +43,12 @@ from urllib.parse import urlsplit
 from sqlalchemy import insert, select
 from sqlmodel import Session
 
+from fleet.errors import InputError, NotFound, ValidationError
 from inventory.models import IpPool, Meta, Nic, Rack, Server, ServerTag, Site, utcnow
 from inventory.selectors import Selector, parse_selector
 from inventory.validate import check_tag
 from pxe.context import HostContext, Network, TreeContext, callback_token
 from pxe.evidence import DNSMASQ_LOG, HTTP_LOG, Evidence, EvidenceReader, read_evidence
-
-from .errors import InputError, NotFound, ValidationError
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine

@@ -42,12 +42,11 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from fleet.errors import ConflictError, FleetError, InputError, NotFound, ValidationError
 from inventory.models import IpPool, Nic, Rack, Server, utcnow
 
-from .errors import ConflictError, FleetError, InputError, NotFound, ValidationError
-
 if TYPE_CHECKING:
-    from .service import Fleet
+    from fleet.service.facade import Fleet
 
 __all__ = ["IMAGE_STATES", "ImageOptions", "ImageResult", "allocate_addresses", "image_waves", "plan_waves",
            "run_image"]
@@ -266,7 +265,7 @@ def _eligible(fleet: Fleet, hostnames: list[str], *, reimage: bool, resuming: se
 async def run_image(fleet: Fleet, selector: Any, options: ImageOptions, *, resume: int | None = None,
                     progress: Callable[[str, dict[str, Any]], None] | None = None) -> ImageResult:
     """Image the selected servers (see the module docstring); ``resume`` continues an earlier job."""
-    from .jobs import JobTracker
+    from fleet.core.jobs import JobTracker
 
     servers: dict[str, dict[str, Any]]
     if resume is not None:
@@ -509,7 +508,7 @@ def _boot_tokens(job_id: int | None, o: ImageOptions, waves: int) -> dict[str, A
 def _load_overrides(path: str) -> Any:
     if not path:
         return None
-    from .service_pxe import PxeOverrides
+    from fleet.service.pxe import PxeOverrides
 
     return PxeOverrides.load(path)
 

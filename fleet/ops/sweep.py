@@ -2,7 +2,7 @@
 
 One sweep, per server: power state, sensors (states from the hardware profile's thresholds where it
 has the sensor, else the BMC's), and the SEL entries that are new since the last sweep; per UPS:
-battery, load and status (through :func:`fleet.ups.ups_status`). Results are written in batches
+battery, load and status (through :func:`fleet.ops.ups.ups_status`). Results are written in batches
 (SQLAlchemy Core): readings (append-only), the latest state of each server, and events.
 
 Events are deduplicated: one open event per target and kind (``events.dedup_key`` is unique while
@@ -30,15 +30,14 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import OperationalError
 
+from fleet.drivers.chain import build_chain, call_chain
+from fleet.errors import AuthFailed, Busy, DriverError
+from fleet.profiles import SensorSpec
 from inventory.db import write_connection
 from inventory.models import Event, Reading, Server, ServerState, utcnow
 
-from .drivers.chain import build_chain, call_chain
-from .errors import AuthFailed, Busy, DriverError
-from .profiles import SensorSpec
-
 if TYPE_CHECKING:
-    from .service import Fleet
+    from fleet.service.facade import Fleet
 
 __all__ = ["Finding", "SweepResult", "record_events", "sweep"]
 
@@ -227,7 +226,7 @@ async def sweep(fleet: Fleet, selector: str | Sequence[str] | None = None, *, up
                        "power_source": "sweep", "health": worst,
                        "bmc_reachable": True, "last_seen": now, "last_error": "", "summary": summary})
     if ups:
-        from .ups import _ups_rows, ups_status
+        from fleet.ops.ups import _ups_rows, ups_status
 
         if progress is not None:
             progress(0, phase="ups")

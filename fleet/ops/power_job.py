@@ -1,10 +1,10 @@
 """A disruptive power action as a durable, resumable job: intent first, "sent" before each command.
 
-:func:`run_power_job` wraps :func:`fleet.power.run_power` so that an action cut short (kill -9, SIGTERM,
+:func:`run_power_job` wraps :func:`fleet.ops.power.run_power` so that an action cut short (kill -9, SIGTERM,
 a crash) says exactly which servers were acted on, and a resume does not act on them twice:
 
 1. **Intent, before anything is sent**: the job row, a ``pending`` step per target
-   (:mod:`fleet.jobsteps`) and an audit row ``power.ACTION`` with result ``started`` (who, the targets).
+   (:mod:`fleet.core.jobsteps`) and an audit row ``power.ACTION`` with result ``started`` (who, the targets).
 2. **Each target as its command goes out**: its step moves to ``sent`` and an audit row (result
    ``sent``, the batch's targets) is written in the same transaction, committed *before* the command
    is sent; marks are group-committed, so a wave costs a few transactions, not one per server.
@@ -29,12 +29,11 @@ from typing import Any
 from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
+from fleet.core.jobs import JobTracker, mark_interrupted, owner_alive
+from fleet.core.jobsteps import SendGate, StepLog
+from fleet.errors import Busy, InputError, NotFound
+from fleet.ops.power import PowerPlan, PowerResult, run_power, summarise
 from inventory.models import Audit, Job, Server, ServerState, utcnow
-
-from .errors import Busy, InputError, NotFound
-from .jobs import JobTracker, mark_interrupted, owner_alive
-from .jobsteps import SendGate, StepLog
-from .power import PowerPlan, PowerResult, run_power, summarise
 
 __all__ = ["PowerRun", "ResumeSpec", "resume_spec", "run_power_job"]
 
@@ -150,7 +149,7 @@ async def run_power_job(sessions: SessionFactory, actor: str, action: str, selec
     """Run a disruptive ``action`` on ``pairs`` ((Target, PowerControl)) as a job; see the module docstring.
 
     ``problems`` are "host: why" lines for selected servers that cannot be acted on (recorded failed).
-    ``options`` are :class:`~fleet.power.PowerPlan`'s (concurrency, wave_size, ...). With ``resume``,
+    ``options`` are :class:`~fleet.ops.power.PowerPlan`'s (concurrency, wave_size, ...). With ``resume``,
     the job is taken over: its sent targets are confirmed, its pending ones acted on.
     """
     verb = f"power.{action}"

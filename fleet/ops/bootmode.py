@@ -27,17 +27,15 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from sqlalchemy import or_, select
 
+from fleet.errors import ValidationError
 from inventory.models import Server, ServerTag
 from pxe.context import LOADER_FIRMWARES
-
-from .errors import ValidationError
 
 if TYPE_CHECKING:
     from sqlmodel import Session
 
+    from fleet.profiles import Profile, ProfileSet
     from inventory.selectors import Selector
-
-    from .profiles import Profile, ProfileSet
 
 __all__ = [
     "BOOT_MODES",

@@ -1,4 +1,4 @@
-"""Remediation: open events → the policies' plan (:mod:`fleet.policy`) → actions, within limits.
+"""Remediation: open events → the policies' plan (:mod:`fleet.model.policy`) → actions, within limits.
 
 ``fleet remediate`` prints the plan (a dry run, the default); ``--apply`` executes it. The planner is
 pure; this module gathers its inputs from the inventory (open events as findings, the history of past
@@ -17,15 +17,14 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import insert, select
 
+from fleet.datafiles import data_path
+from fleet.errors import FleetError
+from fleet.model.policy import Finding, PastAction, Plan, PolicySet, load_policies, plan
 from inventory.models import Audit, Event, Rack, Server, ServerState, Site, Ups, UpsState, WorkOrder, utcnow
 from inventory.powerpath import carried_hostnames
 
-from .datafiles import data_path
-from .errors import FleetError
-from .policy import Finding, PastAction, Plan, PolicySet, load_policies, plan
-
 if TYPE_CHECKING:
-    from .service import Fleet
+    from fleet.service.facade import Fleet
 
 __all__ = ["DEFAULT_POLICY", "RemediationRun", "execute", "gather", "load", "remediation_plan"]
 

@@ -1,0 +1,1 @@
+"""Workflows: multi-step, resumable operations (imaging, decommissioning, remediation, schedules)."""
