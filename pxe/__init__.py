@@ -1,7 +1,7 @@
 """PXE: render and install boot configs and answer files, serve them, read the evidence back.
 
 Pure rendering from frozen contexts: this package knows nothing of the database or of drivers
-(``fleet.service.pxe`` maps the inventory to contexts). Layers, one module each:
+(``fleet.ops.pxe`` maps the inventory to contexts). Layers, one module each:
 
 - :mod:`pxe.context`: :class:`Network`, :class:`HostContext`, :class:`TreeContext` — frozen, and
   checked when built, so no value with a newline, quote, ``${...}`` or ``;`` ever reaches a template.

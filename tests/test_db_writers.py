@@ -179,7 +179,7 @@ def test_every_write_path_runs_in_a_write_transaction(tmp_path: Path, env, monke
         f.pxe_callback_key()
         from fleet.core.jobs import JobTracker, mark_interrupted
 
-        with JobTracker(f, "sweep", "all") as job:
+        with JobTracker(f.ctx, "sweep", "all") as job:
             job.progress(1, force=True)
         mark_interrupted(f.engine)
         assert f.audit(action="set.server")

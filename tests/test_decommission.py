@@ -54,7 +54,7 @@ def _server_over_ssh(fleet: Fleet, peer: object, state: str = "deployed") -> Non
     fleet.set_credential("ssh-root", "ssh", peer.client_key_text, username="root",  # type: ignore[attr-defined]
                          options={"port": str(peer.port)})  # type: ignore[attr-defined]
     fleet.assign_credential("ssh-root", ["wipe-1"])
-    with fleet._session() as s:
+    with fleet.ctx.write() as s:
         s.execute(update(Server).where(Server.hostname == "wipe-1").values(
             primary_ip="127.0.0.1", ssh_host_key=peer.host_key_line))  # type: ignore[attr-defined]
 
@@ -78,7 +78,7 @@ def test_a_disk_is_wiped_over_real_ssh_certified_and_the_server_retired(sqlite_f
     assert [h.to_state for h in history][-2:] == ["decommissioning", "retired"]
     assert "certificates on record" in history[-1].reason
     assert {"decommission.start", "decommission.wipe"} <= {a.action for a in sqlite_fleet.audit(limit=50)}
-    with sqlite_fleet._session() as s:  # an edited certificate no longer matches its digest
+    with sqlite_fleet.ctx.write() as s:  # an edited certificate no longer matches its digest
         s.execute(update(WipeCertificate).values(method="ata-secure-erase"))
     assert sqlite_fleet.wipe_certificates("wipe-1")[0]["intact"] is False
 

@@ -121,7 +121,7 @@ def test_power_status_stops_on_an_auth_failure_and_never_calls_ipmi(
     assert auth.calls == 1
     stats = call(lambda: server.stats.as_dict())
     assert stats["datagrams"] == 0 and stats["sessions_opened"] == 0  # IPMI never spoke to the BMC
-    assert "ipmi" not in fleet._drivers  # nor was the IPMI driver even started
+    assert "ipmi" not in fleet.ctx.started_drivers  # nor was the IPMI driver even started
 
 
 def test_a_sweep_reads_sensors_and_sel_through_their_own_chains_and_records_the_drivers(

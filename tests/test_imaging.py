@@ -100,7 +100,7 @@ async def _installers(fleet: Fleet, root: Path, port: int, silent: set[str], sto
 async def _image(fleet: Fleet, root: Path, silent: set[str], *, resume: int | None = None,
                  cancel_after_deployed: int = 0, forge: dict[str, str] | None = None, **options: Any) -> Any:
     port = free_port()
-    allocate_addresses(fleet, HOSTS)
+    allocate_addresses(fleet.ctx, HOSTS)
     fleet.pxe_render("rack=R01", out=root, manager_url=f"http://{MANAGER}:{port}", os="debian-12")
     server = PxeServer(root, dnsmasq=False, listen=(MANAGER, port))
     await server.start()
@@ -187,7 +187,7 @@ def test_a_stopped_job_resumes_where_it_was_and_leaves_finished_servers_alone(la
     job = fleet.jobs(kind="image")[0]
     assert job.status == "cancelled" and job.params["servers"][HOSTS[0]]["step"] == "deployed"
     cycles_before = sum(1 for a in fleet.audit(action="power.cycle", limit=100) if HOSTS[0] in a.targets)
-    with JobTracker(fleet, "sweep", "") as other:
+    with JobTracker(fleet.ctx, "sweep", "") as other:
         pass
     with pytest.raises(InputError, match="not an image job"):
         asyncio.run(fleet.image(None, resume=other.id))

@@ -18,7 +18,7 @@ from inventory.models import Job, utcnow
 
 
 def test_a_job_shows_its_progress_while_it_runs_and_its_result_after(fleet: Fleet) -> None:
-    with JobTracker(fleet, "sweep", "rack=R1", total=10, min_write_s=0) as job:
+    with JobTracker(fleet.ctx, "sweep", "rack=R1", total=10, min_write_s=0) as job:
         job.progress(advance=3)
         seen = fleet.job(job.id)
         assert (seen.status, seen.done, seen.total, seen.fraction) == ("running", 3, 10, 0.3)
@@ -30,7 +30,7 @@ def test_a_job_shows_its_progress_while_it_runs_and_its_result_after(fleet: Flee
 
 
 def test_an_exception_fails_the_job_and_propagates(fleet: Fleet) -> None:
-    with pytest.raises(RuntimeError), JobTracker(fleet, "image", "rack=R1") as job:
+    with pytest.raises(RuntimeError), JobTracker(fleet.ctx, "image", "rack=R1") as job:
         raise RuntimeError("tftp root missing")
     row = fleet.job(job.id)
     assert row.status == "failed" and row.result["error"] == "tftp root missing"
@@ -39,7 +39,7 @@ def test_an_exception_fails_the_job_and_propagates(fleet: Fleet) -> None:
 
 
 def test_progress_writes_are_throttled_but_the_end_is_always_written(fleet: Fleet) -> None:
-    with JobTracker(fleet, "power", "rack=R1", total=1000, min_write_s=60) as job:
+    with JobTracker(fleet.ctx, "power", "rack=R1", total=1000, min_write_s=60) as job:
         for _ in range(1000):
             job.progress(advance=1)
         assert fleet.job(job.id).done == 0  # nothing written within the minute
@@ -49,9 +49,9 @@ def test_progress_writes_are_throttled_but_the_end_is_always_written(fleet: Flee
 def test_a_job_whose_process_was_killed_reads_as_interrupted(tmp_path: pytest.TempPathFactory) -> None:
     url = f"sqlite:///{tmp_path}/f.db"
     Fleet.init(url, key_path=tmp_path / "k").close()
-    code = ("import sys, time\nfrom fleet import Fleet\nfrom fleet.jobs import JobTracker\n"
+    code = ("import sys, time\nfrom fleet import Fleet\nfrom fleet.core.jobs import JobTracker\n"
             f"f = Fleet.open({url!r})\n"
-            "with JobTracker(f, 'image', 'rack=R1', total=4) as job:\n"
+            "with JobTracker(f.ctx, 'image', 'rack=R1', total=4) as job:\n"
             "    print(job.id, flush=True)\n    time.sleep(60)\n")
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
                             env={**os.environ, "FLEET_SECRET_KEY_FILE": str(tmp_path / "k")})
@@ -69,11 +69,11 @@ def test_a_job_whose_process_was_killed_reads_as_interrupted(tmp_path: pytest.Te
 
 
 def test_a_silent_job_of_another_host_reads_as_interrupted_after_its_heartbeat_goes_stale(fleet: Fleet) -> None:
-    with JobTracker(fleet, "sweep", "") as job:
-        with fleet._session() as s:
+    with JobTracker(fleet.ctx, "sweep", "") as job:
+        with fleet.ctx.write() as s:
             s.execute(update(Job).where(Job.id == job.id).values(owner="elsewhere:1"))
         assert fleet.job(job.id).status == "running"  # fresh heartbeat: trusted
-        with fleet._session() as s:
+        with fleet.ctx.write() as s:
             s.execute(update(Job).where(Job.id == job.id).values(heartbeat_at=utcnow() - timedelta(hours=1)))
         assert fleet.job(job.id).status == "interrupted"
         job.status = "interrupted"
@@ -82,8 +82,8 @@ def test_a_silent_job_of_another_host_reads_as_interrupted_after_its_heartbeat_g
 
 def test_an_interrupted_jobs_finish_time_is_its_last_heartbeat_not_when_it_was_noticed(fleet: Fleet) -> None:
     beat = utcnow() - timedelta(hours=2)
-    with JobTracker(fleet, "sweep", "") as job:
-        with fleet._session() as s:
+    with JobTracker(fleet.ctx, "sweep", "") as job:
+        with fleet.ctx.write() as s:
             s.execute(update(Job).where(Job.id == job.id).values(owner="elsewhere:1", heartbeat_at=beat))
         row = fleet.job(job.id)
         assert row.status == "interrupted"
@@ -95,7 +95,7 @@ def test_throttled_progress_is_written_when_its_interval_is_up_even_without_a_fu
     import asyncio
 
     async def run() -> tuple[int, int, str]:
-        with JobTracker(fleet, "sweep", "", total=0, min_write_s=0.3) as job:
+        with JobTracker(fleet.ctx, "sweep", "", total=0, min_write_s=0.3) as job:
             job.progress(0, total=3, force=True)
             job.progress(advance=3)  # within the interval: throttled
             throttled = fleet.job(job.id).done
@@ -113,8 +113,8 @@ def test_job_steps_move_pending_sent_final_never_back_and_sent_marks_are_group_c
 
     from fleet.core.jobsteps import SendGate, SendStopped, StepLog
 
-    with JobTracker(fleet, "power", "") as job:
-        log = StepLog(fleet._session, job.id)
+    with JobTracker(fleet.ctx, "power", "") as job:
+        log = StepLog(fleet.ctx.write, job.id)
         assert log.open([f"h{i}" for i in range(100)]) == 100 and log.open(["h0", "h100"]) == 1
         committed: list[int] = []
 

@@ -78,7 +78,7 @@ def run(fleet: Fleet, *args, **kw):
 def test_off_acts_then_confirms_by_query(sqlite_fleet: Fleet) -> None:
     _fleet(sqlite_fleet, 2)
     bmcs = ScriptedBmcs({"n00": "on", "n01": "on"}, lag_polls=2)
-    sqlite_fleet._drivers["ipmi"] = bmcs
+    sqlite_fleet.ctx.use_driver("ipmi", bmcs)
     results = run(sqlite_fleet, "off", "n00")
     assert [(r.hostname, r.ok, r.before, r.after, r.outcome) for r in results] == [("n00", True, "on", "off", "done")]
     assert [a[:2] for a in bmcs.actions] == [("n00", "off")]
@@ -87,7 +87,7 @@ def test_off_acts_then_confirms_by_query(sqlite_fleet: Fleet) -> None:
 def test_a_server_whose_state_is_unknown_is_never_acted_on(sqlite_fleet: Fleet) -> None:
     _fleet(sqlite_fleet, 2)
     bmcs = ScriptedBmcs({"n00": "on", "n01": "on"}, dead={"n01"})
-    sqlite_fleet._drivers["ipmi"] = bmcs
+    sqlite_fleet.ctx.use_driver("ipmi", bmcs)
     results = {r.hostname: r for r in run(sqlite_fleet, "cycle", "n00 n01", force=True)}
     assert results["n01"].outcome == "unknown-state" and not results["n01"].ok
     assert "not acted on" in results["n01"].error
@@ -97,7 +97,7 @@ def test_a_server_whose_state_is_unknown_is_never_acted_on(sqlite_fleet: Fleet) 
 def test_already_in_state_and_cycle_of_an_off_server_do_nothing(sqlite_fleet: Fleet) -> None:
     _fleet(sqlite_fleet, 2)
     bmcs = ScriptedBmcs({"n00": "off", "n01": "off"})
-    sqlite_fleet._drivers["ipmi"] = bmcs
+    sqlite_fleet.ctx.use_driver("ipmi", bmcs)
     assert run(sqlite_fleet, "off", "n00")[0].outcome == "already"
     cycled = run(sqlite_fleet, "cycle", "n01")[0]
     assert (cycled.ok, cycled.outcome) == (False, "skipped")
@@ -106,7 +106,7 @@ def test_already_in_state_and_cycle_of_an_off_server_do_nothing(sqlite_fleet: Fl
 
 def test_a_stuck_power_state_times_out_and_is_reported(sqlite_fleet: Fleet) -> None:
     _fleet(sqlite_fleet, 1)
-    sqlite_fleet._drivers["ipmi"] = ScriptedBmcs({"n00": "on"}, stuck={"n00"})
+    sqlite_fleet.ctx.use_driver("ipmi", ScriptedBmcs({"n00": "on"}, stuck={"n00"}))
     r = run(sqlite_fleet, "off", "n00", confirm_timeout_s=0.2)[0]
     assert (r.ok, r.outcome) == (False, "timeout") and "expected off" in r.error
 
@@ -114,7 +114,7 @@ def test_a_stuck_power_state_times_out_and_is_reported(sqlite_fleet: Fleet) -> N
 def test_blast_radius_refuses_most_of_a_rack_without_force_and_audits_the_refusal(sqlite_fleet: Fleet) -> None:
     _fleet(sqlite_fleet, 4)
     bmcs = ScriptedBmcs(dict.fromkeys(["n00", "n01", "n02", "n03"], "on"))
-    sqlite_fleet._drivers["ipmi"] = bmcs
+    sqlite_fleet.ctx.use_driver("ipmi", bmcs)
     with pytest.raises(BlastRadiusExceeded, match="3 of 4 servers in rack par1/R0"):
         run(sqlite_fleet, "off", "n00 n01 n02")
     assert bmcs.actions == []
@@ -134,7 +134,7 @@ def test_blast_radius_counts_servers_fleet_wide() -> None:
 def test_waves_run_in_order_with_a_stagger_between_them(sqlite_fleet: Fleet) -> None:
     names = _fleet(sqlite_fleet, 6, racks=6)
     bmcs = ScriptedBmcs(dict.fromkeys(names, "off"))
-    sqlite_fleet._drivers["ipmi"] = bmcs
+    sqlite_fleet.ctx.use_driver("ipmi", bmcs)
     results = run(sqlite_fleet, "on", "host=n*", wave_size=2, stagger_s=0.15)
     assert all(r.ok for r in results) and sorted({r.wave for r in results}) == [0, 1, 2]
     times = {h: t for h, _, t in bmcs.actions}
@@ -155,14 +155,14 @@ def test_concurrency_is_bounded(sqlite_fleet: Fleet) -> None:
             in_flight -= 1
             return await super().power_status(target)
 
-    sqlite_fleet._drivers["ipmi"] = Counting(dict.fromkeys(names, "on"))
+    sqlite_fleet.ctx.use_driver("ipmi", Counting(dict.fromkeys(names, "on")))
     run(sqlite_fleet, "status", "host=n*", concurrency=3)
     assert peak == 3
 
 
 def test_every_action_is_audited_with_per_target_results(sqlite_fleet: Fleet) -> None:
     _fleet(sqlite_fleet, 2, racks=2)
-    sqlite_fleet._drivers["ipmi"] = ScriptedBmcs({"n00": "on", "n01": "on"}, dead={"n01"})
+    sqlite_fleet.ctx.use_driver("ipmi", ScriptedBmcs({"n00": "on", "n01": "on"}, dead={"n01"}))
     run(sqlite_fleet, "off", "n00 n01")
     entry = sqlite_fleet.audit(action="power.off")[0]
     assert entry.actor == "tester" and entry.targets == ("n00", "n01") and entry.result == "partial"

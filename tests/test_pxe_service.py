@@ -12,7 +12,7 @@ from sqlalchemy import text
 
 from fleet import Fleet
 from fleet.errors import InputError, NotFound, ValidationError
-from fleet.service.pxe import PxeOverrides
+from fleet.ops.pxe import PxeOverrides
 from pxe import callback_token
 from pxe.evidence import DNSMASQ_LOG, HTTP_LOG
 

@@ -46,7 +46,7 @@ def test_schedule_texts_name_the_interval_and_the_inventory() -> None:
 
 
 def test_a_sweep_finding_another_running_is_skipped_with_exit_75(lab_env) -> None:
-    with Fleet.open(lab_env["FLEET_DB"]) as f, sweep_lock(f) as held:
+    with Fleet.open(lab_env["FLEET_DB"]) as f, sweep_lock(f.ctx) as held:
         assert held
         done = fleet(lab_env, "sweep")
     assert done.returncode == 75 and "another sweep" in done.stderr

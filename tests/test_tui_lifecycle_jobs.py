@@ -33,7 +33,7 @@ async def test_an_image_job_shows_each_wave_and_each_servers_evidence_or_reason(
         "db01.par1": {"step": "failed", "wave": 1, "reason": "no DHCP lease for 02:00:00:00:01:04 within 300 s",
                       "evidence": {}},
     }
-    with fleet._session() as s:
+    with fleet.ctx.write() as s:
         s.execute(insert(Job).values(kind="image", selector="rack=R01", status="running", total=3, done=1, failed=1,
                                      actor="tester", owner="elsewhere:1", created_at=T0, started_at=T0,
                                      heartbeat_at=T0.replace(year=2100),

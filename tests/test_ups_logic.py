@@ -44,7 +44,7 @@ def test_runtime_trend_at_load_forecasts_the_replacement_date(sqlite_fleet: Flee
     _history(sqlite_fleet, fading, [(90, 1500, 50), (60, 1400, 50), (30, 1300, 50), (0, 1200, 50)])
     # A quiet night (low load, long runtime) is not mistaken for a healthier battery.
     _history(sqlite_fleet, steady, [(90, 1200, 50), (60, 2400, 25), (30, 1200, 50), (0, 1200, 50)])
-    rows = {r.name: r for r in battery_forecast(sqlite_fleet, min_runtime_s=300)}
+    rows = {r.name: r for r in battery_forecast(sqlite_fleet.ctx, min_runtime_s=300)}
     f = rows["ups-fading"]
     assert f.runtime_trend_s_per_30d == pytest.approx(-100, abs=1)
     # 60000 -> 15000 (300 s at 50 %) at 1666.7 per 10 days: 270 days from now.
@@ -62,7 +62,7 @@ def test_old_batteries_and_replace_battery_status_are_due_now(fleet: Fleet) -> N
     with fleet.engine.begin() as conn:
         conn.execute(insert(UpsState).values(ups_id=flagged, status="on-battery low-battery replace-battery",
                                              last_error=""))
-    rows = {r.name: r for r in battery_forecast(fleet)}
+    rows = {r.name: r for r in battery_forecast(fleet.ctx)}
     assert rows["ups-old"].replace_now and "service life" in rows["ups-old"].reasons[0]
     assert rows["ups-flagged"].replace_now and rows["ups-flagged"].reasons == ("the UPS reports replace-battery",)
 
@@ -132,6 +132,6 @@ def test_an_outlet_on_a_pdu_whose_profile_says_no_outlet_control_is_refused_befo
 
     monkeypatch.setattr(type(sqlite_fleet.driver("snmp")), "outlets", outlets)
     with pytest.raises(Unsupported) as err:
-        asyncio.run(outlet_action(sqlite_fleet, "dumb-pdu:3", "off"))
+        asyncio.run(outlet_action(sqlite_fleet.ctx, "dumb-pdu:3", "off"))
     assert not called
     assert "dumb-pdu outlet 3: profile generic-pdu cannot switch outlets (quirk no-outlet-control" in str(err.value)

@@ -118,7 +118,7 @@ def _sources(args: argparse.Namespace) -> Any:
 
 
 def cmd_render(args: argparse.Namespace, out: Out) -> int:
-    from fleet.service.pxe import PxeOverrides
+    from fleet.ops.pxe import PxeOverrides
 
     overrides = PxeOverrides.load(args.overrides) if args.overrides else None
     with Fleet.open(args.db) as fleet:

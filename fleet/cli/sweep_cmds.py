@@ -53,13 +53,13 @@ def cmd_sweep(args: argparse.Namespace, out: Out) -> int:
     if args.every:
         interval = parse_interval(args.every)
         out.info(f"sweeping every {args.every}; SIGTERM finishes the current sweep and stops")
-        run_every(fleet, interval, selector=args.selector, ups=not args.no_ups, facts=args.facts,
+        run_every(fleet.ctx, interval, selector=args.selector, ups=not args.no_ups, facts=args.facts,
                   remediate=args.remediate, policy=args.policy, on_result=lambda r: _show(r, args, out),
                   on_skip=out.warn, on_error=out.warn,
                   on_remediation=lambda run: out.info(f"remediation: {len(run.applied)} action(s) applied, "
                                                       f"{len(run.plan.held)} held by limits"))
         return 0
-    with sweep_lock(fleet) as held:
+    with sweep_lock(fleet.ctx) as held:
         if not held:
             out.warn("another sweep holds the lock; nothing done")
             return EXIT_SKIPPED

@@ -19,17 +19,21 @@ import socket
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from dataclasses import replace
 from datetime import timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import OperationalError
 
-from fleet.errors import Busy
+from fleet.core.jobsteps import steps_of
+from fleet.errors import Busy, NotFound
+from fleet.model.views import JobRow
 from inventory.db import write_connection
 from inventory.models import Job, utcnow
 
-__all__ = ["STALE_AFTER_S", "JobTracker", "mark_interrupted", "owner_alive"]
+__all__ = ["STALE_AFTER_S", "JobContext", "JobTracker", "get_job", "job_row", "list_jobs", "mark_interrupted",
+           "owner_alive"]
 
 STALE_AFTER_S = 300.0
 _HOST = socket.gethostname()
@@ -81,20 +85,33 @@ def mark_interrupted(engine: Any) -> int:
     return len(dead)
 
 
+class JobContext(Protocol):
+    """What a job tracker needs of its context (:class:`fleet.core.context.Context` has it)."""
+
+    actor: str
+    engine: Any
+
+    def write(self) -> AbstractContextManager[Any]: ...
+
+    def read(self) -> AbstractContextManager[Any]: ...
+
+
 class JobTracker:
-    """Record one operation as a job: ``with JobTracker(fleet, "sweep", selector) as job: job.progress(...)``.
+    """Record one operation as a job: ``with JobTracker(ctx, "sweep", selector) as job: job.progress(...)``.
 
     The tracker writes in its own short transactions, so a job's row is visible to other processes
     (the TUI) while it runs. An exception inside the block marks the job ``failed`` and propagates.
     """
 
-    def __init__(self, fleet: Any, kind: str, selector: str = "", *, params: dict[str, Any] | None = None,
+    def __init__(self, ctx: JobContext | None, kind: str, selector: str = "", *, params: dict[str, Any] | None = None,
                  total: int = 0, min_write_s: float = 0.5, job_id: int | None = None,
                  sessions: Callable[[], AbstractContextManager[Any]] | None = None, actor: str | None = None) -> None:
-        #: ``fleet`` may be None when ``sessions`` (a committing session factory) and ``actor`` are given.
-        self.fleet = fleet
-        self._sessions = sessions or fleet._session
-        self.actor = actor if actor is not None else fleet.actor
+        #: ``ctx`` (:class:`fleet.core.context.Context`) may be None when ``sessions`` (a committing
+        #: session factory) and ``actor`` are given.
+        if ctx is None and (sessions is None or actor is None):
+            raise TypeError("JobTracker needs a context, or both sessions and actor")
+        self._sessions = sessions or ctx.write  # type: ignore[union-attr]
+        self.actor = actor if actor is not None else ctx.actor  # type: ignore[union-attr]
         self.kind = kind
         self.selector = selector[:512]
         self.params = dict(params or {})
@@ -206,3 +223,35 @@ class JobTracker:
         elif self.status == "done" and self.failed:
             self.status = "partial"
         self._write(final=True, status=self.status, finished_at=utcnow())
+
+
+def job_row(j: Job) -> JobRow:
+    """The result type of a job row."""
+    return JobRow(id=j.id or 0, kind=j.kind, selector=j.selector, status=j.status, total=j.total, done=j.done,
+                  failed=j.failed, actor=j.actor, owner=j.owner, created_at=j.created_at, started_at=j.started_at,
+                  finished_at=j.finished_at, heartbeat_at=j.heartbeat_at, params=dict(j.params or {}),
+                  result=dict(j.result or {}))
+
+
+def list_jobs(ctx: JobContext, *, kind: str | None = None, status: str | None = None, limit: int = 50
+              ) -> list[JobRow]:
+    """Jobs newest first; a running job whose process died reads as ``interrupted``."""
+    mark_interrupted(ctx.engine)
+    with ctx.read() as s:
+        q = select(Job).order_by(Job.id.desc()).limit(limit)
+        if kind:
+            q = q.where(Job.kind == kind)
+        if status:
+            q = q.where(Job.status == status)
+        return [job_row(j) for j in s.execute(q).scalars()]
+
+
+def get_job(ctx: JobContext, job_id: int) -> JobRow:
+    """One job with its per-target steps."""
+    mark_interrupted(ctx.engine)
+    with ctx.read() as s:
+        j = s.get(Job, job_id)
+        if j is None:
+            raise NotFound(f"no job {job_id}")
+        row = job_row(j)
+    return replace(row, steps=tuple(steps_of(ctx.write, job_id)))

@@ -20,11 +20,13 @@ from sqlalchemy import select, update
 from fleet.drivers.base import Target
 from fleet.errors import DriverError
 from fleet.model.facts import InventoryDisk, InventoryNic, ServerInventoryView, reconcile
+from fleet.ops.events import Finding, record_events
 from inventory.db import write_connection
 from inventory.models import Credential, Disk, Nic, Server, utcnow
+from inventory.selectors import parse_selector
 
 if TYPE_CHECKING:
-    from fleet.service.facade import Fleet
+    from fleet.core.context import Context
 
 __all__ = ["FactsResult", "SshServers", "collect", "ssh_servers", "ssh_target"]
 
@@ -62,10 +64,10 @@ class SshServers:
         return row.primary_ip or self.first_ip.get(row.id)
 
 
-def ssh_servers(fleet: Fleet, selector: Any, *, configured_only: bool = False) -> SshServers:
+def ssh_servers(ctx: Context, selector: Any, *, configured_only: bool = False) -> SshServers:
     """The selected servers with their SSH credential rows and inventory disks and NICs (one read)."""
-    sel = fleet.selector(selector)
-    with fleet.engine.connect() as conn:
+    sel = parse_selector(selector)
+    with ctx.engine.connect() as conn:
         query = sel.apply(select(Server.id, Server.hostname, Server.state, Server.serial, Server.primary_ip,
                                  Server.ssh_host_key, Server.bmc_host, Credential.name.label("cred"),
                                  Credential.username, Credential.secret, Credential.options)
@@ -86,7 +88,7 @@ def ssh_servers(fleet: Fleet, selector: Any, *, configured_only: bool = False) -
     return out
 
 
-def ssh_target(fleet: Fleet, row: Any, address: str | None) -> tuple[Target | None, str]:
+def ssh_target(ctx: Context, row: Any, address: str | None) -> tuple[Target | None, str]:
     """The SSH target of a server row (hostname, state, ssh_host_key, cred, username, secret, options), or
     None and why not. A pinned host key is enforced; without one, only new/commissioning servers pin."""
     if row.cred is None:
@@ -98,30 +100,28 @@ def ssh_target(fleet: Fleet, row: Any, address: str | None) -> tuple[Target | No
         options["known_host_key"] = row.ssh_host_key
     elif row.state in _PIN_STATES:
         options["pin_on_first_contact"] = True
-    secret = fleet.keyring.open(row.secret, name=f"credential {row.cred}")
+    secret = ctx.keyring.open(row.secret, name=f"credential {row.cred}")
     cred_options = row.options or {}
     if secret.reveal().lstrip().startswith("-----BEGIN"):
         options["private_key"] = secret
     port = int(cred_options.get("port", 22))
     return Target(name=row.hostname, host=address, port=port, username=row.username,
-                  password=None if "private_key" in options else secret, timeout=fleet.device_timeout,
+                  password=None if "private_key" in options else secret, timeout=ctx.device_timeout,
                   options=options), ""
 
 
-async def collect(fleet: Fleet, selector: str | Sequence[str] | None, *, concurrency: int = 16,
+async def collect(ctx: Context, selector: str | Sequence[str] | None, *, concurrency: int = 16,
                   configured_only: bool = False) -> FactsResult:
     """Facts of the selected servers; ``configured_only`` (sweeps) skips servers with no SSH credential."""
-    from fleet.ops.sweep import Finding, record_events
-
     result = FactsResult()
-    known = ssh_servers(fleet, selector, configured_only=configured_only)
+    known = ssh_servers(ctx, selector, configured_only=configured_only)
     rows = known.rows
     disks, nics = known.disks, known.nics
-    driver = fleet.driver("ssh")
+    driver = ctx.driver("ssh")
     sem = asyncio.Semaphore(concurrency)
 
     async def one(row: Any) -> tuple[Any, Any, str]:
-        target, why = ssh_target(fleet, row, known.address(row))
+        target, why = ssh_target(ctx, row, known.address(row))
         if target is None:
             return row, None, why
         async with sem:
@@ -154,12 +154,12 @@ async def collect(fleet: Fleet, selector: str | Sequence[str] | None, *, concurr
         for kind, messages in by_kind.items():
             severity = "critical" if kind in ("disk-failing", "serial-changed", "disk-missing") else "warning"
             findings.append(Finding("server", row.id, row.hostname, kind, severity, "; ".join(messages)[:500]))
-    with write_connection(fleet.engine) as conn:  # pinned keys and drift events together, or neither
+    with write_connection(ctx.engine) as conn:  # pinned keys and drift events together, or neither
         for sid, key in pins.items():
             conn.execute(update(Server).where(Server.id == sid).values(ssh_host_key=key))
         result.opened, _updated, result.resolved = record_events(conn, now, findings, judged)
-    with fleet._session() as s:
-        fleet._audit(s, "facts", list(result.facts) + list(result.errors),
+    with ctx.write() as s:
+        ctx.audit(s, "facts", list(result.facts) + list(result.errors),
                      "ok" if not result.errors else "partial", pinned=result.pinned,
                      drift=sum(len(v) for v in result.drift.values()))
     return result

@@ -27,34 +27,29 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, insert, select
 from sqlalchemy.exc import OperationalError
 
+from fleet.core.targets import bmc_targets
 from fleet.drivers.chain import build_chain, call_chain
 from fleet.errors import AuthFailed, Busy, DriverError
+from fleet.ops.events import Finding, record_events
+from fleet.ops.facts import collect
+from fleet.ops.thresholds import threshold_overrides
 from fleet.profiles import SensorSpec
 from inventory.db import write_connection
-from inventory.models import Event, Reading, Server, ServerState, utcnow
+from inventory.models import Reading, Server, ServerState, utcnow
+from inventory.selectors import parse_selector
 
 if TYPE_CHECKING:
-    from fleet.service.facade import Fleet
+    from fleet.core.context import Context
 
-__all__ = ["Finding", "SweepResult", "record_events", "sweep"]
+__all__ = ["SweepResult", "run_sweep", "sweep"]
 
 _BREAKER_BASE_S = 60.0
 #: On battery with less runtime than this (or the UPS's own low-battery flag): an ups-low-runtime event.
 LOW_RUNTIME_S = 900.0
 _BREAKER_MAX_S = 3600.0
-
-
-@dataclass
-class Finding:
-    target_kind: str
-    target_id: int
-    target_name: str
-    kind: str
-    severity: str
-    message: str
 
 
 @dataclass
@@ -89,13 +84,13 @@ def _is_ecc(text: str) -> bool:
     return "ecc" in low and "uncorrectable" in low and "correctable ecc" not in low.replace("uncorrectable", "")
 
 
-async def _read_server(fleet: Fleet, target: Any, profile: Any, last_sel: int, sem: asyncio.Semaphore,
+async def _read_server(ctx: Context, target: Any, profile: Any, last_sel: int, sem: asyncio.Semaphore,
                        progress: Any = None) -> dict[str, Any]:
     """Power, sensors and SEL, each through its own capability's chain (:mod:`fleet.drivers.chain`)."""
     out: dict[str, Any] = {"power": None, "sensors": [], "sel": [], "error": "", "drivers": {}}
 
     async def read(capability: str, method: str) -> Any:
-        answer = await call_chain(build_chain(capability, profile, [target]), fleet.driver,
+        answer = await call_chain(build_chain(capability, profile, [target]), ctx.driver,
                                   lambda d, t: getattr(d, method)(t), capability=capability, target=target.name)
         if answer.error is not None:
             raise answer.error
@@ -120,7 +115,7 @@ async def _read_server(fleet: Fleet, target: Any, profile: Any, last_sel: int, s
     return out
 
 
-async def sweep(fleet: Fleet, selector: str | Sequence[str] | None = None, *, ups: bool = True,
+async def sweep(ctx: Context, selector: str | Sequence[str] | None = None, *, ups: bool = True,
                 concurrency: int = 256, min_interval_s: float = 0.0, probe_all: bool = False,
                 now: datetime | None = None, progress: Any = None) -> SweepResult:
     """Run one sweep over the selected servers (and every UPS when ``ups``); see the module docstring.
@@ -133,12 +128,12 @@ async def sweep(fleet: Fleet, selector: str | Sequence[str] | None = None, *, up
     now = now or utcnow()
     started = time.monotonic()
     result = SweepResult(started_at=now)
-    targets, problems = fleet.bmc_targets(selector)
+    targets, problems = bmc_targets(ctx, selector)
     result.servers = len(targets) + len(problems)
     for p in problems:
         host, _, why = p.partition(": ")
         result.errors[host] = why
-    with fleet.engine.connect() as conn:
+    with ctx.engine.connect() as conn:
         ids = dict(conn.execute(select(Server.hostname, Server.id).where(
             Server.hostname.in_([h for h, _, _ in targets]))).all()) if targets else {}
         prior = {sid: summary or {} for sid, summary in conn.execute(
@@ -157,9 +152,9 @@ async def sweep(fleet: Fleet, selector: str | Sequence[str] | None = None, *, up
     result.servers_skipped = len(skipped)
     if progress is not None:
         progress(0, len(due), phase="reading")
-    reads = await asyncio.gather(*(_read_server(fleet, t, p, int(prior.get(ids[h], {}).get("sel_last", 0)), sem,
+    reads = await asyncio.gather(*(_read_server(ctx, t, p, int(prior.get(ids[h], {}).get("sel_last", 0)), sem,
                                                 progress) for h, t, p in due))
-    overrides = fleet.threshold_overrides([h for h, _, _ in due]) if due else {}
+    overrides = threshold_overrides(ctx, [h for h, _, _ in due]) if due else {}
     findings: list[Finding] = []
     judged: dict[tuple[str, int], set[str]] = {}  # target → kinds this sweep could judge
     readings: list[dict[str, Any]] = []
@@ -226,12 +221,12 @@ async def sweep(fleet: Fleet, selector: str | Sequence[str] | None = None, *, up
                        "power_source": "sweep", "health": worst,
                        "bmc_reachable": True, "last_seen": now, "last_error": "", "summary": summary})
     if ups:
-        from fleet.ops.ups import _ups_rows, ups_status
+        from fleet.ops.ups import ups_rows, ups_status
 
         if progress is not None:
             progress(0, phase="ups")
-        ups_ids = {u.name: u.id for u, *_ in _ups_rows(fleet, None, feeds=False)}
-        ups_reads = await ups_status(fleet, None, record=True)
+        ups_ids = {u.name: u.id for u, *_ in ups_rows(ctx, None, feeds=False)}
+        ups_reads = await ups_status(ctx, None, record=True)
         result.ups = len(ups_reads)
         for r in ups_reads:
             uid = ups_ids[r.name]
@@ -257,7 +252,7 @@ async def sweep(fleet: Fleet, selector: str | Sequence[str] | None = None, *, up
     result.readings = len(readings)
     for attempt in range(5):  # a database locked for longer than its busy timeout: wait and write again
         try:
-            _write(fleet, now, readings, states, findings, judged, result)
+            _write(ctx, now, readings, states, findings, judged, result)
             break
         except (OperationalError, Busy) as exc:
             if (not isinstance(exc, Busy) and "locked" not in str(exc).lower()) or attempt == 4:
@@ -274,10 +269,10 @@ def _parse(value: Any) -> datetime | None:
     return datetime.fromisoformat(value) if isinstance(value, str) else value
 
 
-def _write(fleet: Fleet, now: datetime, readings: list[dict[str, Any]], states: list[dict[str, Any]],
+def _write(ctx: Context, now: datetime, readings: list[dict[str, Any]], states: list[dict[str, Any]],
            findings: list[Finding], judged: dict[tuple[str, int], set[str]], result: SweepResult) -> None:
     """One transaction: readings, latest states, events opened/updated/resolved."""
-    with write_connection(fleet.engine) as conn:
+    with write_connection(ctx.engine) as conn:
         for i in range(0, len(readings), 5000):
             conn.execute(insert(Reading), readings[i:i + 5000])
         if states:
@@ -291,38 +286,29 @@ def _write(fleet: Fleet, now: datetime, readings: list[dict[str, Any]], states: 
         result.resolved += resolved
 
 
-def record_events(conn: Any, now: datetime, findings: Sequence[Finding], judged: dict[tuple[str, int], set[str]]
-                  ) -> tuple[list[str], list[str], list[str]]:
-    """Open, update and resolve events on ``conn`` (the caller's transaction): (opened, updated, resolved).
-
-    A finding opens an event, or updates the open one of the same target and kind; an open event of a
-    kind in ``judged[target]`` that no finding repeats is resolved. Sweeps and SSH facts both record here.
-    """
-    opened: list[str] = []
-    updated: list[str] = []
-    resolved: list[str] = []
-    open_events = {(e.target_kind, e.target_id, e.kind): e for e in conn.execute(
-        select(Event.id, Event.target_kind, Event.target_id, Event.kind, Event.target_name)
-        .where(Event.status != "resolved"))}
-    seen: set[tuple[str, int, str]] = set()
-    for f in findings:
-        key = (f.target_kind, f.target_id, f.kind)
-        seen.add(key)
-        label = f"{f.kind} {f.target_name}"
-        if key in open_events:
-            conn.execute(update(Event).where(Event.id == open_events[key].id).values(
-                updated_at=now, count=Event.count + 1, message=f.message, severity=f.severity))
-            updated.append(label)
-        else:
-            conn.execute(insert(Event).values(
-                opened_at=now, updated_at=now, target_kind=f.target_kind, target_id=f.target_id,
-                target_name=f.target_name, kind=f.kind, severity=f.severity, status="open", message=f.message,
-                count=1, acked_by="", dedup_key=f"{f.kind}:{f.target_kind}:{f.target_id}"))
-            opened.append(label)
-    for key, ev in open_events.items():
-        target_kind, target_id, kind = key
-        if key not in seen and kind in judged.get((target_kind, target_id), ()):
-            conn.execute(update(Event).where(Event.id == ev.id).values(
-                status="resolved", resolved_at=now, updated_at=now, dedup_key=None))
-            resolved.append(f"{kind} {ev.target_name}")
-    return opened, updated, resolved
+async def run_sweep(ctx: Context, selector: str | Sequence[str] | None = None, *, ups: bool = True,
+                    concurrency: int = 256, min_interval_s: float = 0.0, probe_all: bool = False,
+                    facts: bool = False, facts_concurrency: int = 16) -> SweepResult:
+    """:func:`sweep` as a job (``kind="sweep"``, live progress) and an audit row; with ``facts``, SSH facts
+    of the selected servers that have an SSH credential too (drift events)."""
+    with ctx.job("sweep", str(parse_selector(selector)), params={"ups": ups}) as job:
+        result = await sweep(ctx, selector, ups=ups, concurrency=concurrency, min_interval_s=min_interval_s,
+                             probe_all=probe_all, progress=lambda n, total=None, phase=None: job.progress(
+                                 advance=n, total=total, force=total is not None or phase is not None,
+                                 **({"phase": phase} if phase else {})))
+        job.failed = len(result.errors)
+        job.done = max(0, result.servers - result.servers_skipped - job.failed)
+        job.total = max(job.total, result.servers - result.servers_skipped)
+        if facts:
+            got = await collect(ctx, selector, concurrency=facts_concurrency, configured_only=True)
+            result.facts_read = len(got.facts)
+            result.opened += got.opened
+            result.resolved += got.resolved
+            result.errors.update({h: f"ssh: {e}" for h, e in got.errors.items() if h not in result.errors})
+        job.result.update(servers=result.servers, read=result.servers_read, skipped=result.servers_skipped,
+                          opened=len(result.opened), resolved=len(result.resolved))
+    with ctx.write() as s:
+        ctx.audit(s, "sweep", [str(parse_selector(selector)) or "all"],
+                  "ok" if not result.errors else "partial", servers=result.servers,
+                  read=result.servers_read, opened=len(result.opened), resolved=len(result.resolved))
+    return result

@@ -32,7 +32,7 @@ from inventory.secrets import Secret
 from inventory.selectors import glob_to_like
 
 if TYPE_CHECKING:
-    from fleet.service.facade import Fleet
+    from fleet.core.context import Context
 
 __all__ = [
     "BatteryForecast",
@@ -93,12 +93,12 @@ def _any_like(column: Any, values: list[str]) -> ColumnElement[bool]:
     return or_(*(column.like(glob_to_like(v), escape="\\") for v in values))
 
 
-def device_target(fleet: Fleet, *, name: str, host: str, port: int, protocol: str, profile: str,
+def device_target(ctx: Context, *, name: str, host: str, port: int, protocol: str, profile: str,
                   credential: Credential | None, nut_name: str = "") -> Target:
     """A driver target for a UPS or PDU, with its credential opened (the secret stays a Secret)."""
     if credential is None:
         raise InputError(f"{name}: no credential assigned (fleet credentials assign NAME {name})")
-    secret = fleet.keyring.open(credential.secret, name=f"credential {credential.name}")
+    secret = ctx.keyring.open(credential.secret, name=f"credential {credential.name}")
     options: dict[str, Any] = {"profile": profile}
     if protocol == "nut":
         if credential.kind != "nut":
@@ -112,7 +112,7 @@ def device_target(fleet: Fleet, *, name: str, host: str, port: int, protocol: st
     else:
         raise InputError(f"{name}: an SNMP device needs an snmp-v2c or snmp-v3 credential, not {credential.kind}")
     # SNMP's timeout is per attempt (the driver retries once): 1 s keeps a dead agent at about 2 s.
-    timeout = fleet.device_timeout if protocol == "nut" else min(fleet.device_timeout, 1.0)
+    timeout = ctx.device_timeout if protocol == "nut" else min(ctx.device_timeout, 1.0)
     return Target(name=name, host=host, port=port, username=credential.username, password=secret,
                   timeout=timeout, options=options)
 
@@ -149,14 +149,14 @@ class UpsReading:
         }
 
 
-def _ups_rows(fleet: Fleet, selector: str | Sequence[str] | None, *, feeds: bool = True) -> list[Any]:
+def ups_rows(ctx: Context, selector: str | Sequence[str] | None, *, feeds: bool = True) -> list[Any]:
     cond = parse_ups_selector(selector)
     stmt = (select(Ups, Site.code, Rack.name, Credential)
             .join(Site, Site.id == Ups.site_id).outerjoin(Rack, Rack.id == Ups.rack_id)
             .outerjoin(Credential, Credential.id == Ups.credential_id).order_by(Ups.name))
     if cond is not None:
         stmt = stmt.where(cond)
-    with Session(fleet.engine) as s:
+    with Session(ctx.engine) as s:
         rows = s.execute(stmt).all()
         # The servers each UPS carries, through its PDUs and any number of hops.
         carries = carried_hostnames(s, {"ups": None if cond is None else [r[0].id for r in rows]}) \
@@ -164,10 +164,10 @@ def _ups_rows(fleet: Fleet, selector: str | Sequence[str] | None, *, feeds: bool
     return [(ups, site, rack, cred, carries.get(("ups", ups.id), ())) for ups, site, rack, cred in rows]
 
 
-async def ups_status(fleet: Fleet, selector: str | Sequence[str] | None = None, *, concurrency: int = 64,
+async def ups_status(ctx: Context, selector: str | Sequence[str] | None = None, *, concurrency: int = 64,
                      record: bool = True) -> list[UpsReading]:
     """Read every selected UPS; record the latest state (and readings) unless ``record`` is False."""
-    rows = _ups_rows(fleet, selector)
+    rows = ups_rows(ctx, selector)
     if not rows and selector:
         raise NotFound(f"no UPS matches {selector!r}")
     sem = asyncio.Semaphore(concurrency)
@@ -176,10 +176,10 @@ async def ups_status(fleet: Fleet, selector: str | Sequence[str] | None = None, 
                   ) -> UpsReading:
         battery, error = None, ""
         try:
-            target = device_target(fleet, name=ups.name, host=ups.host, port=ups.port, protocol=ups.protocol,
+            target = device_target(ctx, name=ups.name, host=ups.host, port=ups.port, protocol=ups.protocol,
                                    profile=ups.profile, credential=cred, nut_name=ups.nut_name)
             async with sem:
-                battery = await fleet.driver(ups.protocol).battery(target)
+                battery = await ctx.driver(ups.protocol).battery(target)
         except (DriverError, InputError) as exc:
             error = str(exc)
         return UpsReading(ups.name, site, rack, ups.kind, ups.protocol, ups.profile, battery, error,
@@ -187,11 +187,11 @@ async def ups_status(fleet: Fleet, selector: str | Sequence[str] | None = None, 
 
     readings = list(await asyncio.gather(*(one(*r) for r in rows)))
     if record and readings:
-        _record(fleet, {r[0].name: r[0].id for r in rows}, readings)
+        _record(ctx, {r[0].name: r[0].id for r in rows}, readings)
     return readings
 
 
-def _record(fleet: Fleet, ids: dict[str, int], readings: list[UpsReading]) -> None:
+def _record(ctx: Context, ids: dict[str, int], readings: list[UpsReading]) -> None:
     """Latest state per UPS (upsert) and one reading per metric: the history battery trends need."""
     now = utcnow()
     rows, states = [], []
@@ -208,7 +208,7 @@ def _record(fleet: Fleet, ids: dict[str, int], readings: list[UpsReading]) -> No
                 if value is not None and math.isfinite(value):
                     rows.append({"ts": now, "target_kind": "ups", "target_id": ids[r.name], "metric": metric,
                                  "value": float(value), "unit": unit})
-    with write_connection(fleet.engine) as conn:
+    with write_connection(ctx.engine) as conn:
         conn.execute(UpsState.__table__.delete().where(UpsState.ups_id.in_([s["ups_id"] for s in states])))
         conn.execute(insert(UpsState), states)
         if rows:
@@ -231,9 +231,9 @@ class OutletResult:
                 "ok": self.ok, "before": self.before, "after": self.after, "error": self.error}
 
 
-def _outlet_targets(fleet: Fleet, spec: str) -> list[tuple[str, str, int, str | None, Target]]:
+def _outlet_targets(ctx: Context, spec: str) -> list[tuple[str, str, int, str | None, Target]]:
     """``DEVICE:N`` (a PDU's or UPS's outlet) or a server's host name (every outlet feeding it)."""
-    with Session(fleet.engine) as s:
+    with Session(ctx.engine) as s:
         if ":" in spec:
             device, _, number = spec.rpartition(":")
             if not number.isdigit():
@@ -262,23 +262,23 @@ def _outlet_targets(fleet: Fleet, spec: str) -> list[tuple[str, str, int, str | 
             parent = Outlet.pdu_id if kind == "pdu" else Outlet.ups_id
             server_name = s.execute(select(Server.hostname).join(Outlet, Outlet.server_id == Server.id)
                                     .where(parent == obj.id, Outlet.number == number)).scalar_one_or_none()
-            refuse_outlet_switching(fleet.profiles.get(obj.profile) if obj.profile in fleet.profiles else None,
+            refuse_outlet_switching(ctx.profiles.get(obj.profile) if obj.profile in ctx.profiles else None,
                                     obj.name, number)  # before credentials: a passive PDU has none
             cred = s.get(Credential, obj.credential_id) if obj.credential_id else None
             protocol = obj.protocol if kind == "ups" else "snmp"
-            target = device_target(fleet, name=obj.name, host=obj.host, port=obj.port, protocol=protocol,
+            target = device_target(ctx, name=obj.name, host=obj.host, port=obj.port, protocol=protocol,
                                    profile=obj.profile, credential=cred, nut_name=getattr(obj, "nut_name", ""))
             out.append((obj.name, protocol, number, server_name, target))
     return out
 
 
-async def outlet_action(fleet: Fleet, spec: str, action: str) -> list[OutletResult]:
+async def outlet_action(ctx: Context, spec: str, action: str) -> list[OutletResult]:
     """Switch an outlet (or every outlet feeding a server) and confirm it by reading it back. Audited."""
     if action not in ("on", "off", "cycle"):
         raise InputError(f"unknown outlet action {action!r}: on, off or cycle")
     results = []
-    for device, protocol, number, server, target in _outlet_targets(fleet, spec):
-        driver = fleet.driver(protocol)
+    for device, protocol, number, server, target in _outlet_targets(ctx, spec):
+        driver = ctx.driver(protocol)
         before = after = "unknown"
         try:
             before = _state_of(await driver.outlets(target), number)
@@ -290,8 +290,8 @@ async def outlet_action(fleet: Fleet, spec: str, action: str) -> list[OutletResu
         except DriverError as exc:
             ok, error = False, str(exc)
         results.append(OutletResult(device, number, server, action, ok, before, after, error))
-    with fleet._session() as s:
-        fleet._audit(s, f"outlet.{action}", [f"{r.device}:{r.outlet}" for r in results],
+    with ctx.write() as s:
+        ctx.audit(s, f"outlet.{action}", [f"{r.device}:{r.outlet}" for r in results],
                      "ok" if all(r.ok for r in results) else ("failed" if not any(r.ok for r in results)
                                                               else "partial"),
                      servers=[r.server for r in results if r.server], errors={f"{r.device}:{r.outlet}": r.error
@@ -336,7 +336,7 @@ class BatteryForecast:
                 "replace_now": self.replace_now, "reasons": list(self.reasons)}
 
 
-def battery_forecast(fleet: Fleet, selector: str | Sequence[str] | None = None, *, min_runtime_s: float = 300.0,
+def battery_forecast(ctx: Context, selector: str | Sequence[str] | None = None, *, min_runtime_s: float = 300.0,
                      life_years: float | None = None) -> list[BatteryForecast]:
     """A replacement forecast per UPS.
 
@@ -346,13 +346,13 @@ def battery_forecast(fleet: Fleet, selector: str | Sequence[str] | None = None, 
     reaches ``min_runtime_s`` at today's load is the trend's due date. A UPS that reports
     replace-battery is due now, whatever the figures say.
     """
-    rows = _ups_rows(fleet, selector, feeds=False)
+    rows = ups_rows(ctx, selector, feeds=False)
     today = datetime.now(UTC).date()
     out = []
-    with Session(fleet.engine) as s:
+    with Session(ctx.engine) as s:
         states = {st.ups_id: st for st in s.execute(select(UpsState)).scalars()}
         for ups, *_ in rows:
-            life = life_years or _profile_life(fleet, ups.profile)
+            life = life_years or _profile_life(ctx, ups.profile)
             reasons: list[str] = []
             due_age = (ups.battery_installed + timedelta(days=round(life * 365.25))) if ups.battery_installed else None
             samples = _runtime_samples(s, ups.id)
@@ -373,9 +373,9 @@ def battery_forecast(fleet: Fleet, selector: str | Sequence[str] | None = None, 
     return out
 
 
-def _profile_life(fleet: Fleet, profile: str) -> float:
-    if profile in fleet.profiles:
-        quirk = fleet.profiles.get(profile).quirk("battery-life-years")
+def _profile_life(ctx: Context, profile: str) -> float:
+    if profile in ctx.profiles:
+        quirk = ctx.profiles.get(profile).quirk("battery-life-years")
         if quirk is not None and isinstance(quirk.value, int | float):
             return float(quirk.value)
     return DEFAULT_BATTERY_LIFE_Y
@@ -417,33 +417,33 @@ def _trend(samples: list[tuple[datetime, float, float]], min_runtime_s: float
     return round(per_30d, 1), due
 
 
-async def detect_profile(fleet: Fleet, *, host: str, port: int, protocol: str, credential: str,
+async def detect_profile(ctx: Context, *, host: str, port: int, protocol: str, credential: str,
                          nut_name: str = "", kind: str | None = None) -> tuple[str, str]:
     """Recognise a UPS or PDU (``kind``): (profile name, how it was chosen).
 
     SNMP: the profile whose sysObjectID matches and whose MIBs the agent answers, else the one
     profile (or the preferred one) whose MIB families the agent answers. NUT: by the driver upsd runs.
     """
-    with Session(fleet.engine) as s:
+    with Session(ctx.engine) as s:
         cred = s.execute(select(Credential).where(Credential.name == credential)).scalar_one_or_none()
     if cred is None:
         raise NotFound(f"no credential named {credential!r}")
     if protocol == "nut":
-        target = device_target(fleet, name=f"{nut_name}@{host}", host=host, port=port, protocol="nut",
+        target = device_target(ctx, name=f"{nut_name}@{host}", host=host, port=port, protocol="nut",
                                profile="", credential=cred, nut_name=nut_name)
-        status = await fleet.driver("nut").battery(target)
+        status = await ctx.driver("nut").battery(target)
         driver_name = str(status.extra.get("driver.name", "")) if status.extra else ""
-        for p in fleet.profiles.of_kind("ups"):
+        for p in ctx.profiles.of_kind("ups"):
             if p.nut is not None and driver_name and p.nut.driver == driver_name:
                 return p.name, f"NUT driver {driver_name}"
         return "apc-back-ups-nut" if "usbhid" in driver_name else "nut-dummy", f"NUT driver {driver_name or 'unknown'}"
     from fleet.drivers.snmp import choose_profile
 
-    target = device_target(fleet, name=host, host=host, port=port, protocol="snmp", profile="", credential=cred)
-    driver = fleet.driver("snmp")
+    target = device_target(ctx, name=host, host=host, port=port, protocol="snmp", profile="", credential=cred)
+    driver = ctx.driver("snmp")
     ident = await driver.identify(target)
     oid = str(ident.get("sys_object_id") or "").lstrip(".")
-    profile, why = choose_profile(fleet.profiles, oid or None, await driver.probe_mibs(target), kind=kind)
+    profile, why = choose_profile(ctx.profiles, oid or None, await driver.probe_mibs(target), kind=kind)
     if profile is None:
         raise NotFound(f"{host}: cannot tell the model ({why}); give --profile")
     return profile.name, why

@@ -39,11 +39,15 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import insert, select
 
+from fleet.core.targets import hostnames, servers
 from fleet.errors import DriverError, InputError, NotFound
+from fleet.ops.lifecycle import move_to
+from fleet.ops.power_action import power
 from inventory.models import WipeCertificate, utcnow
+from inventory.selectors import parse_selector
 
 if TYPE_CHECKING:
-    from fleet.service.facade import Fleet
+    from fleet.core.context import Context
 
 __all__ = ["DECOMMISSION_STATES", "METHODS", "WIPE_SCRIPT", "DecommissionResult", "certificate_digest",
            "certificates", "check_decommission", "parse_wipe_output", "run_decommission"]
@@ -186,28 +190,28 @@ def _ts(text: str | None) -> datetime | None:
         return None
 
 
-def check_decommission(fleet: Fleet, selector: Any) -> list[str]:
+def check_decommission(ctx: Context, selector: Any) -> list[str]:
     """The selected servers' host names, or :class:`InputError` naming every one whose state does not allow
     decommissioning (nothing is changed either way)."""
-    hostnames = fleet.hostnames(selector)
-    if not hostnames:
-        raise NotFound(f"no servers match {fleet.selector(selector)!s}")
-    refused = [f"{r.hostname}: {r.state}" for r in fleet.servers(hostnames) if r.state not in DECOMMISSION_STATES]
+    names = hostnames(ctx, selector)
+    if not names:
+        raise NotFound(f"no servers match {parse_selector(selector)!s}")
+    refused = [f"{r.hostname}: {r.state}" for r in servers(ctx, names) if r.state not in DECOMMISSION_STATES]
     if refused:
         raise InputError(f"{len(refused)} server(s) cannot be decommissioned now: {'; '.join(refused[:10])}. "
                          f"Decommissioning takes servers that are {', '.join(DECOMMISSION_STATES)}")
-    return hostnames
+    return names
 
 
-def _rows(fleet: Fleet, hostnames: Sequence[str]) -> dict[str, Any]:
+def _rows(ctx: Context, hostnames: Sequence[str]) -> dict[str, Any]:
     from fleet.ops.facts import ssh_servers
 
-    known = ssh_servers(fleet, list(hostnames))
+    known = ssh_servers(ctx, list(hostnames))
     return {r.hostname: {"row": r, "address": known.address(r), "disks": known.disks.get(r.id, [])}
             for r in known.rows}
 
 
-async def run_decommission(fleet: Fleet, selector: Any, *, finish: str = "retired", method: str = "auto",
+async def run_decommission(ctx: Context, selector: Any, *, finish: str = "retired", method: str = "auto",
                            power_off: bool = True, concurrency: int = 8, timeout_s: float = 6 * 3600.0,
                            only_devices: Sequence[str] = ()) -> DecommissionResult:
     """Drain, wipe over SSH, certify, power off and retire the selected servers (module docstring)."""
@@ -221,24 +225,24 @@ async def run_decommission(fleet: Fleet, selector: Any, *, finish: str = "retire
     for dev in only_devices:
         if not re.fullmatch(r"[a-z][a-z0-9]{1,31}", dev):
             raise InputError(f"device names are like sda or nvme0n1, not {dev!r}")
-    hostnames = check_decommission(fleet, selector)
-    info = _rows(fleet, hostnames)
+    hostnames = check_decommission(ctx, selector)
+    info = _rows(ctx, hostnames)
     result = DecommissionResult(job_id=0)
     sem = asyncio.Semaphore(concurrency)
-    driver = fleet.driver("ssh")
-    with JobTracker(fleet, "decommission", str(fleet.selector(selector)), total=len(hostnames),
+    driver = ctx.driver("ssh")
+    with JobTracker(ctx, "decommission", str(parse_selector(selector)), total=len(hostnames),
                     params={"finish": finish, "method": method}) as job:
         result.job_id = job.id or 0
         for h in hostnames:
-            fleet.move_to(h, "decommissioning", reason=f"decommission job {job.id}: drained for wiping")
+            move_to(ctx, h, "decommissioning", reason=f"decommission job {job.id}: drained for wiping")
             result.servers[h] = {"state": "decommissioning", "disks": [], "reason": ""}
-        with fleet._session() as s:
-            fleet._audit(s, "decommission.start", hostnames, job=job.id, finish=finish, method=method)
+        with ctx.write() as s:
+            ctx.audit(s, "decommission.start", hostnames, job=job.id, finish=finish, method=method)
 
         async def one(host: str) -> None:
             entry = result.servers[host]
             row = info[host]["row"]
-            target, why = ssh_target(fleet, row, info[host]["address"])
+            target, why = ssh_target(ctx, row, info[host]["address"])
             if target is None:
                 entry["reason"] = f"cannot wipe over SSH: {why} (a PXE wipe image is not built yet)"
                 return
@@ -252,11 +256,11 @@ async def run_decommission(fleet: Fleet, selector: Any, *, finish: str = "retire
                     return
             disks, complete = parse_wipe_output(out.stdout)
             entry["disks"] = disks
-            certificates = _certificates(fleet, job.id, row, info[host]["disks"], disks)
-            with fleet._session() as s:
+            certificates = _certificates(ctx, job.id, row, info[host]["disks"], disks)
+            with ctx.write() as s:
                 if certificates:
                     s.execute(insert(WipeCertificate), certificates)
-                fleet._audit(s, "decommission.wipe", [host], "ok" if disks and all(
+                ctx.audit(s, "decommission.wipe", [host], "ok" if disks and all(
                     d.get("result") == "ok" for d in disks) and complete else "failed",
                     disks=[{k: d.get(k) for k in ("device", "serial", "method", "result", "verified")}
                            for d in disks], job=job.id)
@@ -280,14 +284,14 @@ async def run_decommission(fleet: Fleet, selector: Any, *, finish: str = "retire
         if wiped and power_off:
             with_bmc = [h for h in wiped if info[h]["row"].bmc_host]
             if with_bmc:
-                for r in await fleet.power("off", with_bmc, force=True):
+                for r in await power(ctx, "off", with_bmc, force=True):
                     if not r.ok and r.outcome != "already":
                         result.servers[r.hostname]["power"] = f"not powered off: {r.error or r.outcome}"
         for h in hostnames:
             entry = result.servers[h]
             if entry.get("wiped"):
                 methods = sorted({d.get("method", "?") for d in entry["disks"]})
-                fleet.move_to(h, finish, reason=f"decommission job {job.id}: {len(entry['disks'])} disk(s) wiped "
+                move_to(ctx, h, finish, reason=f"decommission job {job.id}: {len(entry['disks'])} disk(s) wiped "
                                                 f"and verified ({', '.join(methods)}); certificates on record")
                 entry["state"] = finish
                 job.progress(advance=1)
@@ -314,7 +318,7 @@ def _missing_disks(inventory: list[Any], seen: list[dict[str, Any]]) -> list[str
     return [d.serial for d in inventory if d.serial and d.serial.upper() not in serials]
 
 
-def _certificates(fleet: Fleet, job_id: int | None, row: Any, inventory: list[Any],
+def _certificates(ctx: Context, job_id: int | None, row: Any, inventory: list[Any],
                   disks: list[dict[str, Any]]) -> list[dict[str, Any]]:
     slots = {str(d.serial).upper(): d for d in inventory if d.serial}
     out = []
@@ -327,7 +331,7 @@ def _certificates(fleet: Fleet, job_id: int | None, row: Any, inventory: list[An
             "device": str(d.get("device") or "")[:64], "size_bytes": d.get("size") if isinstance(d.get("size"), int)
             else None, "method": str(d.get("method") or "none")[:32], "result": str(d.get("result") or "failed")[:16],
             "verified": d.get("verified") is True, "started_at": _ts(d.get("started")) or utcnow(),
-            "finished_at": _ts(d.get("finished")), "actor": fleet.actor, "job_id": job_id,
+            "finished_at": _ts(d.get("finished")), "actor": ctx.actor, "job_id": job_id,
         }
         cert["digest"] = certificate_digest(cert)
         cert["detail"] = {"error": d.get("error") or ""}
@@ -335,12 +339,12 @@ def _certificates(fleet: Fleet, job_id: int | None, row: Any, inventory: list[An
     return out
 
 
-def certificates(fleet: Fleet, selector: Any = None) -> list[dict[str, Any]]:
+def certificates(ctx: Context, selector: Any = None) -> list[dict[str, Any]]:
     """Wipe certificates, newest first (all, or those of the selected servers' host names)."""
-    with fleet.engine.connect() as conn:
+    with ctx.engine.connect() as conn:
         q = select(WipeCertificate).order_by(WipeCertificate.id.desc())
         if selector:
-            q = q.where(WipeCertificate.hostname.in_(fleet.hostnames(selector) or [str(selector)]))
+            q = q.where(WipeCertificate.hostname.in_(hostnames(ctx, selector) or [str(selector)]))
         rows = conn.execute(q).mappings().all()
     out = []
     for r in rows:

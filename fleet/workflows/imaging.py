@@ -42,11 +42,18 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from fleet.core.jobs import get_job
+from fleet.core.targets import hostnames, servers
 from fleet.errors import ConflictError, FleetError, InputError, NotFound, ValidationError
+from fleet.ops.bmc import boot_modes, set_boot
+from fleet.ops.lifecycle import move_to
+from fleet.ops.power_action import power
+from fleet.ops.pxe import pxe_record_evidence, pxe_render
 from inventory.models import IpPool, Nic, Rack, Server, utcnow
+from inventory.selectors import parse_selector
 
 if TYPE_CHECKING:
-    from fleet.service.facade import Fleet
+    from fleet.core.context import Context
 
 __all__ = ["IMAGE_STATES", "ImageOptions", "ImageResult", "allocate_addresses", "image_waves", "plan_waves",
            "run_image"]
@@ -141,7 +148,7 @@ def _candidates(pool: IpPool) -> Any:
         yield str(addr)
 
 
-def allocate_addresses(fleet: Fleet, hostnames: Sequence[str], *, attempts: int = 5) -> dict[str, str]:
+def allocate_addresses(ctx: Context, hostnames: Sequence[str], *, attempts: int = 5) -> dict[str, str]:
     """Give each server's boot NIC an address from its rack's (else site's) provisioning pool.
 
     Servers that have one keep it. Returns hostname → address for every server. One transaction;
@@ -149,7 +156,7 @@ def allocate_addresses(fleet: Fleet, hostnames: Sequence[str], *, attempts: int 
     """
     for attempt in range(attempts):
         try:
-            return _allocate_once(fleet, hostnames)
+            return _allocate_once(ctx, hostnames)
         except IntegrityError:
             if attempt == attempts - 1:
                 raise ConflictError("could not allocate addresses: other jobs keep taking them; try again") \
@@ -158,10 +165,10 @@ def allocate_addresses(fleet: Fleet, hostnames: Sequence[str], *, attempts: int 
     raise AssertionError("unreachable")
 
 
-def _allocate_once(fleet: Fleet, hostnames: Sequence[str]) -> dict[str, str]:
+def _allocate_once(ctx: Context, hostnames: Sequence[str]) -> dict[str, str]:
     out: dict[str, str] = {}
     given: list[tuple[str, str, str]] = []
-    with fleet._session() as s:
+    with ctx.write() as s:
         servers = list(s.execute(select(Server).where(Server.hostname.in_(list(hostnames)))).scalars())
         racks = {r.id: r for r in s.execute(select(Rack).where(Rack.id.in_(
             {sv.rack_id for sv in servers if sv.rack_id}))).scalars()}
@@ -196,7 +203,7 @@ def _allocate_once(fleet: Fleet, hostnames: Sequence[str]) -> dict[str, str]:
             given.append((server.hostname, nic.mac, ip))
         if given:
             s.flush()
-            fleet._audit(s, "ip.allocate", [h for h, _, _ in given],
+            ctx.audit(s, "ip.allocate", [h for h, _, _ in given],
                          addresses={h: ip for h, _, ip in given} if len(given) <= 200 else {"count": len(given)})
     return out
 
@@ -227,21 +234,21 @@ def plan_waves(hosts: list[str], canary: int, wave: int) -> list[list[str]]:
     return out
 
 
-def image_waves(fleet: Fleet, selector: Any, *, canary: int = 1, wave: int = 8, reimage: bool = False
+def image_waves(ctx: Context, selector: Any, *, canary: int = 1, wave: int = 8, reimage: bool = False
                 ) -> list[list[str]]:
     """The waves imaging the selected servers would run (rack and position order, canary first); raises
     :class:`InputError` naming every server that cannot be imaged now, as :func:`run_image` does."""
-    hostnames = fleet.hostnames(selector)
-    if not hostnames:
-        raise NotFound(f"no servers match {fleet.selector(selector)!s}")
-    _eligible(fleet, hostnames, reimage=reimage, resuming=set())
-    order = {r.hostname: (r.rack or "", r.position or 0) for r in fleet.servers(hostnames)}
-    hostnames.sort(key=lambda h: (order[h], h))
-    return plan_waves(hostnames, canary, wave)
+    names = hostnames(ctx, selector)
+    if not names:
+        raise NotFound(f"no servers match {parse_selector(selector)!s}")
+    _eligible(ctx, names, reimage=reimage, resuming=set())
+    order = {r.hostname: (r.rack or "", r.position or 0) for r in servers(ctx, names)}
+    names.sort(key=lambda h: (order[h], h))
+    return plan_waves(names, canary, wave)
 
 
-def _eligible(fleet: Fleet, hostnames: list[str], *, reimage: bool, resuming: set[str]) -> dict[str, Any]:
-    with fleet.engine.connect() as conn:
+def _eligible(ctx: Context, hostnames: list[str], *, reimage: bool, resuming: set[str]) -> dict[str, Any]:
+    with ctx.engine.connect() as conn:
         rows = {r.hostname: r for r in conn.execute(select(Server.hostname, Server.state, Server.bmc_host,
                                                            Server.rack_id).where(Server.hostname.in_(hostnames)))}
     allowed = set(IMAGE_STATES) | ({"deployed"} if reimage else set())
@@ -262,14 +269,14 @@ def _eligible(fleet: Fleet, hostnames: list[str], *, reimage: bool, resuming: se
 
 
 
-async def run_image(fleet: Fleet, selector: Any, options: ImageOptions, *, resume: int | None = None,
+async def run_image(ctx: Context, selector: Any, options: ImageOptions, *, resume: int | None = None,
                     progress: Callable[[str, dict[str, Any]], None] | None = None) -> ImageResult:
     """Image the selected servers (see the module docstring); ``resume`` continues an earlier job."""
     from fleet.core.jobs import JobTracker
 
     servers: dict[str, dict[str, Any]]
     if resume is not None:
-        job_row = fleet.job(resume)
+        job_row = get_job(ctx, resume)
         if job_row.kind != "image":
             raise InputError(f"job {resume} is a {job_row.kind} job, not an image job")
         if job_row.status in ("done", "partial"):
@@ -281,16 +288,16 @@ async def run_image(fleet: Fleet, selector: Any, options: ImageOptions, *, resum
         waves = job_row.params["waves"]
         selector_text = job_row.selector
     else:
-        waves = image_waves(fleet, selector, canary=options.canary, wave=options.wave, reimage=options.reimage)
+        waves = image_waves(ctx, selector, canary=options.canary, wave=options.wave, reimage=options.reimage)
         servers = {h: {"step": "pending", "wave": i, "reason": "", "evidence": {}}
                    for i, wave in enumerate(waves) for h in wave}
-        selector_text = str(fleet.selector(selector))
-    tracker = JobTracker(fleet, "image", selector_text, job_id=resume, total=len(servers), min_write_s=0.5,
+        selector_text = str(parse_selector(selector))
+    tracker = JobTracker(ctx, "image", selector_text, job_id=resume, total=len(servers), min_write_s=0.5,
                          params={"options": options.to_json(), "waves": waves, "servers": servers})
     result = ImageResult(job_id=0, status="running", servers=servers, waves=waves)
     with tracker as job:
         result.job_id = job.id or 0
-        run = _ImageRun(fleet, options, job, servers, waves, progress)
+        run = _ImageRun(ctx, options, job, servers, waves, progress)
         try:
             await run.go(resuming=resume is not None)
         finally:
@@ -308,9 +315,9 @@ async def run_image(fleet: Fleet, selector: Any, options: ImageOptions, *, resum
 
 
 class _ImageRun:
-    def __init__(self, fleet: Fleet, options: ImageOptions, job: Any, servers: dict[str, dict[str, Any]],
+    def __init__(self, ctx: Context, options: ImageOptions, job: Any, servers: dict[str, dict[str, Any]],
                  waves: list[list[str]], progress: Callable[[str, dict[str, Any]], None] | None) -> None:
-        self.fleet = fleet
+        self.ctx = ctx
         self.o = options
         self.job = job
         self.servers = servers
@@ -340,7 +347,7 @@ class _ImageRun:
 
     def _fail(self, host: str, reason: str) -> None:
         try:
-            self.fleet.move_to(host, "failed", reason=f"imaging job {self.job.id}: {reason}")
+            move_to(self.ctx, host, "failed", reason=f"imaging job {self.job.id}: {reason}")
         except FleetError as exc:  # moved meanwhile by someone else: say so, do not fight over it
             reason = f"{reason} (its state was not changed: {exc})"
         self._set(host, "failed", reason)
@@ -353,9 +360,9 @@ class _ImageRun:
         if not todo:
             return
         if resuming:
-            _eligible(self.fleet, todo, reimage=self.o.reimage, resuming=set(todo))
-        self.ips = allocate_addresses(self.fleet, todo)
-        self.fleet.pxe_render(hosts, out=self.o.root, manager_url=self.o.manager_url, os=self.o.os,
+            _eligible(self.ctx, todo, reimage=self.o.reimage, resuming=set(todo))
+        self.ips = allocate_addresses(self.ctx, todo)
+        pxe_render(self.ctx, hosts, out=self.o.root, manager_url=self.o.manager_url, os=self.o.os,
                               interface=self.o.interface, overrides=_load_overrides(self.o.overrides),
                               sources=self.o.sources(), dnsmasq_user=self.o.dnsmasq_user,
                               **_boot_tokens(self.job.id, self.o, len(self.waves)))
@@ -390,7 +397,7 @@ class _ImageRun:
         finally:
             if self.server is not None:
                 await self.server.stop()
-            self.fleet.pxe_record_evidence(self.o.root)
+            pxe_record_evidence(self.ctx, self.o.root)
 
     async def _serve(self) -> None:
         from pxe.serve import PxeServer
@@ -405,11 +412,11 @@ class _ImageRun:
 
     async def _wave(self, number: int, hosts: list[str]) -> None:
         for h in hosts:
-            self.fleet.move_to(h, "deploying", reason=f"imaging job {self.job.id}: wave {number} ({self.o.os})")
-        # Each server's boot mode (UEFI or legacy: fleet.bootmode): a UEFI server asked for a legacy
+            move_to(self.ctx, h, "deploying", reason=f"imaging job {self.job.id}: wave {number} ({self.o.os})")
+        # Each server's boot mode (UEFI or legacy: fleet.ops.bootmode): a UEFI server asked for a legacy
         # PXE boot ignores it and boots its disk. The job keeps what was asked and why.
-        modes = self.fleet.boot_modes(hosts, loaders=self.loaders)
-        boot = await self.fleet.set_boot(hosts, "pxe", persistent=False, loaders=self.loaders)
+        modes = boot_modes(self.ctx, hosts, loaders=self.loaders)
+        boot = await set_boot(self.ctx, hosts, "pxe", persistent=False, loaders=self.loaders)
         ready = []
         for host, _, error in boot:
             mode = modes.get(host)
@@ -421,7 +428,7 @@ class _ImageRun:
                 ready.append(host)
         if not ready:
             return
-        status = {r.hostname: r.after for r in await self.fleet.power("status", ready)}
+        status = {r.hostname: r.after for r in await power(self.ctx, "status", ready)}
         off = [h for h in ready if status.get(h) == "off"]
         on = [h for h in ready if status.get(h) == "on"]
         for h in ready:
@@ -430,9 +437,9 @@ class _ImageRun:
         acted_at = utcnow()
         results = []
         if off:
-            results += await self.fleet.power("on", off, force=True)
+            results += await power(self.ctx, "on", off, force=True)
         if on:
-            results += await self.fleet.power("cycle", on, force=True)
+            results += await power(self.ctx, "cycle", on, force=True)
         watching = []
         for r in results:
             if r.ok:
@@ -489,7 +496,7 @@ class _ImageRun:
             self._set(host, "installing", early=f"from {ev.ip} at {at}")
         elif ev.kind == "callback" and ev.phase == "late":
             self._set(host, "deployed", late=f"from {ev.ip} at {at}")
-            self.fleet.move_to(host, "deployed",
+            move_to(self.ctx, host, "deployed",
                                reason=f"imaging job {self.job.id}: {self.o.os} installed (lease, answer file and "
                                       f"late callback from {ev.ip} at {at})")
             pending.discard(host)
@@ -508,7 +515,7 @@ def _boot_tokens(job_id: int | None, o: ImageOptions, waves: int) -> dict[str, A
 def _load_overrides(path: str) -> Any:
     if not path:
         return None
-    from fleet.service.pxe import PxeOverrides
+    from fleet.ops.pxe import PxeOverrides
 
     return PxeOverrides.load(path)
 

@@ -17,16 +17,23 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import insert, select
 
+from fleet.core.targets import hostnames, servers
 from fleet.datafiles import data_path
 from fleet.errors import FleetError
 from fleet.model.policy import Finding, PastAction, Plan, PolicySet, load_policies, plan
+from fleet.ops.bmc import bmc_reset
+from fleet.ops.lifecycle import set_state
+from fleet.ops.power_action import power
+from fleet.ops.sweep import run_sweep
+from fleet.ops.ups import outlet_action
 from inventory.models import Audit, Event, Rack, Server, ServerState, Site, Ups, UpsState, WorkOrder, utcnow
 from inventory.powerpath import carried_hostnames
+from inventory.selectors import parse_selector
 
 if TYPE_CHECKING:
-    from fleet.service.facade import Fleet
+    from fleet.core.context import Context
 
-__all__ = ["DEFAULT_POLICY", "RemediationRun", "execute", "gather", "load", "remediation_plan"]
+__all__ = ["DEFAULT_POLICY", "RemediationRun", "execute", "gather", "load", "remediation_plan", "run_remediation"]
 
 DEFAULT_POLICY = data_path("examples", "policies", "default.yaml")  # the checkout's, or the installed copy
 _HISTORY = timedelta(days=2)
@@ -41,9 +48,9 @@ class RemediationRun:
         return {**self.plan.to_dict(), "applied": self.applied}
 
 
-def gather(fleet: Fleet, now: datetime) -> dict[str, Any]:
+def gather(ctx: Context, now: datetime) -> dict[str, Any]:
     """The planner's inputs from the inventory: findings, history, racks, power states, priorities."""
-    with fleet.engine.connect() as conn:
+    with ctx.engine.connect() as conn:
         servers = conn.execute(select(Server.hostname, Server.state, Server.priority, Site.code, Rack.name,
                                       ServerState.power)
                                .outerjoin(Rack, Rack.id == Server.rack_id).outerjoin(Site, Site.id == Rack.site_id)
@@ -83,19 +90,19 @@ def _aware(ts: datetime) -> datetime:
     return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts
 
 
-def remediation_plan(fleet: Fleet, policies: PolicySet, *, now: datetime | None = None,
+def remediation_plan(ctx: Context, policies: PolicySet, *, now: datetime | None = None,
                      selector: Sequence[str] | str | None = None) -> Plan:
     """The plan for the fleet's open events (optionally only the selected servers and their UPSes)."""
     now = now or utcnow()
-    inputs = gather(fleet, now)
+    inputs = gather(ctx, now)
     if selector:
-        keep = set(fleet.hostnames(selector))
+        keep = set(hostnames(ctx, selector))
         inputs["findings"] = [f for f in inputs["findings"]
                               if f.target in keep or keep & set(f.extra.get("feeds", ()))]
     return plan(policies, inputs.pop("findings"), now=now, **inputs)
 
 
-async def execute(fleet: Fleet, the_plan: Plan, *, progress: Any = None) -> list[dict[str, Any]]:
+async def execute(ctx: Context, the_plan: Plan, *, progress: Any = None) -> list[dict[str, Any]]:
     """Carry out the planned actions in order; each is audited as ``remediate`` (the planner's history).
 
     ``progress(ok)`` is called after each action."""
@@ -103,11 +110,11 @@ async def execute(fleet: Fleet, the_plan: Plan, *, progress: Any = None) -> list
     for action in the_plan.planned:
         ok, note = True, ""
         try:
-            note = await _do(fleet, action.target, action.action, action.reason)
+            note = await _do(ctx, action.target, action.action, action.reason)
         except FleetError as exc:
             ok, note = False, str(exc)
-        with fleet._session() as s:
-            fleet._audit(s, "remediate", [action.target], "ok" if ok else "failed", step=action.action,
+        with ctx.write() as s:
+            ctx.audit(s, "remediate", [action.target], "ok" if ok else "failed", step=action.action,
                          rule=action.rule, reason=action.reason, note=note[:300])
         done.append({"target": action.target, "action": action.action, "rule": action.rule, "ok": ok,
                      "note": note})
@@ -116,39 +123,39 @@ async def execute(fleet: Fleet, the_plan: Plan, *, progress: Any = None) -> list
     return done
 
 
-async def _do(fleet: Fleet, target: str, action: str, reason: str) -> str:
+async def _do(ctx: Context, target: str, action: str, reason: str) -> str:
     if action == "retry":
-        result = await fleet.sweep(f"host={target}", ups=False, probe_all=True)
+        result = await run_sweep(ctx, f"host={target}", ups=False, probe_all=True)
         if target in result.errors:
             raise FleetError(f"still unreachable: {result.errors[target]}")
         return "answered again"
     if action == "bmc-reset":
-        await fleet.bmc_reset(target)
+        await bmc_reset(ctx, target)
         return "BMC cold reset sent"
     if action in ("power-cycle", "soft-shutdown"):
         verb = "cycle" if action == "power-cycle" else "soft"
-        results = await fleet.power(verb, f"host={target}", force=True, confirm_timeout_s=120)
+        results = await power(ctx, verb, f"host={target}", force=True, confirm_timeout_s=120)
         r = results[0]
         if not r.ok:
             raise FleetError(f"{verb}: {r.outcome}: {r.error}")
         return f"{verb}: {r.before} -> {r.after}"
     if action == "outlet-cycle":
-        results = await fleet.outlet(target, "cycle")
+        results = await outlet_action(ctx, target, "cycle")
         if not results or not all(r.ok for r in results):
             raise FleetError("; ".join(r.error for r in results if r.error) or "no outlet switched")
         return ", ".join(f"{r.device}:{r.outlet}" for r in results)
     if action == "quarantine":
-        rows = fleet.servers(f"host={target}")
+        rows = servers(ctx, f"host={target}")
         if rows and rows[0].state != "quarantined":
-            fleet.set_state(target, "quarantined", reason=f"remediation: {reason}"[:256])
+            set_state(ctx, target, "quarantined", reason=f"remediation: {reason}"[:256])
         return "quarantined"
     if action.startswith("work-order:"):
         kind = action.split(":", 1)[1]
         target_kind = "ups" if kind == "battery-replacement" else "server"
-        with fleet._session() as s:
+        with ctx.write() as s:
             s.execute(insert(WorkOrder).values(kind=kind, target_kind=target_kind, target_name=target,
                                                status="open", reason=reason[:512], external_ref="",
-                                               actor=fleet.actor, created_at=utcnow()))
+                                               actor=ctx.actor, created_at=utcnow()))
         return f"work order {kind} opened"
     raise FleetError(f"no executor for action {action!r}")
 
@@ -156,3 +163,16 @@ async def _do(fleet: Fleet, target: str, action: str, reason: str) -> str:
 def load(path: str | Path | None) -> PolicySet:
     """The policies at ``path``, else the default set that ships in ``examples/policies/``."""
     return load_policies(path or DEFAULT_POLICY)
+
+
+async def run_remediation(ctx: Context, selector: str | Sequence[str] | None = None, *,
+                          policy: str | Path | None = None, apply: bool = False) -> RemediationRun:
+    """Plan remediation of open events by the policies (dry run); with ``apply``, carry it out (audited)."""
+    the_plan = remediation_plan(ctx, load(policy), selector=selector)
+    run = RemediationRun(the_plan)
+    if apply:
+        with ctx.job("remediate", str(parse_selector(selector)), params={"policy": str(policy or "")},
+                        total=len(the_plan.planned)) as job:
+            run.applied = await execute(ctx, the_plan, progress=lambda ok: job.progress(
+                advance=1 if ok else 0, failed=job.failed + (0 if ok else 1)))
+    return run

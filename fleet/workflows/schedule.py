@@ -26,9 +26,11 @@ from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
 from fleet.errors import FleetError, InputError
+from fleet.ops.sweep import run_sweep
+from fleet.workflows.remediate import run_remediation
 
 if TYPE_CHECKING:
-    from fleet.service.facade import Fleet
+    from fleet.core.context import Context
 
 __all__ = ["crontab_text", "parse_interval", "run_every", "sweep_lock", "systemd_units"]
 
@@ -48,9 +50,9 @@ def parse_interval(value: str) -> float:
 
 
 @contextlib.contextmanager
-def sweep_lock(fleet: Fleet) -> Iterator[bool]:
+def sweep_lock(ctx: Context) -> Iterator[bool]:
     """Yield True if this process holds the inventory's sweep lock, False if another one does."""
-    url = fleet.engine.url
+    url = ctx.engine.url
     if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
         path = Path(f"{url.database}.sweep.lock")
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
@@ -70,7 +72,7 @@ def sweep_lock(fleet: Fleet) -> Iterator[bool]:
             os.close(fd)
         return
     if url.get_backend_name() == "postgresql":
-        with fleet.engine.connect() as conn:
+        with ctx.engine.connect() as conn:
             got = conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": _LOCK_ID}).scalar()
             try:
                 yield bool(got)
@@ -82,7 +84,7 @@ def sweep_lock(fleet: Fleet) -> Iterator[bool]:
     yield True  # an in-memory inventory is this process's alone
 
 
-def run_every(fleet: Fleet, interval_s: float, *, selector: Any = None, ups: bool = True,
+def run_every(ctx: Context, interval_s: float, *, selector: Any = None, ups: bool = True,
               on_result: Callable[[Any], None] | None = None, on_skip: Callable[[str], None] | None = None,
               max_runs: int | None = None, facts: bool = False, remediate: bool = False,
               policy: Any = None, on_remediation: Callable[[Any], None] | None = None,
@@ -105,10 +107,10 @@ def run_every(fleet: Fleet, interval_s: float, *, selector: Any = None, ups: boo
     slot = 0
     try:
         while not stopping and (max_runs is None or runs < max_runs):
-            with sweep_lock(fleet) as held:
+            with sweep_lock(ctx) as held:
                 if held:
                     try:
-                        result, remediation = asyncio.run(_one(fleet, selector, ups, facts, remediate, policy))
+                        result, remediation = asyncio.run(_one(ctx, selector, ups, facts, remediate, policy))
                     except (FleetError, OperationalError) as exc:
                         if on_error is None:
                             raise
@@ -135,14 +137,14 @@ def run_every(fleet: Fleet, interval_s: float, *, selector: Any = None, ups: boo
     return runs
 
 
-async def _one(fleet: Fleet, selector: Any, ups: bool, facts: bool, remediate: bool, policy: Any
+async def _one(ctx: Context, selector: Any, ups: bool, facts: bool, remediate: bool, policy: Any
                ) -> tuple[Any, Any]:
     try:
-        result = await fleet.sweep(selector, ups=ups, facts=facts)
-        remediation = await fleet.remediate(selector, policy=policy, apply=True) if remediate else None
+        result = await run_sweep(ctx, selector, ups=ups, facts=facts)
+        remediation = await run_remediation(ctx, selector, policy=policy, apply=True) if remediate else None
         return result, remediation
     finally:
-        await fleet.aclose()
+        await ctx.aclose()
 
 
 def _fleet_bin() -> str:
