@@ -8,7 +8,7 @@ into a list of (cell index, attribute, converter), and each row, as it is parsed
 converters, with the results of repeated values (site, rack, profile, credential, state, tags...)
 remembered per column, and makes the (frozen) records through :func:`inventory._twin.maker`.
 
-The validators are the same ones (``inventory.records._SPECS``), and so are the multi-field checks
+The validators are the same ones (``inventory.records.spec._SPECS``), and so are the multi-field checks
 (each kind's ``finish``) and the record classes. What this path does not do is word errors: on
 anything it does not handle (a file of mixed kinds, a duplicate name, a missing owner) and on
 any error at all, it raises :class:`Fallback`, and the generic reader reads the files again and
@@ -28,7 +28,8 @@ from fleet.errors import ValidationError
 
 from ._twin import maker
 from .fileformat import CSV_COLUMNS, CSV_STEMS, csv_order
-from .records import _SPECS, Record
+from .records import Record
+from .records.spec import _SPECS
 
 __all__ = ["Fallback", "read_csv"]
 
@@ -215,7 +216,7 @@ def _children(kind: str, files: list[_File], column: str, *, lower: bool) -> dic
 
 def _records(kind: str, f: _File, *, skip: Sequence[str] = (), extras: Sequence[Extra] = (),
              tags_default: bool = False) -> Iterator[tuple[list[str], Any]]:
-    """``(cells, record)`` for each row of one file: what ``records._make`` makes of its non-empty cells.
+    """``(cells, record)`` for each row of one file: what ``records.spec._make`` makes of its non-empty cells.
 
     The owner key column, for a row that has one, is checked by the caller's ``extras``.
     """

@@ -16,7 +16,7 @@ from fleet.errors import ConflictError, ValidationError
 from fleet.profiles import load_profiles
 from inventory import records
 from inventory.models import Credential, Nic, Outlet, Server, ServerTag, StateChange, Ups
-from inventory.records import SourceMap, apply, build
+from inventory.records import SourceMap, apply, build, convert
 from inventory.secrets import KeyRing
 from inventory.validate import check_hostname, check_ip, check_mac
 
@@ -117,7 +117,7 @@ def test_any_accepted_hostname_is_safe_in_config_text(text: str) -> None:
     except ValidationError:
         return
     assert not (set(name) & UNSAFE) and name == name.lower() and name
-    assert records._hostname(text, "hostname") == name
+    assert convert._hostname(text, "hostname") == name
 
 
 @given(st.binary(min_size=6, max_size=6), st.sampled_from([":", "-", ""]), st.booleans())
@@ -128,9 +128,9 @@ def test_mac_normalisation_is_idempotent_and_the_fast_path_agrees(raw: bytes, se
         mac = check_mac(text)
     except ValidationError:
         with pytest.raises(ValidationError):
-            records._mac(text, "mac")
+            convert._mac(text, "mac")
         return
-    assert check_mac(mac) == mac and records._mac(text, "mac") == mac and records._mac(mac, "mac") == mac
+    assert check_mac(mac) == mac and convert._mac(text, "mac") == mac and convert._mac(mac, "mac") == mac
 
 
 @given(st.one_of(st.ip_addresses().map(str), st.text(alphabet="0123456789.:abcdef", max_size=20)))
@@ -139,9 +139,9 @@ def test_ip_fast_path_returns_what_check_ip_returns(text: str) -> None:
         expected = check_ip(text)
     except ValidationError:
         with pytest.raises(ValidationError):
-            records._ip(text, "ip")
+            convert._ip(text, "ip")
         return
-    assert records._ip(text, "ip") == expected
+    assert convert._ip(text, "ip") == expected
 
 
 # -- apply ------------------------------------------------------------------------------------------------
@@ -419,4 +419,4 @@ def test_a_trailing_newline_is_refused_wherever_a_name_may_reach_a_config_file(k
 
 def test_a_mac_written_with_decimal_digits_only_is_still_a_mac() -> None:
     """001122334455 is a real MAC in bare form; the fast path once refused all-digit strings."""
-    assert records._mac("001122334455", "mac") == check_mac("001122334455") == "00:11:22:33:44:55"
+    assert convert._mac("001122334455", "mac") == check_mac("001122334455") == "00:11:22:33:44:55"
