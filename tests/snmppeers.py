@@ -42,6 +42,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 from fleet.lab import snmplab
+from fleet.lab.snmplab.agent import free_udp_port
+from fleet.lab.snmplab.simlab import SNMPSIM_MAIN
 
 from .peers import missing_peer
 
@@ -161,7 +163,7 @@ def snmpsim_plain(recordings: Mapping[str, Path]) -> Iterator[PlainAgent]:
             suffix = ".snmprec.bz2" if str(path).endswith(".bz2") else ".snmprec"
             shutil.copyfile(path, data / f"{community}{suffix}")
         host = "127.0.0.1"
-        port = snmplab._free_udp_port(host)
+        port = free_udp_port(host)
         stock = Path(snmpsim.__file__).resolve().parent / "variation"
         pid = _spawn_plain(data, tmp, host, port, stock, next(iter(recordings)))
         yield PlainAgent(host, port, pid, list(recordings))
@@ -174,7 +176,7 @@ def snmpsim_plain(recordings: Mapping[str, Path]) -> Iterator[PlainAgent]:
 def _spawn_plain(data: Path, work: Path, host: str, port: int, stock: Path, community: str) -> int:
     logfile = work / "snmpsim.log"
     (work / "cache").mkdir()
-    args = [sys.executable, "-c", snmplab._SNMPSIM_MAIN, f"--cache-dir={work / 'cache'}", "--log-level=error",
+    args = [sys.executable, "-c", SNMPSIM_MAIN, f"--cache-dir={work / 'cache'}", "--log-level=error",
             f"--logging-method=file:{logfile}", f"--variation-modules-dir={stock}",
             "--v3-engine-id=auto", f"--data-dir={data}", f"--agent-udpv4-endpoint={host}:{port}"]
     with open(logfile, "ab") as out:
@@ -238,7 +240,7 @@ def snmpd_agent(*, community: str | None = "public", users: Sequence[V3User] = (
     tmp = Path(tempfile.mkdtemp(prefix="fleet-snmpd-"))
     pid = None
     try:
-        port = snmplab._free_udp_port(hosts[0])
+        port = free_udp_port(hosts[0])
         pass_persist = {}
         live_file = None
         if live is not None:

@@ -1,5 +1,6 @@
-"""The boot mode (UEFI or legacy) of a next-boot override: one rule (fleet/bootmode.py), the typed quirk
-behind it (fleet/quirks.py), and `fleet bootdev` sending the EFI bit to a lab BMC, read back by ipmitool."""
+"""The boot mode (UEFI or legacy) of a next-boot override: one rule (fleet/ops/bootmode.py), the typed quirk
+behind it (fleet/profiles/quirks.py), and `fleet bootdev` sending the EFI bit to a lab BMC, read back by
+ipmitool."""
 
 from __future__ import annotations
 

@@ -20,7 +20,7 @@ from fleet.profiles import (
     load_profile,
     load_profiles,
 )
-from fleet.quirks import KNOWN_QUIRKS, docs_table, render_docs
+from fleet.profiles.quirks import KNOWN_QUIRKS, docs_table, render_docs
 
 REPO_PROFILES = Path(__file__).resolve().parent.parent / "hardware-profiles"
 FOLDER_KIND = {"servers": "server", "ups": "ups", "pdu": "pdu"}
@@ -569,7 +569,7 @@ def test_every_quirk_id_in_the_profiles_is_known_to_the_code(profiles: ProfileSe
 
 def test_the_docs_quirks_table_is_generated_from_the_registry() -> None:
     doc = (REPO_PROFILES.parent / "docs" / "profiles.md").read_text()
-    assert docs_table() in doc, "docs/profiles.md's quirks table is stale: run `python -m fleet.quirks`"
+    assert docs_table() in doc, "docs/profiles.md's quirks table is stale: run `python -m fleet.profiles.quirks`"
     assert render_docs(doc) == doc
 
 

@@ -1,4 +1,4 @@
-"""Quirks that act (fleet/quirks.py): every id is one the code knows, and a quirk honoured by other
+"""Quirks that act (fleet/profiles/quirks.py): every id is one the code knows, and a quirk honoured by other
 profile fields is checked against them when the profile loads; without the quirk the same fields load."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 
 from fleet.errors import ProfileError
 from fleet.profiles import load_profiles
-from fleet.quirks import KNOWN_QUIRKS
+from fleet.profiles.quirks import KNOWN_QUIRKS
 
 REPO = Path(__file__).resolve().parent.parent
 PROFILES = load_profiles(REPO / "hardware-profiles")

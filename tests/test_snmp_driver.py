@@ -28,6 +28,7 @@ from fleet.drivers.snmp import (
 )
 from fleet.errors import AuthFailed, DeviceTimeout, DriverError, Unsupported
 from fleet.lab import snmplab
+from fleet.lab.snmplab.agent import free_udp_port
 from fleet.profiles import OidSpec, OutletTable, SetCommand, load_profiles
 from inventory.secrets import Secret
 
@@ -641,7 +642,7 @@ def test_a_dead_agent_costs_only_its_timeout_times_attempts(lab: snmplab.Snmpsim
 @pytest.mark.parametrize("inflight", [64, 128])
 def test_many_requests_in_flight_against_an_snmpd_fleet(tmp_path: Path, inflight: int) -> None:
     fleet = snmplab.start_snmpd_fleet(tmp_path / "fleet", count=200, first_host="127.21.0.1",
-                                      port=snmplab._free_udp_port("127.21.0.1"))
+                                      port=free_udp_port("127.21.0.1"))
     try:
         targets = [Target(d.name, d.host, d.port, password=Secret(d.community), timeout=2.0,
                           options={"profile": d.profile}) for d in fleet.devices] * 8

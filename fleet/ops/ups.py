@@ -24,7 +24,7 @@ from sqlmodel import Session
 
 from fleet.drivers.base import BatteryStatus, Target
 from fleet.errors import DriverError, InputError, NotFound, SelectorError, ValidationError
-from fleet.quirks import refuse_outlet_switching
+from fleet.profiles.quirks import refuse_outlet_switching
 from inventory.db import write_connection
 from inventory.models import Credential, Outlet, Pdu, Rack, Reading, Server, Site, Ups, UpsState, utcnow
 from inventory.powerpath import carried_hostnames, upses_on_path_stmt
