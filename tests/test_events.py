@@ -198,3 +198,13 @@ def test_the_drift_kinds_of_ssh_facts_are_the_vocabulary_s() -> None:
     from fleet.model.facts import DriftKind
 
     assert set(get_args(DriftKind)) == DRIFT_KINDS
+
+
+def test_the_docs_list_exactly_the_vocabulary() -> None:
+    """docs/remediation.md's table of event kinds is the vocabulary: kind, target, source, severity, reading."""
+    text = (ROOT / "docs" / "remediation.md").read_text(encoding="utf-8")
+    table = text[text.index("\nEvent kinds:"):].split("\n\n")[1]
+    rows = [[c.strip().strip("`") for c in line.strip("|").split("|")] for line in table.splitlines()[2:]]
+    assert [tuple(r[:5]) for r in rows] == [
+        (k.name, "UPS" if k.about == "ups" else "server", "SSH facts" if k.source == "facts" else "sweep",
+         k.severity, k.reading or "") for k in KINDS.values()]
