@@ -66,6 +66,8 @@ MAC_UNKNOWN = "mac-unknown"
 
 @dataclass(frozen=True)
 class EventKind:
+    """One kind: what it is about, who opens it, at what severity, what it means, the reading it carries."""
+
     name: str
     about: Literal["server", "ups"]
     source: Literal["sweep", "facts"]
