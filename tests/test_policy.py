@@ -88,13 +88,20 @@ def test_states_match_the_inventory() -> None:
     assert STATES == INVENTORY_STATES
 
 
-def test_every_drift_kind_of_the_ssh_facts_can_be_named_in_a_rule() -> None:
-    from typing import get_args
+def test_every_event_kind_the_product_emits_can_be_named_in_a_rule() -> None:
+    from fleet.model.events import KINDS, UPS_KINDS
 
-    from fleet.model.facts import DriftKind
-    from fleet.model.policy import EVENT_KINDS
+    for kind in KINDS:
+        action = "work-order: battery-replacement" if kind in UPS_KINDS else "quarantine"
+        ps = policies(f"rules:\n  - name: a\n    when: {{kind: {kind}}}\n    then: [{action}]\n")
+        assert ps.rules[0].when.kinds == (kind,)
 
-    assert set(get_args(DriftKind)) <= set(EVENT_KINDS)
+
+def test_a_kind_nothing_emits_is_refused_with_file_and_line() -> None:
+    with pytest.raises(ValidationError) as e:
+        policies("rules:\n  - name: a\n    when:\n      kind: [bmc-unreachable, sel-critical]\n"
+                 "    then: [quarantine]\n")
+    assert e.value.location == "p.yaml:4" and "unknown value 'sel-critical'" in str(e.value)
 
 
 @pytest.mark.parametrize(("text", "line", "fld", "words"), [

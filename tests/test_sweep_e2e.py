@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import time
 
+from fleet.model.events import KINDS
+
 from .clihelp import fleet
 
 FAULTS = [("lab1-r01-s01", "dead"), ("lab1-r01-s02", "ecc"), ("lab1-r01-s03", "sensor-critical"),
@@ -36,6 +38,8 @@ def test_one_sweep_raises_exactly_the_injected_faults_and_a_later_one_resolves_t
             ("lab-ups-001", "ups-on-battery"), ("ups-lab1-r02-s01", "ups-on-battery")}
         # The on-battery UPS's runtime falls as it runs; below 15 min it is also at low runtime.
         assert expected <= _events(env) <= expected | {("ups-lab1-r02-s01", "ups-low-runtime")}
+        opened = json.loads(fleet(env, "events", "--json").stdout)  # as fleet.model.events says they are
+        assert {(e["kind"], e["severity"]) for e in opened} <= {(k.name, k.severity) for k in KINDS.values()}
         assert second["servers_read"] == 5 and "lab1-r01-s01" in second["errors"]
         health = {r["hostname"]: r["health"] for r in json.loads(fleet(env, "list", "rack=R01", "--json").stdout)}
         assert health == {"lab1-r01-s01": "critical", "lab1-r01-s02": "critical", "lab1-r01-s03": "critical"}

@@ -19,6 +19,7 @@ from sqlalchemy import select, update
 
 from fleet.drivers.base import Target
 from fleet.errors import DriverError
+from fleet.model.events import DRIFT_KINDS, KINDS
 from fleet.model.facts import InventoryDisk, InventoryNic, ServerInventoryView, reconcile
 from fleet.ops.events import Finding, record_events
 from inventory.db import write_connection
@@ -31,8 +32,6 @@ if TYPE_CHECKING:
 __all__ = ["FactsResult", "SshServers", "collect", "ssh_servers", "ssh_target"]
 
 _PIN_STATES = ("new", "commissioning")
-_DRIFT_KINDS = {"serial-changed", "disk-missing", "disk-added", "disk-failing", "mac-moved", "mac-missing",
-                "mac-unknown"}
 
 
 @dataclass
@@ -147,12 +146,12 @@ async def collect(ctx: Context, selector: str | Sequence[str] | None, *, concurr
                                    tuple(nics.get(row.id, ())))
         drifts = reconcile(facts, view)
         result.drift[row.hostname] = [{"kind": d.kind, "subject": d.subject, "message": d.message} for d in drifts]
-        judged[("server", row.id)] = set(_DRIFT_KINDS)
+        judged[("server", row.id)] = set(DRIFT_KINDS)
         by_kind: dict[str, list[str]] = {}
         for d in drifts:
             by_kind.setdefault(d.kind, []).append(d.message)
         for kind, messages in by_kind.items():
-            severity = "critical" if kind in ("disk-failing", "serial-changed", "disk-missing") else "warning"
+            severity = KINDS[kind].severity
             findings.append(Finding("server", row.id, row.hostname, kind, severity, "; ".join(messages)[:500]))
     with write_connection(ctx.engine) as conn:  # pinned keys and drift events together, or neither
         for sid, key in pins.items():

@@ -33,6 +33,17 @@ from sqlalchemy.exc import OperationalError
 from fleet.core.targets import bmc_targets
 from fleet.drivers.chain import build_chain, call_chain
 from fleet.errors import AuthFailed, Busy, DriverError
+from fleet.model.events import (
+    BMC_AUTH_FAILED,
+    BMC_UNREACHABLE,
+    SEL_ECC_UNCORRECTABLE,
+    SENSOR_CRITICAL,
+    SENSOR_WARNING,
+    UPS_BATTERY_FAILING,
+    UPS_LOW_RUNTIME,
+    UPS_ON_BATTERY,
+    UPS_UNREACHABLE,
+)
 from fleet.ops.events import Finding, record_events
 from fleet.ops.facts import collect
 from fleet.ops.thresholds import threshold_overrides
@@ -168,9 +179,9 @@ async def sweep(ctx: Context, selector: str | Sequence[str] | None = None, *, up
             delay = min(_BREAKER_BASE_S * 2 ** (fails - 1), _BREAKER_MAX_S) * random.uniform(0.8, 1.2)
             summary.update(failures=fails, next_probe_at=(now.replace(tzinfo=None)
                                                           + timedelta(seconds=delay)).isoformat())
-            kind = "bmc-auth-failed" if got.get("auth") else "bmc-unreachable"
+            kind = BMC_AUTH_FAILED if got.get("auth") else BMC_UNREACHABLE
             findings.append(Finding("server", sid, host, kind, "critical", got["error"][:500]))
-            judged[("server", sid)] = {"bmc-unreachable", "bmc-auth-failed"}
+            judged[("server", sid)] = {BMC_UNREACHABLE, BMC_AUTH_FAILED}
             states.append({"server_id": sid, "updated_at": now, "power": "unknown", "power_at": None,
                            "power_source": "sweep", "health": "critical",
                            "bmc_reachable": False, "last_seen": _parse(summary.get("last_seen")),
@@ -180,8 +191,8 @@ async def sweep(ctx: Context, selector: str | Sequence[str] | None = None, *, up
         for capability, name in got["drivers"].items():
             counts = result.drivers.setdefault(capability, {})
             counts[name] = counts.get(name, 0) + 1
-        judged[("server", sid)] = {"bmc-unreachable", "bmc-auth-failed", "sensor-critical", "sensor-warning",
-                                   "sel-ecc-uncorrectable"}
+        judged[("server", sid)] = {BMC_UNREACHABLE, BMC_AUTH_FAILED, SENSOR_CRITICAL, SENSOR_WARNING,
+                                   SEL_ECC_UNCORRECTABLE}
         readings.append({"ts": now, "target_kind": "server", "target_id": sid, "metric": "power.on",
                          "value": 1.0 if got["power"] == "on" else 0.0, "unit": ""})
         worst = "ok"
@@ -206,13 +217,13 @@ async def sweep(ctx: Context, selector: str | Sequence[str] | None = None, *, up
             if _is_ecc(f"{e.sensor} {e.event}"):
                 ecc.append(f"SEL {e.record_id}: {e.sensor}: {e.event}")
         if crit:
-            findings.append(Finding("server", sid, host, "sensor-critical", "critical", "; ".join(crit)[:500]))
+            findings.append(Finding("server", sid, host, SENSOR_CRITICAL, "critical", "; ".join(crit)[:500]))
             worst = "critical"
         if warn:
-            findings.append(Finding("server", sid, host, "sensor-warning", "warning", "; ".join(warn)[:500]))
+            findings.append(Finding("server", sid, host, SENSOR_WARNING, "warning", "; ".join(warn)[:500]))
             worst = "warning" if worst == "ok" else worst
         if ecc:
-            findings.append(Finding("server", sid, host, "sel-ecc-uncorrectable", "critical", "; ".join(ecc)[:500]))
+            findings.append(Finding("server", sid, host, SEL_ECC_UNCORRECTABLE, "critical", "; ".join(ecc)[:500]))
             worst = "critical"
         summary.update(failures=0, next_probe_at=None, last_read_at=now.replace(tzinfo=None).isoformat(),
                        sel_last=got.get("sel_last", summary.get("sel_last", 0)), last_seen=now.isoformat(),
@@ -230,10 +241,10 @@ async def sweep(ctx: Context, selector: str | Sequence[str] | None = None, *, up
         result.ups = len(ups_reads)
         for r in ups_reads:
             uid = ups_ids[r.name]
-            judged[("ups", uid)] = {"ups-unreachable", "ups-on-battery", "ups-low-runtime", "ups-battery-failing"}
+            judged[("ups", uid)] = {UPS_UNREACHABLE, UPS_ON_BATTERY, UPS_LOW_RUNTIME, UPS_BATTERY_FAILING}
             if r.battery is None:
                 result.errors[r.name] = r.error
-                findings.append(Finding("ups", uid, r.name, "ups-unreachable", "warning", r.error[:500]))
+                findings.append(Finding("ups", uid, r.name, UPS_UNREACHABLE, "warning", r.error[:500]))
                 continue
             result.ups_read += 1
             status = r.battery.status
@@ -241,11 +252,11 @@ async def sweep(ctx: Context, selector: str | Sequence[str] | None = None, *, up
             on_battery = "on-battery" in status
             short = r.battery.runtime_s is not None and r.battery.runtime_s < LOW_RUNTIME_S
             if on_battery:
-                findings.append(Finding("ups", uid, r.name, "ups-on-battery", "warning", f"{status}{runtime}"))
+                findings.append(Finding("ups", uid, r.name, UPS_ON_BATTERY, "warning", f"{status}{runtime}"))
             if on_battery and ("low-battery" in status or short):  # the policies decide what to shut down
-                findings.append(Finding("ups", uid, r.name, "ups-low-runtime", "critical", f"{status}{runtime}"))
+                findings.append(Finding("ups", uid, r.name, UPS_LOW_RUNTIME, "critical", f"{status}{runtime}"))
             if "replace-battery" in status:
-                findings.append(Finding("ups", uid, r.name, "ups-battery-failing", "warning", status))
+                findings.append(Finding("ups", uid, r.name, UPS_BATTERY_FAILING, "warning", status))
     if progress is not None:
         progress(0, phase="writing")
     t0 = time.monotonic()
