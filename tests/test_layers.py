@@ -94,3 +94,49 @@ def test_import_contracts_hold() -> None:
     done = subprocess.run([str(Path(sys.executable).parent / "lint-imports"), "--no-cache"], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+
+
+#: The modules that may use the facade: the front ends and the demo (benches live outside the package).
+FACADE_USERS = ("fleet.cli", "fleet.demo", "tui", "fleet.service")
+
+
+def facade_users(root: Path = ROOT) -> list[str]:
+    """Product modules outside FACADE_USERS that name ``Fleet`` through any import (``from fleet import
+    Fleet``, ``fleet.service.facade``, ``import fleet`` then ``fleet.Fleet``), type-checking ones included."""
+    import ast
+
+    found = []
+    for package in PACKAGES:
+        for path in sorted((root / package).rglob("*.py")):
+            module = ".".join(path.relative_to(root).with_suffix("").parts).removesuffix(".__init__")
+            if module == "fleet" or module.startswith(FACADE_USERS) or "migrations" in path.parts:
+                continue
+            tree = ast.parse(path.read_text(), str(path))
+            for node in ast.walk(tree):
+                names_fleet = isinstance(node, ast.ImportFrom) and node.module in ("fleet", "fleet.service") \
+                    and any(a.name == "Fleet" for a in node.names)
+                from_service = isinstance(node, ast.ImportFrom) and (node.module or "").startswith("fleet.service")
+                imports_service = isinstance(node, ast.Import) and any(
+                    a.name.startswith("fleet.service") for a in node.names)
+                attribute = isinstance(node, ast.Attribute) and node.attr == "Fleet" \
+                    and isinstance(node.value, ast.Name) and node.value.id == "fleet"
+                if names_fleet or from_service or imports_service or attribute:
+                    found.append(f"{module}:{node.lineno}")
+    return found
+
+
+def test_no_operation_workflow_or_lower_layer_imports_the_facade() -> None:
+    """Operations and workflows take a Context (fleet.core.context), never a Fleet: a site worker runs
+    them with a context of its own. Only the front ends (CLI, TUI, demo) use the facade."""
+    assert facade_users() == []
+
+
+def test_the_facade_check_names_a_module_that_takes_a_fleet(tmp_path: Path) -> None:
+    (tmp_path / "fleet" / "ops").mkdir(parents=True)
+    (tmp_path / "fleet" / "ops" / "bad.py").write_text(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from fleet import Fleet\n")
+    (tmp_path / "fleet" / "ops" / "worse.py").write_text("import fleet\n\ndef f():\n    return fleet.Fleet\n")
+    (tmp_path / "fleet" / "cli.py").write_text("from fleet import Fleet\n")  # a front end may
+    for package in PACKAGES[1:]:
+        (tmp_path / package).mkdir()
+    assert facade_users(tmp_path) == ["fleet.ops.bad:3", "fleet.ops.worse:4"]
