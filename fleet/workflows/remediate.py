@@ -20,6 +20,7 @@ from sqlalchemy import insert, select
 from fleet.core.targets import hostnames, servers
 from fleet.datafiles import data_path
 from fleet.errors import FleetError
+from fleet.model.events import KINDS
 from fleet.model.policy import Finding, PastAction, Plan, PolicySet, load_policies, plan
 from fleet.ops.bmc import bmc_reset
 from fleet.ops.lifecycle import set_state
@@ -61,8 +62,8 @@ def gather(ctx: Context, now: datetime) -> dict[str, Any]:
         # The servers each UPS with an open finding carries: through its PDUs, any number of hops.
         wanted = {ups_ids[t] for k, t, *_ in events if k == "ups" and t in ups_ids}
         feeds = carried_hostnames(conn, {"ups": wanted}) if wanted else {}
-        runtimes = dict(conn.execute(select(Ups.name, UpsState.runtime_s)
-                                     .join(UpsState, UpsState.ups_id == Ups.id)).all())
+        ups_readings = {name: {"runtime_s": runtime, "charge_pct": charge} for name, runtime, charge in conn.execute(
+            select(Ups.name, UpsState.runtime_s, UpsState.charge_pct).join(UpsState, UpsState.ups_id == Ups.id))}
         history_rows = conn.execute(select(Audit.ts, Audit.targets, Audit.result, Audit.detail)
                                     .where(Audit.action == "remediate", Audit.ts >= now - _HISTORY)).all()
     state_of = {h: st for h, st, *_ in servers}
@@ -70,9 +71,10 @@ def gather(ctx: Context, now: datetime) -> dict[str, Any]:
     for target_kind, target, kind, severity, opened_at, count in events:
         extra: dict[str, Any] = {}
         value = None
-        if target_kind == "ups":  # the servers it feeds, and its runtime, for the on-battery rules
+        if target_kind == "ups":  # the servers it feeds, and the reading its kind carries (runtime, charge)
             extra["feeds"] = feeds.get(("ups", ups_ids.get(target, -1)), ())
-            value = runtimes.get(target)
+            reading = KINDS[kind].reading if kind in KINDS else None
+            value = ups_readings.get(target, {}).get(reading) if reading else None
         findings.append(Finding(target=target, kind=kind, severity=severity, opened_at=_aware(opened_at),
                                 value=value, state=state_of.get(target), count=count, extra=extra))
     history = [PastAction(target=targets[0], action=detail.get("step", ""), at=_aware(ts),
