@@ -19,13 +19,8 @@ from typing import Any
 import pytest
 
 from fleet.drivers.base import BatteryStatus, Target
-from fleet.drivers.snmp import (
-    SetNotApplied,
-    SnmpDriver,
-    _PduError,
-    choose_profile,
-    convert_metric,
-)
+from fleet.drivers.snmp import SetNotApplied, SnmpDriver, choose_profile, convert_metric
+from fleet.drivers.snmp.conn import _PduError
 from fleet.errors import AuthFailed, DeviceTimeout, DriverError, Unsupported
 from fleet.lab import snmplab
 from fleet.profiles import OidSpec, OutletTable, SetCommand, load_profiles
