@@ -99,7 +99,7 @@ def device_target(fleet: Fleet, *, name: str, host: str, port: int, protocol: st
     if credential is None:
         raise InputError(f"{name}: no credential assigned (fleet credentials assign NAME {name})")
     secret = fleet.keyring.open(credential.secret, name=f"credential {credential.name}")
-    options: dict[str, Any] = {"profile": profile}
+    options: dict[str, Any] = {"profile": fleet.profiles.get(profile) if profile else None}
     if protocol == "nut":
         if credential.kind != "nut":
             raise InputError(f"{name}: a NUT UPS needs a nut credential, not {credential.kind}")

@@ -25,7 +25,8 @@ Errors, mapped here and nowhere else:
   :class:`NotConfirmed`.
 
 ``Target.options``: ``nut_name`` (the UPS's name on upsd; default ``Target.name``) and ``profile``
-(a profile name or :class:`~fleet.profiles.Profile`): its ``[nut]`` table says which variable holds
+(a :class:`~fleet.profiles.Profile`, or its name when the driver was given ``profiles``; the caller
+loads it, the driver imports no profile module): its ``[nut]`` table says which variable holds
 each reading and which instant command does each action. With a profile, only the actions it maps
 are done; without one, NUT's standard names are used.
 """
@@ -38,7 +39,7 @@ import contextvars
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from fleet.errors import (
     AuthFailed,
@@ -138,7 +139,9 @@ class NutDriver(BatteryMonitor, OutletControl, PowerControl):
     ``NutDriver()`` connects to nothing; connections open on first use and are kept (one pool per
     event loop). Close with ``await driver.aclose()`` (``driver.close()`` from synchronous code, or
     ``async with NutDriver() as driver``). ``connections``: most connections per upsd server and user
-    (default 2); ``pipeline``: requests waiting on one connection before another is opened (default 32).
+    (default 2); ``pipeline``: requests waiting on one connection before another is opened (default 32);
+    ``profiles``: a ProfileSet to look profile names up in (without one, ``Target.options["profile"]``
+    must be the Profile itself).
     """
 
     name = "nut"
@@ -150,11 +153,12 @@ class NutDriver(BatteryMonitor, OutletControl, PowerControl):
         Setting("timeout", float, 5.0, help="deadline of one operation, seconds"),
     )
 
-    def __init__(self, *, connections: int = 2, pipeline: int = 32) -> None:
+    def __init__(self, *, connections: int = 2, pipeline: int = 32, profiles: Any = None) -> None:
         if connections < 1 or pipeline < 1:
             raise ValueError("connections and pipeline must be at least 1")
         self.connections = connections
         self.pipeline = pipeline
+        self._profiles = profiles
         self._pool: _Pool | None = None
 
     # -- plumbing ------------------------------------------------------------------------------
@@ -180,11 +184,13 @@ class NutDriver(BatteryMonitor, OutletControl, PowerControl):
         profile = target.options.get("profile")
         nut = None
         profile_name = None
+        if isinstance(profile, str):
+            if self._profiles is None:
+                raise Unsupported(f"profile {profile!r} given by name, and this driver has no profile set to look "
+                                  "it up in (give Target.options['profile'] the Profile, or NutDriver(profiles=...))",
+                                  target=target.name, operation="read the profile")
+            profile = self._profiles.get(profile)
         if profile is not None:
-            from fleet.profiles import Profile, load_profiles
-
-            if not isinstance(profile, Profile):
-                profile = load_profiles().get(str(profile))
             profile_name = profile.name
             nut = profile.nut
         if nut is None:

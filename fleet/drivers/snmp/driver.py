@@ -3,8 +3,9 @@
 :class:`SnmpDriver` implements :class:`~fleet.drivers.base.BatteryMonitor`,
 :class:`~fleet.drivers.base.OutletControl` and :class:`~fleet.drivers.base.SensorReader` for many
 devices at once, over the :class:`~.session.SnmpSession` it extends. Every OID and every conversion
-comes from the device's hardware profile (``Target.options["profile"]``: ``Profile.snmp``); nothing
-is compiled from MIB files at run time and no MIB is looked up.
+comes from the device's hardware profile (``Target.options["profile"]``: ``Profile.snmp``, loaded by
+the caller: the driver imports no profile module); nothing is compiled from MIB files at run time
+and no MIB is looked up.
 
 - A battery poll reads all of a device's metric OIDs in one GET; objects the agent lacks
   (noSuchObject/noSuchInstance) are read again from the profile's ``fallback_oid``. A required
@@ -104,11 +105,11 @@ class SnmpDriver(SnmpSession, BatteryMonitor, OutletControl, SensorReader):
                               target=target.name, operation=operation)
         if not isinstance(ref, str):
             profile = ref
+        elif self._profiles is None:
+            raise Unsupported(f"profile {ref!r} given by name, and this driver has no profile set to look it up in "
+                              "(give Target.options['profile'] the Profile, or SnmpDriver(profiles=...))",
+                              target=target.name, operation=operation)
         else:
-            if self._profiles is None:
-                from fleet.profiles import load_profiles
-
-                self._profiles = load_profiles()
             profile = self._profiles.get(ref)
         if profile.snmp is None:
             raise Unsupported(f"profile {profile.name} has no [snmp] section", target=target.name,
