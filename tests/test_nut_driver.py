@@ -18,6 +18,7 @@ import pytest
 
 from fleet.drivers.base import BatteryStatus, Target
 from fleet.drivers.nut import (
+    DEFAULT_VARIABLES,
     NotConfirmed,
     NutDriver,
     UnknownUps,
@@ -36,12 +37,14 @@ from fleet.errors import (
     RetryableError,
     Unsupported,
 )
+from fleet.profiles import load_profiles
 from inventory.secrets import Secret
 
 from .nutpeer import ADMIN, MONITOR, NutPeer, free_port, nut_available, nut_peer, nut_peer_fixture
 from .peers import missing_peer
 
 peer = nut_peer_fixture(count=50, clone=True, scope="module")
+PROFILES = load_profiles()
 
 
 def target(peer: NutPeer, name: str, *, user: tuple[str, str] | None = None, timeout: float = 5.0,
@@ -55,7 +58,7 @@ def run(coro_fn, *args, **kwargs):
     """Run one driver coroutine on a fresh driver, closing it afterwards."""
 
     async def main():
-        async with NutDriver() as drv:
+        async with NutDriver(profiles=PROFILES) as drv:
             return await coro_fn(drv, *args, **kwargs)
 
     return asyncio.run(main())
@@ -195,6 +198,17 @@ def test_profile_without_a_command_refuses_before_sending(peer: NutPeer) -> None
         run(lambda d: d.set_outlet(target(peer, "ups6", user=ADMIN), 3, "off"))
     assert run(lambda d: d.power_status(target(peer, "ups6"))) == "on"
     assert peer.upsc("ups6", "ups.status")["ups.status"] == "OL"
+
+
+def test_a_profile_by_name_needs_the_profile_set_it_is_looked_up_in() -> None:
+    """The driver imports no profile module: the caller hands it the Profile, or a name and the ProfileSet."""
+    t = Target("lab-x", "127.0.0.1", 9, options={"nut_name": "x", "profile": "nut-dummy"})
+    with pytest.raises(Unsupported, match="given by name"):
+        asyncio.run(NutDriver().battery(t))
+    assert NutDriver(profiles=PROFILES)._ups(t).profile == "nut-dummy"
+    given = Target("lab-x", "127.0.0.1", 9, options={"nut_name": "x", "profile": PROFILES.get("nut-dummy")})
+    assert NutDriver()._ups(given) == NutDriver(profiles=PROFILES)._ups(t)
+    assert NutDriver()._ups(Target("lab-x", "127.0.0.1", 9)).variables == DEFAULT_VARIABLES
 
 
 def test_set_var_as_admin_is_confirmed_and_read_only_is_unsupported(peer: NutPeer) -> None:
@@ -359,7 +373,7 @@ def test_nut_lab_faults_read_alike_by_the_driver_and_upsc(tmp_path: Path) -> Non
         async def read(name: str, drv: NutDriver) -> BatteryStatus:
             u = lab.find(name)
             return await drv.battery(Target(u.name, u.host, u.port, timeout=3.0,
-                                            options={"nut_name": u.nut_name, "profile": u.profile}))
+                                            options={"nut_name": u.nut_name, "profile": PROFILES.get(u.profile)}))
 
         async def main() -> None:
             async with NutDriver() as drv:

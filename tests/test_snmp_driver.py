@@ -19,13 +19,8 @@ from typing import Any
 import pytest
 
 from fleet.drivers.base import BatteryStatus, Target
-from fleet.drivers.snmp import (
-    SetNotApplied,
-    SnmpDriver,
-    _PduError,
-    choose_profile,
-    convert_metric,
-)
+from fleet.drivers.snmp import SetNotApplied, SnmpDriver, choose_profile, convert_metric
+from fleet.drivers.snmp.conn import _PduError
 from fleet.errors import AuthFailed, DeviceTimeout, DriverError, Unsupported
 from fleet.lab import snmplab
 from fleet.lab.snmplab.agent import free_udp_port
@@ -52,7 +47,7 @@ UPS_DIR = "UPS"
 
 def run(fn: Callable[[SnmpDriver], Awaitable[Any]], **driver_kwargs: Any) -> Any:
     async def main() -> Any:
-        async with SnmpDriver(**driver_kwargs) as driver:
+        async with SnmpDriver(**{"profiles": PROFILES, **driver_kwargs}) as driver:
             return await fn(driver)
 
     return asyncio.run(main())
@@ -663,6 +658,16 @@ def test_many_requests_in_flight_against_an_snmpd_fleet(tmp_path: Path, inflight
 def test_max_inflight_is_bounded() -> None:
     with pytest.raises(ValueError):
         SnmpDriver(max_inflight=129)
+
+
+def test_a_profile_by_name_needs_the_profile_set_it_is_looked_up_in() -> None:
+    """The driver imports no profile module: the caller hands it the Profile, or a name and the ProfileSet."""
+    t = Target("x", "127.0.0.1", 9, password=Secret("c"), timeout=1.0, options={"profile": "generic-ups-mib"})
+    with pytest.raises(Unsupported, match="given by name"):
+        asyncio.run(SnmpDriver().battery(t))
+    assert SnmpDriver(profiles=PROFILES)._profile(t, "test").name == "generic-ups-mib"
+    given = dataclasses.replace(t, options={"profile": PROFILES.get("generic-ups-mib")})
+    assert SnmpDriver()._profile(given, "test") is given.options["profile"]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ The rules, learned from the anchors' failures (MAAS hard-cycling healthy nodes w
   or on more than ``max_rack_fraction`` of any rack, is refused unless forced.
 - **Audit** every action: who, what, which targets, and each target's result.
 
-This module is pure logic over a :class:`~fleet.drivers.base.PowerControl`; :class:`fleet.Fleet`
+This module is pure logic over a :class:`~fleet.drivers.base.PowerControl`; :mod:`fleet.ops.power_action`
 resolves the selector, builds the targets and writes the audit entry.
 """
 

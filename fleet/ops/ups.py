@@ -1,6 +1,6 @@
 """UPS and PDU operations: status, outlets, battery health, model recognition.
 
-The functions here take a :class:`fleet.Fleet` and do the fleet-level work (which devices, which
+The functions here take a :class:`~fleet.core.context.Context` and do the fleet-level work (which devices, which
 driver, what to record); the drivers (``snmp``, ``nut``) do the talking. A UPS selector is a list
 of terms: plain words are UPS names (``ups-*``), and ``site=``, ``rack=``, ``kind=server|rack|room``,
 ``protocol=snmp|nut``, ``profile=`` and ``server=HOST`` (every UPS on the server's power path, through
@@ -98,8 +98,8 @@ def device_target(ctx: Context, *, name: str, host: str, port: int, protocol: st
     """A driver target for a UPS or PDU, with its credential opened (the secret stays a Secret)."""
     if credential is None:
         raise InputError(f"{name}: no credential assigned (fleet credentials assign NAME {name})")
-    secret = ctx.keyring.open(credential.secret, name=f"credential {credential.name}")
-    options: dict[str, Any] = {"profile": profile}
+    secret = ctx.open_secret(credential.secret, f"credential {credential.name}")
+    options: dict[str, Any] = {"profile": ctx.profiles.get(profile) if profile else None}
     if protocol == "nut":
         if credential.kind != "nut":
             raise InputError(f"{name}: a NUT UPS needs a nut credential, not {credential.kind}")

@@ -3,7 +3,7 @@
 ``fleet remediate`` prints the plan (a dry run, the default); ``--apply`` executes it. The planner is
 pure; this module gathers its inputs from the inventory (open events as findings, the history of past
 remediation actions from the audit log, each server's rack, power state and priority) and carries the
-planned actions out through :class:`fleet.Fleet`, recording each one in the audit log as
+planned actions out through the operations (:mod:`fleet.ops`), recording each one in the audit log as
 ``remediate`` with the action (``step``), the rule and whether it worked, which is the history the next plan reads.
 """
 

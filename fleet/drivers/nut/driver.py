@@ -1,16 +1,9 @@
-"""Network UPS Tools: an asyncio client of upsd's network protocol (TCP 3493, RFC 9271), for per-server UPSes.
+"""The NUT driver: UPSes behind upsd, for battery state, the UPS output and its switchable outlets.
 
-A small USB UPS feeds one server; NUT's driver (``usbhid-ups``...) reads it and ``upsd`` serves it on the
-network under a name (``nut_name``). :class:`NutDriver` speaks upsd's line protocol itself (no ``upsc``
-processes): ``LIST UPS``, ``LIST VAR``, ``GET VAR``, ``LIST CMD``, and, logged in with
-``USERNAME``/``PASSWORD``, ``INSTCMD`` and ``SET VAR`` with command tracking (``SET TRACKING ON``,
-``GET TRACKING``), then ``LOGOUT``. See ``docs/nut.md``.
-
-Connections: one pool per upsd server, shared by every UPS on it. Reads need no login and go over
-anonymous connections; commands go over connections logged in as the target's user (a NUT
-connection cannot change user). A connection carries many requests at once: upsd answers them in
-order, so each request's answer is matched by position (pipelining). A server gets a new connection
-when every open one has ``pipeline`` requests waiting, up to ``connections`` per server and user.
+:class:`NutDriver` speaks upsd's protocol itself (:mod:`.protocol`; no ``upsc`` processes):
+``LIST UPS``, ``LIST VAR``, ``GET VAR``, ``LIST CMD``, and, logged in with ``USERNAME``/``PASSWORD``,
+``INSTCMD`` and ``SET VAR`` with command tracking (``SET TRACKING ON``, ``GET TRACKING``), then
+``LOGOUT``. See ``docs/nut.md``.
 
 Deadlines: every call (connect, login, requests, read-back) finishes within ``Target.timeout``
 seconds or raises :class:`~fleet.errors.DeviceTimeout`. A connection whose request ran out of time is
@@ -32,7 +25,8 @@ Errors, mapped here and nowhere else:
   :class:`NotConfirmed`.
 
 ``Target.options``: ``nut_name`` (the UPS's name on upsd; default ``Target.name``) and ``profile``
-(a profile name or :class:`~fleet.profiles.Profile`): its ``[nut]`` table says which variable holds
+(a :class:`~fleet.profiles.Profile`, or its name when the driver was given ``profiles``; the caller
+loads it, the driver imports no profile module): its ``[nut]`` table says which variable holds
 each reading and which instant command does each action. With a profile, only the actions it maps
 are done; without one, NUT's standard names are used.
 """
@@ -42,12 +36,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import hashlib
-import re
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 from fleet.errors import (
@@ -60,7 +51,7 @@ from fleet.errors import (
     Unsupported,
 )
 
-from .base import (
+from ..base import (
     BatteryMonitor,
     BatteryStatus,
     OutletControl,
@@ -70,58 +61,8 @@ from .base import (
     Setting,
     Target,
 )
-
-__all__ = [
-    "DEFAULT_COMMANDS",
-    "DEFAULT_PORT",
-    "DEFAULT_VARIABLES",
-    "NotConfirmed",
-    "NutDriver",
-    "UnknownUps",
-    "parse_line",
-    "parse_status",
-    "quote",
-]
-
-DEFAULT_PORT = 3493
-
-#: Readings and the NUT variable holding each when the target has no profile (NUT's docs/nut-names.txt).
-DEFAULT_VARIABLES: Mapping[str, str] = {
-    "ups_status": "ups.status",
-    "battery_charge": "battery.charge",
-    "battery_runtime": "battery.runtime",
-    "output_load": "ups.load",
-    "input_voltage": "input.voltage",
-    "battery_temperature": "battery.temperature",
-    "nominal_power": "ups.realpower.nominal",
-}
-
-#: UPS-wide actions and their instant commands when the target has no profile.
-DEFAULT_COMMANDS: Mapping[str, str] = {
-    "load_off": "load.off",
-    "load_on": "load.on",
-    "load_cycle": "shutdown.reboot",
-    "shutdown_return": "shutdown.return",
-    "shutdown_stayoff": "shutdown.stayoff",
-}
-
-#: Variables copied into ``BatteryStatus.extra`` when the UPS has them (numbers where they parse).
-EXTRA_VARIABLES = (
-    "battery.date", "battery.mfr.date", "battery.type", "battery.charge.low", "battery.runtime.low",
-    "battery.voltage", "battery.voltage.nominal", "ups.realpower.nominal", "ups.power.nominal",
-    "ups.realpower", "ups.power", "ups.temperature", "input.frequency", "output.voltage",
-    "ups.mfr", "ups.model", "ups.serial", "ups.firmware", "device.mfr", "device.model", "device.serial",
-    "ups.beeper.status", "ups.test.result", "ups.timer.shutdown", "ups.timer.start", "driver.name",
-)
-
-#: ``ups.status`` flags (NUT docs/new-drivers.txt) and what they mean, for ``extra["conditions"]``.
-STATUS_FLAGS: Mapping[str, str] = {
-    "OL": "online", "OB": "on-battery", "LB": "low-battery", "HB": "high-battery",
-    "RB": "replace-battery", "CHRG": "charging", "DISCHRG": "discharging", "BYPASS": "bypass",
-    "CAL": "calibrating", "OFF": "output-off", "OVER": "overload", "TRIM": "trim", "BOOST": "boost",
-    "FSD": "forced-shutdown", "ALARM": "alarm", "TEST": "testing", "OVERHEAT": "overheat", "COMMBAD": "comm-lost",
-    "NOCOMM": "comm-lost", "WAIT": "waiting",
-}
+from .protocol import DEFAULT_PORT, _Conn, _Err, _Lost, _parse_ups_list, _Pool, parse_line, quote
+from .readings import DEFAULT_COMMANDS, DEFAULT_VARIABLES, _number, _outlet_state, battery_status, outlet_list
 
 _AUTH_ERRORS = frozenset({"ACCESS-DENIED", "PASSWORD-REQUIRED", "INVALID-PASSWORD", "USERNAME-REQUIRED",
                           "INVALID-USERNAME"})
@@ -147,7 +88,6 @@ _ERROR_TEXT = {
     "UNKNOWN-COMMAND": "upsd does not know this protocol command",
 }
 
-_OUTLET_RE = re.compile(r"^outlet\.(\d+)\.(status|desc|name)$")
 _TRACKING_POLL_S = 0.05
 _READBACK_POLL_S = 0.2
 _REPORT_MARGIN_S = 0.05
@@ -170,256 +110,6 @@ class UnknownUps(FatalError, LookupError):
 
 class NotConfirmed(FatalError):
     """upsd accepted an action, but reading the UPS back within the deadline does not show its effect."""
-
-
-# ---------------------------------------------------------------------------------------------
-# The line format
-# ---------------------------------------------------------------------------------------------
-
-
-def parse_line(line: str) -> list[str]:
-    """The words of one protocol line: spaces separate, ``"..."`` quotes, ``\\`` escapes the next character.
-
-    >>> parse_line('UPS ups2 "UPS two, \\\\"quoted\\\\""')
-    ['UPS', 'ups2', 'UPS two, "quoted"']
-    """
-    words: list[str] = []
-    word: list[str] = []
-    in_word = quoted = escaped = False
-    for ch in line:
-        if escaped:
-            word.append(ch)
-            escaped = False
-        elif ch == "\\":
-            escaped = in_word = True
-        elif ch == '"':
-            if quoted:
-                quoted = False
-            else:
-                quoted = in_word = True
-        elif ch in " \t" and not quoted:
-            if in_word:
-                words.append("".join(word))
-                word, in_word = [], False
-        else:
-            word.append(ch)
-            in_word = True
-    if quoted:
-        raise ValueError(f"unterminated quote in upsd line {line!r}")
-    if in_word:
-        words.append("".join(word))
-    return words
-
-
-def quote(value: str) -> str:
-    """``value`` as one protocol word: quoted, with ``\\`` and ``"`` escaped, when it needs to be."""
-    if value and not re.search(r'[\s"\\]', value):
-        return value
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def parse_status(ups_status: str | None) -> tuple[str, tuple[str, ...]]:
-    """Our status words for an ``ups.status`` value, and its flags.
-
-    ``OL`` -> online, ``OB`` -> on-battery, ``LB`` -> low-battery, ``RB`` -> replace-battery, combined
-    with spaces in that order (``"OB DISCHRG LB"`` -> ``"on-battery low-battery"``); none of them ->
-    ``unknown`` (e.g. ``OFF``, ``WAIT``, an empty value). Other flags (CHRG, BYPASS, OVER, FSD...) are
-    in the second item, as upsd spelled them.
-    """
-    flags = tuple((ups_status or "").split())
-    words = [name for flag, name in (("OL", "online"), ("OB", "on-battery"), ("LB", "low-battery"),
-                                     ("RB", "replace-battery")) if flag in flags]
-    if "online" in words and "on-battery" in words:  # both at once: a driver in transition; trust neither
-        words = [w for w in words if w not in ("online", "on-battery")]
-    return (" ".join(words) or "unknown"), flags
-
-
-def _number(value: str | None) -> float | None:
-    if value is None:
-        return None
-    try:
-        number = float(value)
-    except ValueError:
-        return None
-    return number if number == number and abs(number) != float("inf") else None
-
-
-# ---------------------------------------------------------------------------------------------
-# Connections and the pool
-# ---------------------------------------------------------------------------------------------
-
-
-class _Lost(Exception):
-    """The connection ended (closed by upsd, reset, or closed by us after a request ran out of time)."""
-
-
-class _Err(Exception):
-    """upsd answered ``ERR CODE``."""
-
-    def __init__(self, code: str, request: str) -> None:
-        super().__init__(f"ERR {code}")
-        self.code = code
-        self.request = request
-
-
-@dataclass(eq=False)
-class _Conn:
-    reader: asyncio.StreamReader
-    writer: asyncio.StreamWriter
-    key: tuple[Any, ...]
-    pending: deque[asyncio.Future[list[str]]] = field(default_factory=deque)
-    closed: bool = False
-    tracking: bool = False
-    reused: bool = False
-    task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self.task = asyncio.get_running_loop().create_task(self._read_loop())
-
-    async def _read_loop(self) -> None:
-        try:
-            while True:
-                lines = [await self._line()]
-                if lines[0].startswith("BEGIN LIST "):
-                    while not lines[-1].startswith("END LIST "):
-                        lines.append(await self._line())
-                if not self.pending:
-                    raise _Lost(f"upsd sent an answer nobody asked for: {lines[0]!r}")
-                fut = self.pending.popleft()
-                if not fut.done():
-                    fut.set_result(lines)
-        except asyncio.CancelledError:
-            self._fail(_Lost("connection closed"))
-            raise
-        except (OSError, ValueError, asyncio.IncompleteReadError, _Lost) as exc:
-            self._fail(exc if isinstance(exc, _Lost) else _Lost(f"connection to upsd lost: {exc}"))
-
-    async def _line(self) -> str:
-        raw = await self.reader.readline()
-        if not raw.endswith(b"\n"):
-            raise _Lost("upsd closed the connection")
-        return raw.decode("utf-8", "replace").rstrip("\r\n")
-
-    def _fail(self, exc: Exception) -> None:
-        self.closed = True
-        while self.pending:
-            fut = self.pending.popleft()
-            if not fut.done():
-                fut.set_exception(exc)
-        self.writer.close()
-
-    async def request(self, line: str) -> list[str]:
-        """Send one request and wait for its answer (one line, or a whole ``BEGIN LIST`` block)."""
-        if self.closed:
-            raise _Lost("connection closed")
-        fut: asyncio.Future[list[str]] = asyncio.get_running_loop().create_future()
-        self.pending.append(fut)
-        self.writer.write(line.encode("utf-8") + b"\n")
-        try:
-            await self.writer.drain()
-            return await fut
-        except asyncio.CancelledError:
-            # Out of time: upsd is not answering, and a late answer would be out of step. Drop the connection.
-            self.abort(_Lost("closed after a request ran out of time"))
-            raise
-        finally:
-            if not fut.done():
-                fut.cancel()  # nobody waits for it any more; the reader skips it, keeping answers in order
-
-    async def ask(self, line: str) -> list[str]:
-        """:meth:`request`, raising :class:`_Err` for an ``ERR`` answer."""
-        lines = await self.request(line)
-        if lines[0].startswith("ERR "):
-            raise _Err(lines[0][4:].split()[0] if lines[0][4:].split() else "UNKNOWN", line)
-        return lines
-
-    def abort(self, exc: Exception) -> None:
-        if not self.closed:
-            self._fail(exc)
-            if self.task is not None:
-                self.task.cancel()
-
-    async def aclose(self) -> None:
-        if not self.closed:
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(1.0):
-                    self.writer.write(b"LOGOUT\n")
-                    await self.writer.drain()
-            self.abort(_Lost("connection closed"))
-        with contextlib.suppress(Exception):
-            await self.writer.wait_closed()
-        if self.task is not None:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self.task
-
-
-class _Pool:
-    """Open connections per (host, port, user, password digest), all on one event loop."""
-
-    def __init__(self, connections: int, pipeline: int) -> None:
-        self.loop = asyncio.get_running_loop()
-        self.connections = connections
-        self.pipeline = pipeline
-        self.conns: dict[tuple[Any, ...], list[_Conn]] = {}
-        self.locks: dict[tuple[Any, ...], asyncio.Lock] = {}
-        self.opened = 0
-
-    def _pick(self, key: tuple[Any, ...]) -> tuple[_Conn | None, int]:
-        live = [c for c in self.conns.get(key, ()) if not c.closed]
-        self.conns[key] = live
-        if not live:
-            return None, 0
-        best = min(live, key=lambda c: len(c.pending))
-        if len(best.pending) < self.pipeline or len(live) >= self.connections:
-            return best, len(live)
-        return None, len(live)
-
-    async def get(self, host: str, port: int, login: tuple[str, str] | None) -> _Conn:
-        digest = hashlib.sha256(login[1].encode()).hexdigest() if login else None
-        key = (host, port, login[0] if login else None, digest)
-        conn, _ = self._pick(key)
-        if conn is not None:
-            conn.reused = True
-            return conn
-        lock = self.locks.setdefault(key, asyncio.Lock())
-        async with lock:
-            conn, _ = self._pick(key)
-            if conn is not None:
-                conn.reused = True
-                return conn
-            conn = await self._open(host, port, key, login)
-            self.conns.setdefault(key, []).append(conn)
-            return conn
-
-    async def _open(self, host: str, port: int, key: tuple[Any, ...], login: tuple[str, str] | None) -> _Conn:
-        reader, writer = await asyncio.open_connection(host, port)
-        self.opened += 1
-        conn = _Conn(reader, writer, key)
-        conn.start()
-        try:
-            if login is not None:
-                await conn.ask(f"USERNAME {quote(login[0])}")
-                await conn.ask(f"PASSWORD {quote(login[1])}")
-                try:
-                    await conn.ask("SET TRACKING ON")
-                    conn.tracking = True
-                except _Err:
-                    conn.tracking = False  # upsd before 2.8.0: no command tracking
-        except BaseException:
-            conn.abort(_Lost("login failed"))
-            raise
-        return conn
-
-    def discard(self, conn: _Conn) -> None:
-        conn.abort(_Lost("connection discarded"))
-
-    def all(self) -> list[_Conn]:
-        return [c for conns in self.conns.values() for c in conns]
-
-
-# ---------------------------------------------------------------------------------------------
-# The driver
-# ---------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -449,7 +139,9 @@ class NutDriver(BatteryMonitor, OutletControl, PowerControl):
     ``NutDriver()`` connects to nothing; connections open on first use and are kept (one pool per
     event loop). Close with ``await driver.aclose()`` (``driver.close()`` from synchronous code, or
     ``async with NutDriver() as driver``). ``connections``: most connections per upsd server and user
-    (default 2); ``pipeline``: requests waiting on one connection before another is opened (default 32).
+    (default 2); ``pipeline``: requests waiting on one connection before another is opened (default 32);
+    ``profiles``: a ProfileSet to look profile names up in (without one, ``Target.options["profile"]``
+    must be the Profile itself).
     """
 
     name = "nut"
@@ -461,11 +153,12 @@ class NutDriver(BatteryMonitor, OutletControl, PowerControl):
         Setting("timeout", float, 5.0, help="deadline of one operation, seconds"),
     )
 
-    def __init__(self, *, connections: int = 2, pipeline: int = 32) -> None:
+    def __init__(self, *, connections: int = 2, pipeline: int = 32, profiles: Any = None) -> None:
         if connections < 1 or pipeline < 1:
             raise ValueError("connections and pipeline must be at least 1")
         self.connections = connections
         self.pipeline = pipeline
+        self._profiles = profiles
         self._pool: _Pool | None = None
 
     # -- plumbing ------------------------------------------------------------------------------
@@ -491,11 +184,13 @@ class NutDriver(BatteryMonitor, OutletControl, PowerControl):
         profile = target.options.get("profile")
         nut = None
         profile_name = None
+        if isinstance(profile, str):
+            if self._profiles is None:
+                raise Unsupported(f"profile {profile!r} given by name, and this driver has no profile set to look "
+                                  "it up in (give Target.options['profile'] the Profile, or NutDriver(profiles=...))",
+                                  target=target.name, operation="read the profile")
+            profile = self._profiles.get(profile)
         if profile is not None:
-            from fleet.profiles import Profile, load_profiles
-
-            if not isinstance(profile, Profile):
-                profile = load_profiles().get(str(profile))
             profile_name = profile.name
             nut = profile.nut
         if nut is None:
@@ -822,73 +517,3 @@ class NutDriver(BatteryMonitor, OutletControl, PowerControl):
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
-
-
-# ---------------------------------------------------------------------------------------------
-# From variables to results (pure)
-# ---------------------------------------------------------------------------------------------
-
-
-def _parse_ups_list(lines: list[str]) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for line in lines[1:-1]:
-        words = parse_line(line)
-        if len(words) >= 2 and words[0] == "UPS":
-            out[words[1]] = words[2] if len(words) >= 3 else ""
-    return out
-
-
-def battery_status(values: Mapping[str, str], variables: Mapping[str, str] = DEFAULT_VARIABLES) -> BatteryStatus:
-    """A :class:`BatteryStatus` from a UPS's variables (``variables`` maps our metrics to NUT names)."""
-
-    def var(metric: str) -> str | None:
-        name = variables.get(metric, DEFAULT_VARIABLES.get(metric))
-        return values.get(name) if name else None
-
-    raw_status = var("ups_status")
-    status, flags = parse_status(raw_status)
-    extra: dict[str, Any] = {}
-    if raw_status is not None:
-        extra["ups.status"] = raw_status
-        extra["conditions"] = [STATUS_FLAGS.get(f, f.lower()) for f in flags]
-    for name in EXTRA_VARIABLES:
-        if name in values:
-            number = _number(values[name])
-            extra[name] = number if number is not None and name not in _TEXT_EXTRAS else values[name]
-    nominal = variables.get("nominal_power")
-    if nominal and nominal in values and nominal not in extra:
-        extra[nominal] = _number(values[nominal])
-    return BatteryStatus(
-        status=status,
-        charge_pct=_number(var("battery_charge")),
-        runtime_s=_number(var("battery_runtime")),
-        load_pct=_number(var("output_load")),
-        input_v=_number(var("input_voltage")),
-        battery_temp_c=_number(var("battery_temperature")),
-        extra=extra,
-    )
-
-
-_TEXT_EXTRAS = frozenset({"battery.date", "battery.mfr.date", "battery.type", "ups.mfr", "ups.model", "ups.serial",
-                          "ups.firmware", "device.mfr", "device.model", "device.serial", "ups.beeper.status",
-                          "ups.test.result", "driver.name"})
-
-
-def _outlet_state(values: Mapping[str, str], number: int, status_var: str = "ups.status") -> PowerState:
-    if number == 0:
-        flags = values.get(status_var, "").split()
-        if "OFF" in flags:
-            return "off"
-        return "on" if ("OL" in flags or "OB" in flags) else "unknown"
-    state = values.get(f"outlet.{number}.status", "").strip().lower()
-    return "on" if state == "on" else "off" if state == "off" else "unknown"
-
-
-def outlet_list(values: Mapping[str, str], status_var: str = "ups.status") -> list[OutletStatus]:
-    """Outlet 0 (the whole output) and every ``outlet.N`` with a status, from a UPS's variables."""
-    numbers = sorted({int(m.group(1)) for v in values if (m := _OUTLET_RE.match(v)) and m.group(2) == "status"} - {0})
-    out = [OutletStatus(0, values.get("outlet.0.desc") or "output", _outlet_state(values, 0, status_var))]
-    for n in numbers:
-        name = values.get(f"outlet.{n}.desc") or values.get(f"outlet.{n}.name") or f"outlet {n}"
-        out.append(OutletStatus(n, name, _outlet_state(values, n, status_var)))
-    return out
