@@ -74,7 +74,7 @@ from _common import (  # first: it puts the repository on sys.path
 
 from fleet.drivers.base import SensorReading, Target
 from fleet.drivers.ipmi import IpmiDriver
-from fleet.drivers.ipmi_pool import default_workers
+from fleet.drivers.ipmi.pool import default_workers
 from fleet.lab import bmcserver
 from inventory.secrets import Secret
 

@@ -451,8 +451,8 @@ def test_operations_also_run_over_a_plain_pyghmi_command(sims: list[IpmiSim], si
     """The operations do no I/O: run_sync drives them over pyghmi's synchronous Command too."""
     from pyghmi.ipmi.command import Command
 
-    from fleet.drivers import _pyghmi_fixes
-    from fleet.drivers.ipmi_ops import BmcState, op_fru_with_device, op_power_status, run_sync
+    from fleet.drivers.ipmi import BmcState, _pyghmi_fixes, run_sync
+    from fleet.drivers.ipmi.ops import op_fru_with_device, op_power_status
 
     _pyghmi_fixes.apply()  # this process's pyghmi, as the workers use it
     sim = sims[SIM["status"]]
@@ -626,7 +626,8 @@ def test_a_refused_login_on_a_model_with_ipmi_over_lan_off_by_default_says_how_t
 
 def test_a_0xcc_on_chassis_control_is_called_a_lab_set_up_fault_only_with_the_quirk() -> None:
     """Quirk power-needs-chassis-control-script (openipmi-sim): pure logic over the operation's reply."""
-    from fleet.drivers.ipmi_ops import BmcState, OpError, Response, op_power_control
+    from fleet.drivers.ipmi import BmcState, OpError, Response
+    from fleet.drivers.ipmi.ops import op_power_control
 
     def refused(state: BmcState) -> str:
         op = op_power_control(state, "on")

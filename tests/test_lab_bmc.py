@@ -34,10 +34,10 @@ from typing import Any
 import pytest
 
 from fleet.errors import DeviceUnreachable, PortInUse, ValidationError
-from fleet.lab import bmc as labbmc
-from fleet.lab import bmcserver, rmcp
-from fleet.lab.bmc import Bmc, parse_spec
+from fleet.lab import bmcmodel, bmcserver, bmcspec, rakp, rmcp, rmcpsession
+from fleet.lab.bmc import Bmc
 from fleet.lab.bmcserver import LabServer, LabStartError, lab_control
+from fleet.lab.bmcspec import parse_spec
 from fleet.lab.rmcp import PayloadType, RmcppStatus
 
 from .peers import missing_peer
@@ -125,28 +125,28 @@ class Console:
               tamper_rakp3: bool = False) -> Any:
         """Run Open Session .. RAKP 4; return the first message with a non-zero status, or RAKP 4."""
         cs = self.suite = rmcp.CIPHER_SUITES[suite]
-        req = rmcp.OpenSessionRequest(1, 4, self.console_sid, cs.auth, cs.integrity, cs.confidentiality)
-        opened = rmcp.OpenSessionResponse.parse(self._rmcpp(PayloadType.OPEN_SESSION_REQUEST, req.build()))
+        req = rakp.OpenSessionRequest(1, 4, self.console_sid, cs.auth, cs.integrity, cs.confidentiality)
+        opened = rakp.OpenSessionResponse.parse(self._rmcpp(PayloadType.OPEN_SESSION_REQUEST, req.build()))
         if opened.status:
             return opened
         assert opened.suite == cs and opened.console_sid == self.console_sid
         rm = os.urandom(16)
-        r2 = rmcp.Rakp2.parse(self._rmcpp(PayloadType.RAKP1, rmcp.Rakp1(2, opened.bmc_sid, rm, role, user).build()))
+        r2 = rakp.Rakp2.parse(self._rmcpp(PayloadType.RAKP1, rakp.Rakp1(2, opened.bmc_sid, rm, role, user).build()))
         if r2.status:
             return r2
         kuid = password.encode()
-        expected = rmcp.rakp2_auth_code(cs, kuid, self.console_sid, opened.bmc_sid, rm, r2.bmc_random, r2.bmc_guid,
+        expected = rakp.rakp2_auth_code(cs, kuid, self.console_sid, opened.bmc_sid, rm, r2.bmc_random, r2.bmc_guid,
                                         role, user)
         if expected != r2.auth_code:
             raise PermissionError("RAKP 2 HMAC mismatch: wrong password")
-        code = rmcp.rakp3_auth_code(cs, kuid, r2.bmc_random, self.console_sid, role, user)
+        code = rakp.rakp3_auth_code(cs, kuid, r2.bmc_random, self.console_sid, role, user)
         if tamper_rakp3:
             code = bytes([code[0] ^ 1]) + code[1:]
-        r4 = rmcp.Rakp4.parse(self._rmcpp(PayloadType.RAKP3, rmcp.Rakp3(3, 0, opened.bmc_sid, code).build()))
+        r4 = rakp.Rakp4.parse(self._rmcpp(PayloadType.RAKP3, rakp.Rakp3(3, 0, opened.bmc_sid, code).build()))
         if r4.status:
             return r4
-        sik = rmcp.session_integrity_key(cs, kuid, rm, r2.bmc_random, role, user)
-        assert r4.icv == rmcp.rakp4_icv(cs, sik, rm, opened.bmc_sid, r2.bmc_guid)
+        sik = rakp.session_integrity_key(cs, kuid, rm, r2.bmc_random, role, user)
+        assert r4.icv == rakp.rakp4_icv(cs, sik, rm, opened.bmc_sid, r2.bmc_guid)
         self.keys = rmcp.SessionKeys(cs, sik)
         self.bmc_sid = opened.bmc_sid
         return r4
@@ -205,12 +205,12 @@ def test_rakp_codes_agree_between_console_and_bmc_sides() -> None:
     suite = rmcp.CIPHER_SUITES[17]
     rm, rc, guid = os.urandom(16), os.urandom(16), os.urandom(16)
     # HMAC keys are zero-padded to the block size: a password padded to 20 bytes gives the same codes.
-    a = rmcp.rakp2_auth_code(suite, b"pw", 1, 2, rm, rc, guid, 0x14, b"admin")
-    b = rmcp.rakp2_auth_code(suite, b"pw".ljust(20, b"\0"), 1, 2, rm, rc, guid, 0x14, b"admin")
+    a = rakp.rakp2_auth_code(suite, b"pw", 1, 2, rm, rc, guid, 0x14, b"admin")
+    b = rakp.rakp2_auth_code(suite, b"pw".ljust(20, b"\0"), 1, 2, rm, rc, guid, 0x14, b"admin")
     assert a == b and len(a) == 32
-    assert len(rmcp.rakp4_icv(suite, b"k" * 32, rm, 2, guid)) == 16
-    assert len(rmcp.rakp4_icv(rmcp.CIPHER_SUITES[3], b"k" * 20, rm, 2, guid)) == 12
-    sik = rmcp.session_integrity_key(suite, b"pw", rm, rc, 0x14, b"admin")
+    assert len(rakp.rakp4_icv(suite, b"k" * 32, rm, 2, guid)) == 16
+    assert len(rakp.rakp4_icv(rmcp.CIPHER_SUITES[3], b"k" * 20, rm, 2, guid)) == 12
+    sik = rakp.session_integrity_key(suite, b"pw", rm, rc, 0x14, b"admin")
     assert rmcp.SessionKeys(suite, sik).k1 != sik
 
 
@@ -224,7 +224,7 @@ def test_messages_round_trip() -> None:
     # An Open Session Request with null algorithm payloads means "any".
     raw = bytes([7, 0, 0, 0]) + (42).to_bytes(4, "little") + bytes([0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0,
                                                                     2, 0, 0, 0, 0, 0, 0, 0])
-    osr = rmcp.OpenSessionRequest.parse(raw)
+    osr = rakp.OpenSessionRequest.parse(raw)
     assert (osr.tag, osr.console_sid, osr.auth, osr.integrity, osr.confidentiality) == (7, 42, None, None, None)
     mtype, tag = rmcp.parse_asf(rmcp.parse_datagram(rmcp.build_asf_pong(9))[1])
     assert (mtype, tag) == (0x40, 9)
@@ -254,9 +254,9 @@ def test_spec_is_checked() -> None:
 def test_lab_sensors_match_the_hardware_profile() -> None:
     """Names and thresholds of hardware-profiles/servers/rackfleet-lab.toml, converted from the SDR."""
     profile = tomllib.loads((REPO / "hardware-profiles/servers/rackfleet-lab.toml").read_text())
-    assert profile["match"]["ipmi"] == {"manufacturer_id": labbmc.MANUFACTURER_ID,
-                                        "product_ids": [labbmc.PRODUCT_ID]}
-    sensors = labbmc.SENSOR_PROFILES["rackfleet-lab"]
+    assert profile["match"]["ipmi"] == {"manufacturer_id": bmcspec.MANUFACTURER_ID,
+                                        "product_ids": [bmcspec.PRODUCT_ID]}
+    sensors = bmcspec.SENSOR_PROFILES["rackfleet-lab"]
     keys = {"critical_low": "lc", "warning_low": "lnc", "warning_high": "unc", "critical_high": "uc"}
     for wanted in profile["sensors"]:
         sensor = sensors.find(wanted["name"])
@@ -279,7 +279,7 @@ def test_power_transitions_delays_and_boot_flags() -> None:
     bmc.boot_flags = bytes([0xE0, 0x08, 0, 0, 0])  # disk, persistent, UEFI
     bmc.power("cycle", t + 10)
     assert not bmc.powered(t + 10)
-    assert bmc.powered(t + 10 + labbmc.CYCLE_OFF_SECONDS + 5) and bmc.boot_flags[0] == 0xE0
+    assert bmc.powered(t + 10 + bmcmodel.CYCLE_OFF_SECONDS + 5) and bmc.boot_flags[0] == 0xE0
     assert bmc.last_boot == "disk" and bmc.boot_count == 2
     bmc.power("reset", t + 20)
     assert bmc.reset_count == 1 and bmc.boot_count == 3
@@ -383,11 +383,11 @@ def test_login_failures_answer_fast_with_the_right_status(tlab: Any) -> None:
             console.login()
         call(server.find("b1").bmc.set_fault, "wrong-password", False)
         assert console.login(role=0x15).status == RmcppStatus.UNAUTHORIZED_ROLE  # OEM is above admin
-        md5 = rmcp.OpenSessionRequest(1, 4, 9, 0x02, 0x01, 0x01)  # RAKP-HMAC-MD5: not offered
-        answer = rmcp.OpenSessionResponse.parse(console._rmcpp(PayloadType.OPEN_SESSION_REQUEST, md5.build()))
+        md5 = rakp.OpenSessionRequest(1, 4, 9, 0x02, 0x01, 0x01)  # RAKP-HMAC-MD5: not offered
+        answer = rakp.OpenSessionResponse.parse(console._rmcpp(PayloadType.OPEN_SESSION_REQUEST, md5.build()))
         assert answer.status == RmcppStatus.INVALID_AUTH_ALGORITHM
-        any_suite = rmcp.OpenSessionRequest(1, 0, 9, None, None, None)
-        answer = rmcp.OpenSessionResponse.parse(console._rmcpp(PayloadType.OPEN_SESSION_REQUEST, any_suite.build()))
+        any_suite = rakp.OpenSessionRequest(1, 0, 9, None, None, None)
+        answer = rakp.OpenSessionResponse.parse(console._rmcpp(PayloadType.OPEN_SESSION_REQUEST, any_suite.build()))
         assert answer.status == 0 and answer.suite is not None and answer.suite.id == 17 and answer.max_privilege == 4
         assert console.login().status == 0
     finally:
@@ -435,20 +435,20 @@ def test_sessions_expire_and_the_table_is_bounded(tlab: Any, monkeypatch: pytest
         for c in consoles[:-1]:
             assert c.login().status == 0
         assert consoles[-1].login().status == RmcppStatus.INSUFFICIENT_RESOURCES
-        monkeypatch.setattr(bmcserver, "EVICT_IDLE_SECONDS", 0.0)  # the oldest idle session makes room
+        monkeypatch.setattr(rmcpsession, "EVICT_IDLE_SECONDS", 0.0)  # the oldest idle session makes room
         assert consoles[-1].login().status == 0
         with pytest.raises(TimeoutError):
             consoles[0].command(0x00, 0x01)
-        monkeypatch.setattr(bmcserver, "EVICT_IDLE_SECONDS", 10.0)
+        monkeypatch.setattr(rmcpsession, "EVICT_IDLE_SECONDS", 10.0)
         call(server.sweep, time.monotonic() + ep.bmc.spec.session_timeout + 1)
         assert ep.sessions is None and ep not in server._live
         assert consoles[-1].login().status == 0
         # Half-open sessions (a console that vanished after Open Session) go after PENDING_TIMEOUT.
-        req = rmcp.OpenSessionRequest(1, 4, 5, 0x03, 0x04, 0x01)
+        req = rakp.OpenSessionRequest(1, 4, 5, 0x03, 0x04, 0x01)
         for _ in range(5):
             consoles[0]._rmcpp(PayloadType.OPEN_SESSION_REQUEST, req.build())
         assert call(lambda: len(ep.sessions)) == 6
-        call(server.sweep, time.monotonic() + bmcserver.PENDING_TIMEOUT + 1)
+        call(server.sweep, time.monotonic() + rmcpsession.PENDING_TIMEOUT + 1)
         assert call(lambda: len(ep.sessions)) == 1
     finally:
         for c in consoles:

@@ -527,8 +527,10 @@ class _FakeBackend:
 
 
 def test_a_bmc_with_a_backend_hands_it_power_and_consumes_one_time_boot_flags(tmp_path: Path) -> None:
+    from fleet.drivers.ipmi.codes import BOOT_DEVICE_SELECTORS
     from fleet.errors import ValidationError
-    from fleet.lab.bmc import BOOT_DEVICES, Bmc, parse_spec
+    from fleet.lab.bmc import Bmc
+    from fleet.lab.bmcspec import parse_spec
 
     vm = {"name": "v1", "mac": "52:54:00:00:00:01", "tap": "tap0", "state_dir": str(tmp_path)}
     specs, sets = parse_spec({"bmcs": [{"name": "v1", "host": "127.0.0.1", "port": 16651, "qemu": vm}]})
@@ -538,7 +540,7 @@ def test_a_bmc_with_a_backend_hands_it_power_and_consumes_one_time_boot_flags(tm
     bmc = Bmc(specs[0], sets[specs[0].sensors])
     bmc.backend = fake = _FakeBackend()
     assert not bmc.powered()
-    bmc.handle(0x00, 0x08, bytes([5, 0x80, BOOT_DEVICES["pxe"] << 2, 0, 0, 0]), 4)  # bootdev pxe, once
+    bmc.handle(0x00, 0x08, bytes([5, 0x80, BOOT_DEVICE_SELECTORS["pxe"] << 2, 0, 0, 0]), 4)  # bootdev pxe, once
     bmc.handle(0x00, 0x02, b"\x01", 4)  # power on
     assert bmc.powered() and fake.calls == [("on", "pxe")]
     assert bmc.handle(0x00, 0x01, b"", 4)[1][0] & 1  # Get Chassis Status: on
@@ -549,7 +551,7 @@ def test_a_bmc_with_a_backend_hands_it_power_and_consumes_one_time_boot_flags(tm
     assert bmc.state()["vm"] == {"calls": 3} and bmc.state()["reset_count"] == 1
     # The EFI bit (boot flags data 1 bit 5) reaches the backend with the device; off starts nothing.
     assert [(r.device, r.uefi) if r else None for r in fake.requests] == [("pxe", False), (None, False), None]
-    bmc.handle(0x00, 0x08, bytes([5, 0xA0, BOOT_DEVICES["pxe"] << 2, 0, 0, 0]), 4)  # bootdev pxe, once, EFI
+    bmc.handle(0x00, 0x08, bytes([5, 0xA0, BOOT_DEVICE_SELECTORS["pxe"] << 2, 0, 0, 0]), 4)  # bootdev pxe, once, EFI
     bmc.handle(0x00, 0x02, b"\x01", 4)
     assert (fake.requests[-1].device, fake.requests[-1].uefi) == ("pxe", True)
     # Used up: the valid bit is cleared, the EFI bit stays readable (as real BMCs keep the flags byte).

@@ -1,4 +1,4 @@
-"""Each pyghmi 1.6.19 defect worked around in fleet/drivers/_pyghmi_fixes.py, reproduced, then shown fixed.
+"""Each pyghmi 1.6.19 defect worked around in fleet/drivers/ipmi/_pyghmi_fixes.py, reproduced, then shown fixed.
 
 pyghmi keeps its state in module globals and the fixes patch them, so every scenario runs in a fresh
 Python process (``python -c SCRIPT``) against a real ipmi_sim, once with pyghmi as shipped and once
@@ -38,7 +38,7 @@ EXTRA = sys.argv[4:]
 from pyghmi.ipmi import command
 from pyghmi.ipmi.private import session as ps
 if PATCHED:
-    from fleet.drivers import _pyghmi_fixes as fixes
+    from fleet.drivers.ipmi import _pyghmi_fixes as fixes
     fixes.apply()
 def out(**kw):
     print(json.dumps(kw), flush=True)
@@ -296,7 +296,7 @@ def slow_last_login_step(sims: list[IpmiSim]) -> Iterator[DelayProxy]:
 
 
 ASYNC_LOGIN = """
-from fleet.drivers import _pyghmi_fixes
+from fleet.drivers.ipmi import _pyghmi_fixes
 with _pyghmi_fixes.login_policy((3,)) if PATCHED else __import__("contextlib").nullcontext():
     result = {}
     s = ps.Session(bmc=HOST, userid=b"admin", password=b"password", port=PORT,
@@ -505,7 +505,7 @@ def test_login_policy_follows_the_profile_cipher_suites(sims: list[IpmiSim]) -> 
 
 
 def test_apply_refuses_another_pyghmi_version(monkeypatch: pytest.MonkeyPatch) -> None:
-    from fleet.drivers import _pyghmi_fixes
+    from fleet.drivers.ipmi import _pyghmi_fixes
 
     monkeypatch.setattr(_pyghmi_fixes, "_applied", False)
     monkeypatch.setattr(_pyghmi_fixes.metadata, "version", lambda name: "1.6.20")

@@ -1,7 +1,11 @@
 """The virtual datacenter behind ``fleet lab``: simulated servers whose BMCs speak real IPMI 2.0.
 
-- :mod:`fleet.lab.rmcp`: the IPMI-over-LAN wire codec (RMCP, RMCP+ sessions, RAKP, keys);
-- :mod:`fleet.lab.bmc`: one simulated BMC (power, boot flags, sensors and SDR, SEL, FRU, faults);
+- :mod:`fleet.lab.rmcp` and :mod:`fleet.lab.rakp`: the IPMI-over-LAN wire codec (RMCP, RMCP+
+  session packets and keys; Open Session and RAKP 1-4);
+- :mod:`fleet.lab.bmcspec`: what a simulated BMC is (its spec, sensors and SDR, FRU image, identity);
+- :mod:`fleet.lab.bmcmodel` and :mod:`fleet.lab.bmc`: one simulated BMC (power, boot flags, SEL,
+  faults) and its IPMI commands, with the protocol numbers of :mod:`fleet.drivers.ipmi.codes`;
+- :mod:`fleet.lab.rmcpsession`: the RMCP+ session layer;
 - :mod:`fleet.lab.bmcserver`: the asyncio server answering for thousands of them, its control socket,
   and :func:`start`/:func:`stop`/:func:`lab_control` to drive it from another process.
 
@@ -12,7 +16,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from .bmc import BOOT_DEVICES, FAULT_KINDS, MANUFACTURER_ID, PRODUCT_ID, Bmc, BmcSpec, parse_spec
+from .bmc import Bmc
+from .bmcmodel import FAULT_KINDS
+from .bmcspec import MANUFACTURER_ID, PRODUCT_ID, BmcSpec, parse_spec
 
 # The server's names are imported on first use, so that ``python -m fleet.lab.bmcserver`` runs the
 # module once, as __main__, rather than after a package import already loaded it.
@@ -28,7 +34,6 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "BOOT_DEVICES",
     "FAULT_KINDS",
     "MANUFACTURER_ID",
     "PRODUCT_ID",

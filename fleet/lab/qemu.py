@@ -472,7 +472,7 @@ class QemuBackend:
         return self._on
 
     def set_power(self, action: str, boot: Any) -> None:
-        """Queue ``on``, ``off``, ``soft``, ``cycle`` or ``reset``; ``boot`` (a ``fleet.lab.bmc.BootRequest``,
+        """Queue ``on``, ``off``, ``soft``, ``cycle`` or ``reset``; ``boot`` (a ``fleet.lab.bmcmodel.BootRequest``,
         None when the action starts nothing) is what the BMC's flags ask of this start."""
         self._ensure_tasks()
         if action == "on":

@@ -1,14 +1,16 @@
-"""IPMI over LAN on the wire: RMCP, ASF ping/pong, IPMI 1.5 and 2.0 (RMCP+) sessions, RAKP, keys.
+"""IPMI over LAN on the wire: RMCP, ASF ping/pong, IPMI 1.5 and 2.0 (RMCP+) session packets, keys.
 
-Pure functions and small value types, no I/O: the lab BMC (``fleet.lab.bmcserver``) uses them as a
-responder, the tests as a console. References are to the IPMI v2.0 specification, rev. 1.1:
+Pure functions and small value types, no I/O: the lab BMC's session layer (``fleet.lab.rmcpsession``)
+uses them as a responder, the tests as a console. The RMCP+ login messages (Open Session, RAKP 1-4)
+are in :mod:`fleet.lab.rakp`, the IPMI numbers in :mod:`fleet.drivers.ipmi.codes`. References are to
+the IPMI v2.0 specification, rev. 1.1:
 
 - RMCP header (section 13.1.3) and the ASF presence ping/pong (13.2.3, DMTF ASF 2.0 3.2.4);
 - the IPMI 1.5 session header (table 13-8), used here only sessionless (authentication type none);
 - the RMCP+ session header and trailer (table 13-8, 13.28): payload type byte with the encrypted and
   authenticated bits, integrity pad to a multiple of four, pad length, next header ``0x07``, AuthCode;
-- RMCP+ Open Session request/response and RAKP messages 1-4 (13.17-13.23), their status codes (13-15);
-- the key exchange (13.31, 13.32): SIK = HMAC_Kg(Rm|Rc|Role|ULen|UName), K1/K2 = HMAC_SIK(20 x 0x01|0x02);
+- the RMCP+ and RAKP status codes (13-15);
+- the session keys (13.32): K1/K2 = HMAC_SIK(20 x 0x01|0x02);
 - integrity HMAC-SHA1-96 and HMAC-SHA256-128 (13.28.4), confidentiality AES-CBC-128 (13.29);
 - the IPMI message inside a session (13.8: rsAddr, netFn/LUN, checksum, rqAddr, rqSeq/LUN, cmd, data).
 
@@ -38,16 +40,9 @@ __all__ = [
     "CipherSuite",
     "IpmiRequest",
     "IpmiResponse",
-    "OpenSessionRequest",
-    "OpenSessionResponse",
     "Packet",
     "PayloadType",
-    "Privilege",
     "ProtocolError",
-    "Rakp1",
-    "Rakp2",
-    "Rakp3",
-    "Rakp4",
     "RmcppStatus",
     "SessionKeys",
     "build_asf_ping",
@@ -62,10 +57,6 @@ __all__ = [
     "parse_datagram",
     "parse_ipmi_request",
     "parse_ipmi_response",
-    "rakp2_auth_code",
-    "rakp3_auth_code",
-    "rakp4_icv",
-    "session_integrity_key",
 ]
 
 RMCP_VERSION = 0x06
@@ -137,17 +128,6 @@ class RmcppStatus(IntEnum):
     ILLEGAL_PARAMETER = 0x12
 
 
-class Privilege(IntEnum):
-    """Privilege levels (table 22-11 and the RAKP role field)."""
-
-    HIGHEST = 0x00  # "highest level matching the proposed algorithms" (Open Session request only)
-    CALLBACK = 0x01
-    USER = 0x02
-    OPERATOR = 0x03
-    ADMINISTRATOR = 0x04
-    OEM = 0x05
-
-
 # ---------------------------------------------------------------------------------------------
 # Cipher suites and keys
 # ---------------------------------------------------------------------------------------------
@@ -183,32 +163,6 @@ def find_cipher_suite(auth: int, integrity: int, confidentiality: int) -> Cipher
         if (suite.auth, suite.integrity, suite.confidentiality) == (auth, integrity, confidentiality):
             return suite
     return None
-
-
-def rakp2_auth_code(suite: CipherSuite, kuid: bytes, console_sid: int, bmc_sid: int, console_random: bytes,
-                    bmc_random: bytes, bmc_guid: bytes, role: int, username: bytes) -> bytes:
-    """RAKP 2 Key Exchange Authentication Code: HMAC_Kuid(SIDm, SIDc, Rm, Rc, GUIDc, ROLEm, ULENm, UNAMEm)."""
-    data = (struct.pack("<II", console_sid, bmc_sid) + console_random + bmc_random + bmc_guid
-            + bytes([role, len(username)]) + username)
-    return suite.hmac(kuid, data)
-
-
-def rakp3_auth_code(suite: CipherSuite, kuid: bytes, bmc_random: bytes, console_sid: int, role: int,
-                    username: bytes) -> bytes:
-    """RAKP 3 Key Exchange Authentication Code: HMAC_Kuid(Rc, SIDm, ROLEm, ULENm, UNAMEm)."""
-    data = bmc_random + struct.pack("<I", console_sid) + bytes([role, len(username)]) + username
-    return suite.hmac(kuid, data)
-
-
-def session_integrity_key(suite: CipherSuite, kg: bytes, console_random: bytes, bmc_random: bytes, role: int,
-                          username: bytes) -> bytes:
-    """SIK = HMAC_Kg(Rm, Rc, ROLEm, ULENm, UNAMEm); with no BMC key Kg is the user's password."""
-    return suite.hmac(kg, console_random + bmc_random + bytes([role, len(username)]) + username)
-
-
-def rakp4_icv(suite: CipherSuite, sik: bytes, console_random: bytes, bmc_sid: int, bmc_guid: bytes) -> bytes:
-    """RAKP 4 Integrity Check Value: HMAC_SIK(Rm, SIDc, GUIDc), truncated to the suite's length."""
-    return suite.hmac(sik, console_random + struct.pack("<I", bmc_sid) + bmc_guid)[:suite.icv_len]
 
 
 class SessionKeys:
@@ -438,183 +392,3 @@ def parse_ipmi_response(msg: bytes) -> IpmiResponse:
         raise ProtocolError("IPMI response checksum mismatch")
     return IpmiResponse(netfn=msg[1] >> 2, cmd=msg[5], completion_code=msg[6], data=bytes(msg[7:-1]),
                         rq_seq=msg[4] >> 2)
-
-
-# ---------------------------------------------------------------------------------------------
-# RMCP+ session establishment
-# ---------------------------------------------------------------------------------------------
-
-
-def _algorithm_payload(kind: int, algorithm: int | None) -> bytes:
-    """One 8-byte algorithm payload; ``None`` gives a null payload (length 0: "let the BMC choose")."""
-    if algorithm is None:
-        return bytes([kind, 0, 0, 0, 0, 0, 0, 0])
-    return bytes([kind, 0, 0, 8, algorithm, 0, 0, 0])
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class OpenSessionRequest:
-    """RMCP+ Open Session Request (table 13-16a). An algorithm of None was proposed as "any"."""
-
-    tag: int
-    max_privilege: int
-    console_sid: int
-    auth: int | None
-    integrity: int | None
-    confidentiality: int | None
-
-    @classmethod
-    def parse(cls, data: bytes) -> OpenSessionRequest:
-        """The three algorithm payloads sit at offsets 8, 16 and 24, 8 bytes each."""
-        if len(data) < 32:
-            raise ProtocolError("short Open Session Request")
-        tag, priv = data[0], data[1] & 0x0F
-        (console_sid,) = struct.unpack_from("<I", data, 4)
-        algos: list[int | None] = []
-        for kind in range(3):
-            pos = 8 + 8 * kind
-            if data[pos] != kind or data[pos + 3] not in (0, 8):
-                raise ProtocolError(f"Open Session Request algorithm payload {kind} is malformed")
-            algos.append(data[pos + 4] & 0x3F if data[pos + 3] else None)
-        return cls(tag, priv, console_sid, algos[0], algos[1], algos[2])
-
-    def build(self) -> bytes:
-        head = bytes([self.tag, self.max_privilege, 0, 0]) + struct.pack("<I", self.console_sid)
-        return (head + _algorithm_payload(0, self.auth) + _algorithm_payload(1, self.integrity)
-                + _algorithm_payload(2, self.confidentiality))
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class OpenSessionResponse:
-    """RMCP+ Open Session Response (table 13-17). Error responses stop after the console session id."""
-
-    tag: int
-    status: int
-    console_sid: int
-    max_privilege: int = 0
-    bmc_sid: int = 0
-    suite: CipherSuite | None = None
-
-    def build(self) -> bytes:
-        head = bytes([self.tag, self.status, self.max_privilege, 0]) + struct.pack("<I", self.console_sid)
-        if self.status != RmcppStatus.OK or self.suite is None:
-            return head
-        return (head + struct.pack("<I", self.bmc_sid) + _algorithm_payload(0, self.suite.auth)
-                + _algorithm_payload(1, self.suite.integrity) + _algorithm_payload(2, self.suite.confidentiality))
-
-    @classmethod
-    def parse(cls, data: bytes) -> OpenSessionResponse:
-        if len(data) < 8:
-            raise ProtocolError("short Open Session Response")
-        tag, status, priv = data[0], data[1], data[2]
-        (console_sid,) = struct.unpack_from("<I", data, 4)
-        if status != RmcppStatus.OK:
-            return cls(tag, status, console_sid)
-        if len(data) < 36:
-            raise ProtocolError("short Open Session Response")
-        (bmc_sid,) = struct.unpack_from("<I", data, 8)
-        suite = find_cipher_suite(data[16] & 0x3F, data[24] & 0x3F, data[32] & 0x3F)
-        return cls(tag, status, console_sid, priv, bmc_sid, suite)
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Rakp1:
-    """RAKP Message 1 (table 13-20): the console's random number, role and user name."""
-
-    tag: int
-    bmc_sid: int
-    console_random: bytes
-    role: int  # the whole byte: bit 4 set = name-only lookup, bits 3:0 the requested maximum privilege
-    username: bytes
-
-    @property
-    def privilege(self) -> int:
-        return self.role & 0x0F
-
-    @property
-    def name_only_lookup(self) -> bool:
-        return bool(self.role & 0x10)
-
-    @classmethod
-    def parse(cls, data: bytes) -> Rakp1:
-        if len(data) < 28:
-            raise ProtocolError("short RAKP 1")
-        (bmc_sid,) = struct.unpack_from("<I", data, 4)
-        ulen = data[27]
-        if ulen > 16 or len(data) < 28 + ulen:
-            raise ProtocolError("RAKP 1 user name length is invalid")
-        return cls(data[0], bmc_sid, bytes(data[8:24]), data[24], bytes(data[28:28 + ulen]))
-
-    def build(self) -> bytes:
-        return (bytes([self.tag, 0, 0, 0]) + struct.pack("<I", self.bmc_sid) + self.console_random
-                + bytes([self.role, 0, 0, len(self.username)]) + self.username)
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Rakp2:
-    """RAKP Message 2 (table 13-21). Error answers stop after the console session id."""
-
-    tag: int
-    status: int
-    console_sid: int
-    bmc_random: bytes = b""
-    bmc_guid: bytes = b""
-    auth_code: bytes = b""
-
-    def build(self) -> bytes:
-        head = bytes([self.tag, self.status, 0, 0]) + struct.pack("<I", self.console_sid)
-        if self.status != RmcppStatus.OK:
-            return head
-        return head + self.bmc_random + self.bmc_guid + self.auth_code
-
-    @classmethod
-    def parse(cls, data: bytes) -> Rakp2:
-        if len(data) < 8:
-            raise ProtocolError("short RAKP 2")
-        (console_sid,) = struct.unpack_from("<I", data, 4)
-        if data[1] != RmcppStatus.OK:
-            return cls(data[0], data[1], console_sid)
-        if len(data) < 40:
-            raise ProtocolError("short RAKP 2")
-        return cls(data[0], data[1], console_sid, bytes(data[8:24]), bytes(data[24:40]), bytes(data[40:]))
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Rakp3:
-    """RAKP Message 3 (table 13-22): the console proves it knows the password (or reports a failure)."""
-
-    tag: int
-    status: int
-    bmc_sid: int
-    auth_code: bytes = b""
-
-    @classmethod
-    def parse(cls, data: bytes) -> Rakp3:
-        if len(data) < 8:
-            raise ProtocolError("short RAKP 3")
-        (bmc_sid,) = struct.unpack_from("<I", data, 4)
-        return cls(data[0], data[1], bmc_sid, bytes(data[8:]))
-
-    def build(self) -> bytes:
-        return bytes([self.tag, self.status, 0, 0]) + struct.pack("<I", self.bmc_sid) + self.auth_code
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Rakp4:
-    """RAKP Message 4 (table 13-23): the BMC's integrity check value, or an error status."""
-
-    tag: int
-    status: int
-    console_sid: int
-    icv: bytes = b""
-
-    def build(self) -> bytes:
-        head = bytes([self.tag, self.status, 0, 0]) + struct.pack("<I", self.console_sid)
-        return head + (self.icv if self.status == RmcppStatus.OK else b"")
-
-    @classmethod
-    def parse(cls, data: bytes) -> Rakp4:
-        if len(data) < 8:
-            raise ProtocolError("short RAKP 4")
-        (console_sid,) = struct.unpack_from("<I", data, 4)
-        return cls(data[0], data[1], console_sid, bytes(data[8:]))

@@ -166,17 +166,17 @@ KNOWN_QUIRKS: Mapping[str, QuirkSpec] = _registry(
     QuirkSpec("boot-uefi-flag-required", "boot", bool, "fleet.ops.bootmode.decide_boot_mode (profile.boot)",
               "the server boots UEFI: a next-boot override must carry the EFI bit (IPMI boot flags data1 "
               "bit 5, ipmitool 'options=efiboot'), else the BMC asks for a legacy boot the firmware ignores"),
-    QuirkSpec("boot-flags-not-persistent", "boot", bool, "fleet.drivers.ipmi.op_get_boot",
+    QuirkSpec("boot-flags-not-persistent", "boot", bool, "fleet.drivers.ipmi.ops.op_get_boot",
               "the BMC keeps neither the persistent nor the UEFI flag: read the device selector back even "
               "when the valid bit is clear"),
-    QuirkSpec("power-needs-chassis-control-script", "power", bool, "fleet.drivers.ipmi._chassis_hint",
+    QuirkSpec("power-needs-chassis-control-script", "power", bool, "fleet.drivers.ipmi.ops._chassis_hint",
               "ipmi_sim: completion code 0xCC on chassis commands is a lab set-up fault (no chassis_control "
               "script), said so in the error"),
-    QuirkSpec("ipmi-over-lan-disabled-by-default", "power", str, "fleet.drivers.ipmi_pool._login_error (profile.bmc)",
+    QuirkSpec("ipmi-over-lan-disabled-by-default", "power", str, "fleet.drivers.ipmi.worker._login_error (profile.bmc)",
               "the model ships with IPMI over LAN off: a failed login says so and how to enable it (the value)"),
-    QuirkSpec("ipmi-over-lan-setting", "power", str, "fleet.drivers.ipmi_pool._login_error (profile.bmc)",
+    QuirkSpec("ipmi-over-lan-setting", "power", str, "fleet.drivers.ipmi.worker._login_error (profile.bmc)",
               "IPMI over LAN can be turned off on this BMC: a failed login says so and where (the value)"),
-    QuirkSpec("fru-read-max-bytes", "fru", int, "fleet.drivers.ipmi.op_fru",
+    QuirkSpec("fru-read-max-bytes", "fru", int, "fleet.drivers.ipmi.ops.op_fru",
               "the largest Read FRU Data count the BMC accepts: the FRU area is read in chunks of this size"),
     QuirkSpec("fan-reading-is-duty-cycle", "sensors", str, "load: sensors[].unit of every fan",
               "fans read in % duty cycle, not RPM: every fan sensor must have this unit", _fan_unit),

@@ -5,7 +5,7 @@ this one module, so that a pyghmi upgrade is a review of one file. pyghmi is pin
 :data:`PYGHMI_VERSION` in ``pyproject.toml``; :func:`apply` refuses any other version, because the
 patches replace functions whose bodies they assume.
 
-How Rackfleet uses pyghmi (see ``fleet/drivers/ipmi_pool.py``): in each worker process exactly one
+How Rackfleet uses pyghmi (see ``fleet/drivers/ipmi/worker.py``): in each worker process exactly one
 thread (the *pump*) calls pyghmi. Sessions log in asynchronously (``onlogon`` callbacks) and
 commands are sent with callbacks; the pump turns pyghmi's event loop with
 ``Session.wait_for_rsp(timeout)``. Nothing else in the process calls pyghmi, so pyghmi's
@@ -94,6 +94,8 @@ from collections.abc import Iterator, Sequence
 from importlib import metadata
 from typing import Any
 
+from .codes import CC_PRIVILEGE_EXCEEDS_LIMIT, CC_PRIVILEGE_NOT_AVAILABLE, AppCmd, NetFn, Privilege
+
 __all__ = [
     "PYGHMI_VERSION",
     "SUPPORTED_CIPHER_SUITES",
@@ -125,7 +127,7 @@ def apply() -> None:
             return
         installed = metadata.version("pyghmi")
         if installed != PYGHMI_VERSION:
-            raise RuntimeError(f"fleet.drivers._pyghmi_fixes is written for pyghmi {PYGHMI_VERSION}, "
+            raise RuntimeError(f"fleet.drivers.ipmi._pyghmi_fixes is written for pyghmi {PYGHMI_VERSION}, "
                                f"found {installed}: review the fixes before changing the pin")
         from pyghmi.ipmi.private import session as ps
 
@@ -210,10 +212,12 @@ def _req_priv_level(self: Any) -> None:
         while self.evq:
             self.evq.popleft().set()
         code = response.get("code", 0xFFFF)
-        if "error" not in response and code in (0x80, 0x81) and asked[0] == 4:
+        if ("error" not in response and code in (CC_PRIVILEGE_NOT_AVAILABLE, CC_PRIVILEGE_EXCEEDS_LIMIT)
+                and asked[0] == Privilege.ADMINISTRATOR):
             # As pyghmi does: some BMCs accept the session but not admin; ask for operator.
-            asked[0] = self.privlevel = 3
-            self.raw_command(netfn=0x6, command=0x3B, data=[3], callback=_got_priv)
+            asked[0] = self.privlevel = Privilege.OPERATOR
+            self.raw_command(netfn=NetFn.APP, command=AppCmd.SET_SESSION_PRIVILEGE_LEVEL, data=[Privilege.OPERATOR],
+                             callback=_got_priv)
             return
         if "error" in response or code:
             from pyghmi.ipmi.private import util
@@ -233,7 +237,8 @@ def _req_priv_level(self: Any) -> None:
             }
         self.onlogon({"success": True})
 
-    self.raw_command(netfn=0x6, command=0x3B, data=[self.privlevel], callback=_got_priv)
+    self.raw_command(netfn=NetFn.APP, command=AppCmd.SET_SESSION_PRIVILEGE_LEVEL, data=[self.privlevel],
+                     callback=_got_priv)
     return None
 
 
@@ -312,7 +317,8 @@ def discard(session: Any) -> None:
     if getattr(session, "logged", 0) and session.sockaddr is not None:
         # Close Session, sent once and not awaited (retry=False returns at once).
         with contextlib.suppress(Exception):
-            session.raw_command(netfn=6, command=0x3C, data=tuple(session.sessionid.to_bytes(4, "little")),
+            session.raw_command(netfn=NetFn.APP, command=AppCmd.CLOSE_SESSION,
+                                data=tuple(session.sessionid.to_bytes(4, "little")),
                                 retry=False, callback=lambda _rsp: None)
         session.incommand = False
         session.lastpayload = None

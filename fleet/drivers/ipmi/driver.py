@@ -1,21 +1,16 @@
-"""IPMI 2.0 over LAN (RMCP+): power, next boot device, sensors, SEL, FRU and BMC reset, for thousands of BMCs.
+"""The IPMI driver's asyncio API: :class:`IpmiDriver` (``await driver.power_status(target)``).
 
-Two halves:
-
-- :class:`IpmiDriver`, the asyncio API (``await driver.power_status(target)``). It maps every
-  failure into :mod:`fleet.errors` and hands the work to an :class:`~fleet.drivers.ipmi_pool.IpmiPool`
-  of worker processes, each owning a shard of the BMCs with persistent sessions (see
-  ``docs/ipmi.md`` for the execution model and the figures behind it).
-- The operations themselves, as *generators of IPMI requests* (:data:`OPS`), in
-  :mod:`fleet.drivers.ipmi_ops` (re-exported here): each yields :class:`Request` (netfn, command,
-  data) and receives :class:`Response`; it never does I/O itself. The worker's pump drives them over
-  pyghmi sessions; :func:`run_sync` drives one over a plain ``pyghmi.ipmi.command.Command`` (tests).
-  Parsing of SDRs, FRU areas and SEL records reuses pyghmi's decoders.
+Power, next boot device, sensors, SEL, FRU and BMC reset, for thousands of BMCs. It maps every
+failure into :mod:`fleet.errors` and hands the work to an :class:`~fleet.drivers.ipmi.pool.IpmiPool`
+of worker processes, each owning a shard of the BMCs with persistent sessions (see ``docs/ipmi.md``
+for the execution model and the figures behind it); the workers run the operations of
+:mod:`fleet.drivers.ipmi.ops` by name.
 
 Cipher suites follow ``Target.options["cipher_suites"]`` (from the hardware profile; default
 ``[17, 3]``). Quirks come from ``Target.options["quirks"]`` (profile quirk id -> value); the ones
-this driver acts on: ``fru-read-max-bytes``, ``boot-flags-not-persistent``,
-``power-needs-chassis-control-script``.
+the operations act on: ``fru-read-max-bytes``, ``boot-flags-not-persistent``,
+``power-needs-chassis-control-script``; the workers' login errors: ``ipmi-over-lan-disabled-by-default``,
+``ipmi-over-lan-setting``.
 """
 
 from __future__ import annotations
@@ -26,7 +21,7 @@ from typing import Any
 
 from fleet.errors import Unsupported
 
-from .base import (
+from ..base import (
     BmcControl,
     BootControl,
     BootDevice,
@@ -42,45 +37,13 @@ from .base import (
     Setting,
     Target,
 )
-from .ipmi_ops import (
-    DEFAULT_CIPHER_SUITES,
-    DROPS_SESSION,
-    ERROR_KINDS,
-    OPS,
-    BmcState,
-    Op,
-    OpError,
-    Pause,
-    Request,
-    Response,
-    advance,
-    completion_error,
-    run_sync,
-)
-from .ipmi_pool import IpmiPool
+from .operation import ERROR_KINDS, OpError
+from .pool import IpmiPool
 
-# The operations' names are re-exported: ``fleet.drivers.ipmi`` stays the one module callers import.
-__all__ = [
-    "DEFAULT_CIPHER_SUITES",
-    "DROPS_SESSION",
-    "ERROR_KINDS",
-    "OPS",
-    "BmcState",
-    "IpmiDriver",
-    "Op",
-    "OpError",
-    "Pause",
-    "Request",
-    "Response",
-    "advance",
-    "completion_error",
-    "run_sync",
-]
+__all__ = ["DEFAULT_CIPHER_SUITES", "IpmiDriver"]
 
-
-# ---------------------------------------------------------------------------------------------
-# The driver
-# ---------------------------------------------------------------------------------------------
+#: The cipher suites proposed when the profile names none, in order (pyghmi speaks these two).
+DEFAULT_CIPHER_SUITES = (17, 3)
 
 
 class IpmiDriver(PowerControl, BootControl, SensorReader, EventLog, HardwareInventory, BmcControl):
