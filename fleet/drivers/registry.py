@@ -16,7 +16,7 @@ __all__ = ["CAPABILITIES", "DriverRegistry", "registry"]
 
 #: Capabilities a driver may implement; each is one small protocol in ``fleet.drivers.base``.
 CAPABILITIES: frozenset[str] = frozenset(
-    {"power", "boot", "sensors", "sel", "fru", "outlets", "battery", "shell"}
+    {"power", "boot", "sensors", "sel", "fru", "bmc", "outlets", "battery", "shell"}
 )
 
 
@@ -87,6 +87,9 @@ registry = DriverRegistry()
 registry.register("ipmi", "fleet.drivers.ipmi:IpmiDriver",
                   {"power", "boot", "sensors", "sel", "fru"}, "IPMI 2.0 over LAN (RMCP+) via pyghmi",
                   credential_kinds={"ipmi"})
+registry.register("redfish", "fleet.drivers.redfish:RedfishDriver",
+                  {"power", "boot", "sensors", "sel", "fru", "bmc"}, "Redfish over HTTPS (DMTF) via aiohttp",
+                  credential_kinds={"redfish"})
 registry.register("snmp", "fleet.drivers.snmp:SnmpDriver",
                   {"outlets", "battery", "sensors"}, "SNMP v2c/v3 UPS and PDU agents via pysnmp",
                   credential_kinds={"snmp-v2c", "snmp-v3"})
