@@ -94,11 +94,9 @@ def make_cert(directory: Path, name: str = "bmc", host: str = "127.0.0.1") -> tu
 
 
 def sushy_available() -> bool:
-    try:
-        import sushy_tools.emulator.main  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    import importlib.util
+
+    return importlib.util.find_spec("sushy_tools") is not None
 
 
 @dataclass

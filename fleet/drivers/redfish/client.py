@@ -23,6 +23,7 @@ line or an error's text (:meth:`Call.scrub`).
 from __future__ import annotations
 
 import asyncio
+import base64
 import email.utils
 import json
 import logging
@@ -338,7 +339,8 @@ class Call:
 
     def _basic(self) -> dict[str, str]:
         password = self.target.password.reveal() if self.target.password is not None else ""
-        return {"Authorization": aiohttp.BasicAuth(self.target.username, password).encode()}
+        pair = f"{self.target.username}:{password}".encode()
+        return {"Authorization": "Basic " + base64.b64encode(pair).decode("ascii")}
 
     async def _auth(self) -> tuple[dict[str, str], str | None]:
         """Headers that authenticate a request, and the session token they carry (None: Basic)."""
