@@ -60,9 +60,11 @@ class ScriptedBmc:
         self.if_match = "required"  # required | strong-only | refuse (412 to any If-Match) | ignore
         self.reset_types = ["On", "ForceOff", "GracefulShutdown", "ForceRestart", "PowerCycle"]
         self.entries: list[dict[str, Any]] = [
-            {"Id": "1", "Created": "2026-01-02T03:04:05Z", "Severity": "OK", "Message": "System boot",
+            {"@odata.id": f"{R}/Systems/1/LogServices/SEL/Entries/1", "Id": "1",
+             "Created": "2026-01-02T03:04:05Z", "Severity": "OK", "Message": "System boot",
              "SensorType": "System Event", "MessageId": "Event.1.0.Boot"},
-            {"Id": "2", "Created": "2026-01-02T03:05:00Z", "Severity": "Critical",
+            {"@odata.id": f"{R}/Systems/1/LogServices/SEL/Entries/2", "Id": "2",
+             "Created": "2026-01-02T03:05:00Z", "Severity": "Critical",
              "Message": "Uncorrectable ECC error on DIMM A1", "SensorType": "Memory", "MessageId": "Mem.1.0.ECC"},
         ]
         self.task_polls = 2  # GETs of the task monitor answered 202 before it is done

@@ -377,8 +377,8 @@ def test_quirk_without_why_is_refused(tmp_path: Path) -> None:
 
 
 def test_unknown_or_unsuitable_driver_is_refused(tmp_path: Path) -> None:
-    message = refused(tmp_path, GOOD.replace('power = ["ipmi"]', 'power = ["ipmi", "redfish"]'))
-    assert "drivers.power[1]: unknown driver 'redfish'" in message
+    message = refused(tmp_path, GOOD.replace('power = ["ipmi"]', 'power = ["ipmi", "amt"]'))
+    assert "drivers.power[1]: unknown driver 'amt'" in message
     message = refused(tmp_path, GOOD.replace('boot = ["ipmi"]', 'boot = ["snmp"]'))
     assert "drivers.boot[0]:" in message and "does not implement 'boot'" in message
     message = refused(tmp_path, GOOD.replace('boot = ["ipmi"]', 'teleport = ["ipmi"]'))

@@ -21,7 +21,7 @@ import pytest
 from fleet.drivers.base import BootDevice
 from fleet.drivers.redfish import RedfishDriver, fetch_fingerprint
 from fleet.drivers.registry import registry
-from fleet.errors import AuthFailed, FatalError, Unsupported
+from fleet.errors import AuthFailed, DeviceTimeout, FatalError, Unsupported
 
 from .redfishpeer import PASSWORD, make_cert, sushy_peer_fixture
 
@@ -100,9 +100,9 @@ def test_unconfirmed_power_change_is_a_timeout_naming_the_state(sushy: Any) -> N
         await driver.power_on(target)
 
     started = time.monotonic()
-    with pytest.raises(Exception, match=r"accepted but PowerState is still off") as info:
+    with pytest.raises(DeviceTimeout, match=r"accepted but PowerState is still off") as info:
         run(go)
-    assert info.type.__name__ == "RetryableError"
+    assert info.type is DeviceTimeout
     assert time.monotonic() - started < 25
 
 

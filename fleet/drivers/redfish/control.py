@@ -24,7 +24,7 @@ import logging
 import time
 from typing import Any
 
-from fleet.errors import DriverError, FatalError, RetryableError, Unsupported
+from fleet.errors import DeviceTimeout, DriverError, FatalError, Unsupported
 
 from ..base import BootDevice, PowerState
 from .client import Call
@@ -112,12 +112,18 @@ async def _reset(call: Call, target: str, reset: str) -> None:
 async def _confirm(call: Call, system: str, reset: str, goal: PowerState) -> None:
     interval = max(0.05, float(call.target.options.get("poll_interval_s", 1.0)))
     started = time.monotonic()
+    last: PowerState | None = None
     while True:
-        state = await power_state(call, system)
-        if state == goal:
-            return
+        try:
+            last = await power_state(call, system)
+        except DeviceTimeout:
+            if last is None or time.monotonic() < call.deadline:
+                raise
+        else:
+            if last == goal:
+                return
         if time.monotonic() + interval >= call.deadline:
-            raise call.error(RetryableError, f"ResetType {reset} was accepted but PowerState is still {state} after "
+            raise call.error(DeviceTimeout, f"ResetType {reset} was accepted but PowerState is still {last} after "
                              f"{time.monotonic() - started:.1f}s (expected {goal})")
         await asyncio.sleep(interval)
 

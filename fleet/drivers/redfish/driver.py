@@ -21,7 +21,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
-from fleet.errors import DeviceTimeout, Unsupported
+from fleet.errors import DeviceTimeout, DriverError, Unsupported
 
 from ..base import (
     BmcControl,
@@ -86,12 +86,14 @@ class RedfishDriver(PowerControl, BootControl, SensorReader, EventLog, HardwareI
     async def _run(self, target: Target, operation: str, fn: Callable[[Call, str], Awaitable[T]],
                    seconds: float | None = None) -> T:
         call = self._call(target, operation, seconds)
+        guard = max(0.0, call.left()) + 0.5  # a guard only: every request has its own deadline
         try:
-            async with asyncio.timeout(max(0.0, call.left()) + 0.5):  # a guard: every request has its own
+            async with asyncio.timeout(guard):
                 return await fn(call, await system_path(call))
+        except DriverError:
+            raise  # DeviceTimeout is a TimeoutError too: the operation's own, kept as it is
         except TimeoutError:
-            raise call.error(DeviceTimeout, f"no result within {call.deadline - time.monotonic() + 0.5:.1f}s "
-                             f"past the deadline") from None
+            raise call.error(DeviceTimeout, f"no result within {guard:.1f}s") from None
 
     def bmc_state(self, target: Target) -> BmcState | None:
         """What is cached for ``target``'s BMC (for tests and health checks)."""

@@ -73,9 +73,10 @@ async def members(call: Call, collection: str) -> list[dict[str, Any]]:
             break
         doc = await call.get(page)
         for item in doc.get("Members") or []:
-            if not isinstance(item, dict) or not isinstance(item.get("@odata.id"), str):
+            if not isinstance(item, dict):
                 continue
-            out.append(item if len(item) > 1 else item["@odata.id"])
+            only_link = set(item) == {"@odata.id"} and isinstance(item["@odata.id"], str)
+            out.append(item["@odata.id"] if only_link else item)  # inline members are taken as given
         nxt = doc.get("Members@odata.nextLink")
         page = nxt if isinstance(nxt, str) and nxt else None
     else:
