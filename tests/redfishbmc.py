@@ -73,6 +73,7 @@ class ScriptedBmc:
         self.patches: list[str | None] = []  # the If-Match of each PATCH
         self.log: list[tuple[str, str, str]] = []
         self.deleted_sessions: list[str] = []
+        self.connections: set[int] = set()  # client ports seen (one per TCP connection)
 
     # -- app -------------------------------------------------------------------------------
 
@@ -87,6 +88,8 @@ class ScriptedBmc:
         token = request.headers.get("X-Auth-Token")
         kind = "token" if token else ("basic" if request.headers.get("Authorization") else "none")
         self.log.append((request.method, request.path, kind))
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        self.connections.add(peer[1] if peer else 0)
         public = path in ("", "/redfish", R) or (path == f"{R}/SessionService/Sessions" and request.method == "POST")
         if not public and (token is None or token not in self.tokens):
             return self._error(401, "Base.1.0.NoValidSession", "no valid session")

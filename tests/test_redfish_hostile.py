@@ -60,7 +60,7 @@ def with_bmc(certs: dict[str, Any], bmc: ScriptedBmc,
 
 # -- sessions --------------------------------------------------------------------------------------
 
-def test_session_created_once_reused_renewed_on_401_and_deleted_on_close(certs: dict[str, Any],
+def test_session_made_once_reused_renewed_on_401_deleted_on_close_over_one_connection(certs: dict[str, Any],
                                                                         caplog: pytest.LogCaptureFixture) -> None:
     bmc = ScriptedBmc()
 
@@ -76,6 +76,7 @@ def test_session_created_once_reused_renewed_on_401_and_deleted_on_close(certs: 
         with_bmc(certs, bmc, go)
     assert all(kind == "token" for m, p, kind in bmc.log if p not in (R, f"{R}/", f"{R}/SessionService/Sessions"))
     assert bmc.deleted_sessions == ["2"]  # the live one, at close
+    assert len(bmc.connections) == 1  # one kept-alive connection for all of it
     assert "tok-" not in caplog.text and "pw-123456" not in caplog.text
 
 

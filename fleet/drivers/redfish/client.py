@@ -103,6 +103,9 @@ class BmcState:
     session_uri: str | None = None
     #: Discovered resource paths and lists (systems, chassis, managers, log services...), by name.
     links: dict[str, Any] = field(default_factory=dict)
+    #: What aiohttp's ``ssl=`` gets (a pinned Fingerprint or a CA context) and the trust it was made from.
+    ssl: Any = field(default=None, repr=False)
+    ssl_trust: tuple[Any, Any] = (None, None)
     _lock: asyncio.Lock | None = field(default=None, repr=False)
     _lock_loop: Any = field(default=None, repr=False)
 
@@ -150,7 +153,11 @@ class Call:
 
     def __init__(self, http: Http, bmc: BmcState, target: Target, operation: str, deadline: float) -> None:
         self.http, self.bmc, self.target, self.operation, self.deadline = http, bmc, target, operation, deadline
-        self._ssl = ssl_for(target, operation)
+        trust = (target.options.get("tls_fingerprint"), target.options.get("ca_file"))
+        if bmc.ssl is None or bmc.ssl_trust != trust:
+            # Kept per BMC: aiohttp pools connections by the identity of this object (keep-alive).
+            bmc.ssl, bmc.ssl_trust = ssl_for(target, operation), trust
+        self._ssl = bmc.ssl
         host = f"[{target.host}]" if ":" in target.host else target.host
         self._origin = f"https://{host}:{target.port}"
 
