@@ -551,3 +551,34 @@ def _basic_for(root: Path) -> dict[str, str]:
 
     cred = next(c for c in yaml.safe_load((root / "secrets.yaml").read_text())["credentials"] if c["name"] == "lab-bmc")
     return {"Authorization": "Basic " + base64.b64encode(f"{cred['username']}:{cred['secret']}".encode()).decode()}
+
+
+def test_one_shared_address_serves_every_system(tmp_path: Path) -> None:
+    from fleet.lab.bmcmodel import BmcModel
+    from fleet.lab.redfish import RedfishResponder, make_certificate
+
+    hosts, _ = _block()
+    specs, sets = parse_spec({"defaults": {"username": "admin", "password": PASSWORD, "port": 6623},
+                              "bmcs": [{"name": f"s{i}", "host": h} for i, h in enumerate(hosts)]})
+    models = [BmcModel(s, sets[s.sensors]) for s in specs]
+    cert = make_certificate(tmp_path, [hosts[0]])
+
+    async def go() -> None:
+        responder = RedfishResponder(models, cert, port=0, shared=hosts[0], profile=RedfishProfile(power_delay=0))
+        await responder.start()
+        try:
+            assert len({(ep["host"], ep["port"]) for ep in responder.endpoints}) == 1
+            base = f"https://{hosts[0]}:{responder.endpoints[0]['port']}"
+            ctx = ssl.create_default_context(cafile=str(cert.cert_file))
+            async with aiohttp.ClientSession(headers=_basic()) as http:
+                async with http.get(base + f"{V1}/Systems", ssl=ctx) as resp:
+                    members = [m["@odata.id"] for m in (await resp.json())["Members"]]
+                assert members == [f"{V1}/Systems/s{i}" for i in range(3)]
+                async with http.post(base + f"{V1}/Systems/s2/Actions/ComputerSystem.Reset", ssl=ctx,
+                                     json={"ResetType": "ForceOff"}) as resp:
+                    assert resp.status == 204
+                await asyncio.sleep(0.05)
+                assert [m.powered() for m in models] == [True, True, False]
+        finally:
+            await responder.aclose()
+    asyncio.run(go())

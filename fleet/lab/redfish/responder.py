@@ -116,7 +116,8 @@ class RedfishResponder(AccountHandlers):
         self._loop = asyncio.get_running_loop()
         app = web.Application(client_max_size=1 << 20)
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, keepalive_timeout=75.0)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, keepalive_timeout=75.0,
+                                    shutdown_timeout=0.5)
         await self._runner.setup()
         ctx = server_context(self.cert)
         groups: dict[str, list[RfSystem]] = {}
@@ -127,7 +128,7 @@ class RedfishResponder(AccountHandlers):
                 sock = _listen(host, self.port, systems[0].name)
                 port = sock.getsockname()[1]
                 self.services[(host, port)] = Service(host, port, systems)
-                await web.SockSite(self._runner, sock, ssl_context=ctx, shutdown_timeout=0.5).start()
+                await web.SockSite(self._runner, sock, ssl_context=ctx).start()
         except BaseException:
             await self.aclose()
             raise
