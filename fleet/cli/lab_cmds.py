@@ -30,6 +30,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     ssh.add_argument("--ssh", dest="ssh", action="store_true", default=None,
                      help="servers answer SSH on their primary IPs (default: when root and sshd are there)")
     ssh.add_argument("--no-ssh", dest="ssh", action="store_false")
+    p.add_argument("--redfish", action="store_true",
+                   help="the BMCs answer Redfish too (HTTPS on their addresses; 443 as root, else the BMC port)")
     p.set_defaults(func=cmd_start)
 
     p = lab_sub.add_parser("stop", parents=[common], help="stop everything the lab started")
@@ -54,7 +56,8 @@ def cmd_start(args: argparse.Namespace, out: Out) -> int:
     from fleet.lab.datacenter import start_lab
 
     info = start_lab(args.dir, racks=args.racks, servers_per_rack=args.servers_per_rack, sites=args.sites,
-                     port=args.port, server_ups=not args.no_ups, rack_power=not args.no_rack_power, ssh=args.ssh)
+                     port=args.port, server_ups=not args.no_ups, rack_power=not args.no_rack_power, ssh=args.ssh,
+                     redfish=args.redfish)
     if args.json:
         out.json(info)
     else:
@@ -64,6 +67,8 @@ def cmd_start(args: argparse.Namespace, out: Out) -> int:
         if info.nut_server:
             out.info("per-server UPSes: " + ("NUT's upsd + dummy-ups" if info.nut_server == "upsd" else
                                              "the lab's NUT stand-in (NUT not installed, or FLEET_LAB_NUT=builtin)"))
+        if info.redfish:
+            out.info(f"Redfish: port {info.redfish['port']}, certificate {info.redfish['tls_fingerprint']}")
         for note in info.notes:
             out.info(f"note: {note}")
         out.info(f"import it: fleet import {args.dir / 'inventory.yaml'} --secrets {args.dir / 'secrets.yaml'}")

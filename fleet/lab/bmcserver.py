@@ -81,8 +81,11 @@ class LabServer(SessionLayer):
     """Serves every BMC of a spec from one event loop; :meth:`run` until :meth:`request_stop`."""
 
     def __init__(self, specs: Sequence[BmcSpec], sensor_sets: Mapping[str, SensorSet],
-                 state_dir: Path | None = None, *, max_sessions: int = MAX_SESSIONS) -> None:
+                 state_dir: Path | None = None, *, max_sessions: int = MAX_SESSIONS,
+                 redfish_port: int | None = None) -> None:
         self.specs = list(specs)
+        self.redfish_port = redfish_port  # serve Redfish too (fleet.lab.redfish), for specs with a profile
+        self.redfish: Any = None
         self.sensor_sets = sensor_sets
         self.state_dir = Path(state_dir) if state_dir is not None else None
         super().__init__(max_sessions=max_sessions)
@@ -109,6 +112,14 @@ class LabServer(SessionLayer):
         try:
             for spec in self.specs:
                 self._bind(spec)
+            if self.redfish_port is not None and self.state_dir is not None:
+                from .redfish.lab import start_responder
+
+                try:
+                    self.redfish = await start_responder([ep.bmc for ep in self.endpoints], self.state_dir,
+                                                         port=self.redfish_port, on_bmc_reset=self._bmc_reset)
+                except (ValueError, TypeError) as exc:
+                    raise LabStartError(f"Redfish: {exc}") from exc
         except BaseException:
             self.close()
             raise
@@ -126,8 +137,21 @@ class LabServer(SessionLayer):
         self.started_at = time.time()
         self.startup_seconds = time.monotonic() - t0
 
+    def _bmc_reset(self, bmc: Bmc) -> None:
+        """A BMC was reset over Redfish: its IPMI sessions end too."""
+        ep = self.find(bmc.spec.name)
+        if ep is not None:
+            ep.sessions = None
+            self._live.discard(ep)
+
     def _bind(self, spec: BmcSpec) -> None:
         assert self._loop is not None
+        if not spec.ipmi:  # a Redfish-only BMC: the model, no RMCP+ socket
+            ep = Endpoint(Bmc(spec, self.sensor_sets[spec.sensors]), None)
+            self.endpoints.append(ep)
+            self.by_key[spec.name] = ep
+            self.by_key.setdefault(spec.host, ep)
+            return
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
             sock.setblocking(False)
@@ -172,6 +196,11 @@ class LabServer(SessionLayer):
             self._stopping.set()
 
     async def aclose(self) -> None:
+        if self.redfish is not None:
+            from .redfish.lab import stop_responder
+
+            await stop_responder(self.redfish, self.state_dir)
+            self.redfish = None
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -197,7 +226,7 @@ class LabServer(SessionLayer):
         for ep in self.endpoints:
             if ep.bmc.backend is not None and hasattr(ep.bmc.backend, "kill"):
                 ep.bmc.backend.kill()
-            if ep.sock.fileno() >= 0:
+            if ep.sock is not None and ep.sock.fileno() >= 0:
                 if self._loop is not None:
                     self._loop.remove_reader(ep.sock.fileno())
                 ep.sock.close()
@@ -211,6 +240,7 @@ class LabServer(SessionLayer):
 
     def _readable(self, ep: Endpoint) -> None:
         sock = ep.sock
+        assert sock is not None  # only BMCs that speak IPMI have a reader
         for _ in range(32):  # then let other sockets have their turn
             try:
                 data, addr = sock.recvfrom(4096)
@@ -292,7 +322,8 @@ class LabServer(SessionLayer):
         if op == "stats":
             return {"ok": True, "pid": os.getpid(), "bmcs": len(self.endpoints), "sessions": self.session_count(),
                     "rss_bytes": rss_bytes(), "startup_seconds": round(self.startup_seconds, 3),
-                    "uptime_seconds": round(time.time() - self.started_at, 1), **self.stats.as_dict()}
+                    "uptime_seconds": round(time.time() - self.started_at, 1), **self.stats.as_dict(),
+                    **({"redfish_requests": self.redfish.requests} if self.redfish is not None else {})}
         if op == "stop":
             assert self._loop is not None
             self._loop.call_soon(self.request_stop)
@@ -478,7 +509,7 @@ def stop(state_dir: str | os.PathLike[str], *, timeout: float = 10.0, pid: int |
     if not terminate(pid, _ours, timeout=timeout):
         (state / PID_FILE).unlink(missing_ok=True)
         return False
-    for name in (PID_FILE, READY_FILE, CONTROL_SOCKET):
+    for name in (PID_FILE, READY_FILE, CONTROL_SOCKET, "redfish.json"):  # fleet.lab.redfish.lab.REDFISH_STATE
         (state / name).unlink(missing_ok=True)
     return True
 
@@ -494,8 +525,9 @@ def _pid_file(state_dir: Path) -> Iterator[None]:
             (state_dir / name).unlink(missing_ok=True)
 
 
-async def _serve(specs: list[BmcSpec], sets: dict[str, SensorSet], state_dir: Path, max_sessions: int) -> None:
-    server = LabServer(specs, sets, state_dir, max_sessions=max_sessions)
+async def _serve(specs: list[BmcSpec], sets: dict[str, SensorSet], state_dir: Path, max_sessions: int,
+                 redfish_port: int | None = None) -> None:
+    server = LabServer(specs, sets, state_dir, max_sessions=max_sessions, redfish_port=redfish_port)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, server.request_stop)
@@ -518,6 +550,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--spec", required=True, type=Path, help="the lab spec (JSON, see docs/lab.md)")
     parser.add_argument("--state-dir", required=True, type=Path, help="pid file, ready marker, control socket")
     parser.add_argument("--max-sessions", type=int, default=MAX_SESSIONS, help="sessions per BMC at once")
+    parser.add_argument("--redfish-port", type=int, help="also serve Redfish (HTTPS) on this TCP port, for the BMCs "
+                        "whose spec has a redfish profile (0: any free port; see redfish.json in the state dir)")
     parser.add_argument("--log-level", default="WARNING")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -533,7 +567,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     with _pid_file(args.state_dir):
         try:
-            asyncio.run(_serve(specs, sets, args.state_dir, args.max_sessions))
+            asyncio.run(_serve(specs, sets, args.state_dir, args.max_sessions, args.redfish_port))
         except (LabStartError, Unavailable) as exc:
             write_start_error(args.state_dir / START_ERROR_FILE, exc)
             print(f"error: {exc}", file=sys.stderr)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import math
+import re
 import struct
 import uuid
 from collections.abc import Mapping, Sequence
@@ -319,6 +320,12 @@ class BmcSpec:
     sel: tuple[bytes, ...] = ()
     #: A QEMU VM this BMC powers (fleet.lab.qemu.VmSpec as JSON); None: the simulated power model.
     qemu: Mapping[str, Any] | None = None
+    #: Its Redfish behaviour (fleet.lab.redfish.RedfishProfile fields; {}: the defaults); None: no Redfish.
+    redfish: Mapping[str, Any] | None = None
+    #: Whether it answers IPMI over LAN (False: a Redfish-only BMC, as many of a real fleet).
+    ipmi: bool = True
+    #: The host's NIC MACs, as its BMC reports them (Redfish EthernetInterfaces).
+    macs: tuple[str, ...] = ()
 
 
 _SPEC_KEYS = {f.name for f in dataclasses.fields(BmcSpec)}
@@ -407,13 +414,22 @@ def parse_spec(doc: Mapping[str, Any], where: str = "spec") -> tuple[list[BmcSpe
                 VmSpec.from_dict(qemu)
             except (ValueError, TypeError, KeyError) as exc:
                 raise ValidationError(f"not a VM spec: {exc}", field="qemu", location=loc) from None
+        redfish = item.get("redfish")  # its fields are checked when the responder starts (fleet.lab.redfish)
+        if redfish is not None and not isinstance(redfish, Mapping):
+            raise ValidationError("must be an object (a Redfish profile)", field="redfish", location=loc)
+        if not item.get("ipmi", True) and redfish is None:
+            raise ValidationError("a BMC without IPMI needs Redfish", field="ipmi", location=loc)
+        macs = item.get("macs", ())
+        if not all(isinstance(m, str) and re.fullmatch(r"([0-9a-f]{2}:){5}[0-9a-f]{2}", m) for m in macs):
+            raise ValidationError("MACs are lowercase aa:bb:cc:dd:ee:ff", field="macs", location=loc)
         bmcs.append(BmcSpec(
             name=item["name"], host=item["host"], port=port, username=str(item.get("username", "admin")),
             password=str(item.get("password", "password")), serial=str(item.get("serial") or f"LAB-{item['name']}"),
             sensors=sensors, power=item.get("power", "on"), power_on_delay=float(item.get("power_on_delay", 0.0)),
             cold_reset_seconds=float(item.get("cold_reset_seconds", 3.0)),
             session_timeout=float(item.get("session_timeout", 60.0)), guid=guid, fru=fru, sel=sel,
-            qemu=None if qemu is None else dict(qemu),
+            qemu=None if qemu is None else dict(qemu), redfish=None if redfish is None else dict(redfish),
+            ipmi=bool(item.get("ipmi", True)), macs=tuple(macs),
         ))
         if len(bmcs[-1].username.encode()) > 16 or len(bmcs[-1].password.encode()) > 20:
             raise ValidationError("user names hold at most 16 bytes, passwords 20", field="password", location=loc)

@@ -28,7 +28,8 @@ from fleet.errors import InputError, NotFound
 
 from .sshlab import HOST_FAULTS
 
-__all__ = ["LAB_FILE", "LabInfo", "lab_fault", "lab_status", "plan_lab", "start_lab", "stop_lab"]
+__all__ = ["LAB_FILE", "LabInfo", "lab_fault", "lab_redfish_endpoints", "lab_status", "plan_lab", "start_lab",
+           "stop_lab"]
 
 LAB_FILE = "lab.json"
 BMC_STATE = "bmc"
@@ -57,12 +58,14 @@ class LabInfo:
     ssh_hosts: int = 0
     notes: tuple[str, ...] = ()
     nut_server: str = ""  # what serves the per-server UPSes: "upsd", "builtin", or "" (none)
+    #: The Redfish side (fleet.lab.redfish): port, certificate fingerprint and file, credential; None: IPMI only.
+    redfish: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"directory": str(self.directory), "servers": self.servers, "racks": self.racks,
                 "sites": self.sites, "bmc_pid": self.bmc_pid, "port": self.port, "ups": self.ups,
                 "pdus": self.pdus, "ssh_hosts": self.ssh_hosts, "notes": list(self.notes),
-                "nut_server": self.nut_server}
+                "nut_server": self.nut_server, **({"redfish": self.redfish} if self.redfish else {})}
 
 
 def _default_port() -> int:
@@ -70,8 +73,11 @@ def _default_port() -> int:
 
 
 def plan_lab(*, racks: int, servers_per_rack: int, sites: int = 1, port: int | None = None,
-             password: str | None = None) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-    """The BMC server spec, the inventory and the secrets of a lab (pure: nothing is started)."""
+             password: str | None = None,
+             redfish: bool = False) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """The BMC server spec, the inventory and the secrets of a lab (pure: nothing is started).
+
+    ``redfish``: every BMC also answers Redfish (fleet.lab.redfish), its profile the defaults."""
     from .bmcserver import loopback_hosts
     from .sshlab import disks_of
 
@@ -113,7 +119,8 @@ def plan_lab(*, racks: int, servers_per_rack: int, sites: int = 1, port: int | N
                 "disks": [{k: d[k] for k in ("slot", "kind", "model", "serial")} | {"size_gb": d["size"] // 10**9}
                           for d in disks_of(index)],
             })
-            bmcs.append({"name": hostname, "host": hosts[index], "port": port, "serial": f"LAB{index + 1:06d}"})
+            bmcs.append({"name": hostname, "host": hosts[index], "port": port, "serial": f"LAB{index + 1:06d}",
+                         **({"macs": [mac]} if redfish else {})})
             index += 1
         rack: dict[str, Any] = {
             "name": rack_name, "units": units,
@@ -126,7 +133,8 @@ def plan_lab(*, racks: int, servers_per_rack: int, sites: int = 1, port: int | N
                               "purpose": "provisioning", "gateway": f"{net}.254", "dns": [f"{net}.254"],
                               "first": f"{net}.1", "last": f"{net}.250"}]
         site["pods"][0]["racks"].append(rack)
-    spec = {"defaults": {"username": "admin", "password": password, "power_on_delay": 0.5}, "bmcs": bmcs}
+    spec = {"defaults": {"username": "admin", "password": password, "power_on_delay": 0.5,
+                         **({"redfish": {}} if redfish else {})}, "bmcs": bmcs}
     inventory = {"version": 1, "sites": site_list}
     secrets = {"credentials": [{"name": "lab-bmc", "kind": "ipmi", "username": "admin", "secret": password}]}
     return spec, inventory, secrets
@@ -143,7 +151,7 @@ def _write(path: Path, text: str, mode: int = 0o644) -> None:
 
 def start_lab(directory: str | os.PathLike[str], *, racks: int = 2, servers_per_rack: int = 8, sites: int = 1,
               port: int | None = None, server_ups: bool = True, rack_power: bool = True,
-              ssh: bool | None = None) -> LabInfo:
+              ssh: bool | None = None, redfish: bool = False) -> LabInfo:
     """Start the virtual datacenter in the background; write its inventory and secrets to ``directory``.
 
     ``server_ups``: every server gets its own small UPS, served by NUT's upsd with one dummy-ups each, or
@@ -153,6 +161,9 @@ def start_lab(directory: str | os.PathLike[str], *, racks: int = 2, servers_per_
     its name, so each has its own credential). Servers then have two PSUs: 1 on their own UPS, 2 on the PDU.
     ``ssh``: the servers answer SSH on their primary IPs (one real sshd, see :mod:`fleet.lab.sshlab`), so
     ``fleet facts`` and ``fleet sweep --facts`` work; ``None`` = when possible (root, OpenSSH installed).
+    ``redfish``: the BMCs answer Redfish too, over HTTPS on the same addresses (:mod:`fleet.lab.redfish`,
+    port 443 as root, else the BMC port over TCP); ``lab.json`` then names the certificate's fingerprint
+    and :func:`lab_redfish_endpoints` gives each server's endpoint.
     """
     from . import bmcserver
 
@@ -160,7 +171,8 @@ def start_lab(directory: str | os.PathLike[str], *, racks: int = 2, servers_per_
     root.mkdir(parents=True, exist_ok=True)
     if (root / LAB_FILE).exists() and _running(root):
         raise InputError(f"a lab is already running in {root}: 'fleet lab stop --dir {root}' first")
-    spec, inventory, secrets = plan_lab(racks=racks, servers_per_rack=servers_per_rack, sites=sites, port=port)
+    spec, inventory, secrets = plan_lab(racks=racks, servers_per_rack=servers_per_rack, sites=sites, port=port,
+                                        redfish=redfish)
     notes: list[str] = []
     ssh_why: str | None = "not asked for"
     if ssh is not False:
@@ -202,7 +214,12 @@ def start_lab(directory: str | os.PathLike[str], *, racks: int = 2, servers_per_
         _write(root / "inventory.yaml", header + yaml.safe_dump(inventory, sort_keys=False, width=120))
         _write(root / "secrets.yaml", "# Lab credentials: import with --secrets; never commit.\n"
                + yaml.safe_dump(secrets, sort_keys=False), 0o600)
-        pid = bmcserver.start(root / "bmc-spec.json", root / BMC_STATE)
+        extra: list[str] = []
+        if redfish:
+            from .redfish.lab import redfish_port_for
+
+            extra = ["--redfish-port", str(redfish_port_for(spec["bmcs"][0]["port"]))]
+        pid = bmcserver.start(root / "bmc-spec.json", root / BMC_STATE, extra_args=extra)
     except BaseException:
         from .nutlab import stop_nut_lab
         from .snmplab import stop_snmpsim
@@ -218,9 +235,31 @@ def start_lab(directory: str | os.PathLike[str], *, racks: int = 2, servers_per_
         raise
     info = LabInfo(root, len(spec["bmcs"]), racks, sites, pid, spec["bmcs"][0]["port"],
                    (len(nut.ups) if nut is not None else 0) + snmp_devices // 2, snmp_devices // 2, ssh_hosts,
-                   tuple(notes), nut.server if nut is not None else "")
+                   tuple(notes), nut.server if nut is not None else "", _redfish_info(root) if redfish else None)
     _write(root / LAB_FILE, json.dumps(info.to_json(), indent=2))
     return info
+
+
+def _redfish_info(root: Path) -> dict[str, Any] | None:
+    """What lab.json says of the Redfish side: the port, the certificate, the credential to use."""
+    from .redfish.lab import REDFISH_STATE, read_state
+
+    state = read_state(root / BMC_STATE)
+    if state is None:
+        return None
+    return {"port": state["port"], "tls_fingerprint": state["tls_fingerprint"], "ca_file": state["ca_file"],
+            "credential": "lab-bmc", "servers": len(state["endpoints"]),
+            "endpoints_file": str(root / BMC_STATE / REDFISH_STATE)}
+
+
+def lab_redfish_endpoints(directory: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
+    """Per server host name, the Redfish endpoint of a running lab (empty when it serves no Redfish):
+    ``host``, ``port``, ``credential`` (the lab's BMC credential: the same user and password),
+    ``credential_kind`` ("redfish"), ``tls_fingerprint`` and ``system`` (its System's path)."""
+    from .redfish.lab import inventory_endpoints, read_state
+
+    state = read_state(Path(directory) / BMC_STATE)
+    return {} if state is None else inventory_endpoints(state, "lab-bmc")
 
 
 def _add_ssh_hosts(root: Path, inventory: dict[str, Any], secrets: dict[str, Any], port: int) -> int:

@@ -110,11 +110,11 @@ class Session:
 
 
 class Endpoint:
-    """A BMC on the network: its socket and its sessions (None while it has none)."""
+    """A BMC on the network: its socket (None: it does not speak IPMI) and its sessions (None while it has none)."""
 
     __slots__ = ("bmc", "sessions", "sock")
 
-    def __init__(self, bmc: Bmc, sock: socket.socket) -> None:
+    def __init__(self, bmc: Bmc, sock: socket.socket | None) -> None:
         self.bmc = bmc
         self.sock = sock
         self.sessions: dict[int, Session] | None = None
