@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,7 +36,7 @@ from fleet.model.views import (
     StateChangeRow,
     StateRow,
 )
-from fleet.ops import bmc, events, lifecycle, power_action, thresholds
+from fleet.ops import bmc, bmc_trust, events, lifecycle, power_action, thresholds
 from fleet.service.browse import BrowseMixin
 from fleet.service.edits import CREDENTIAL_KINDS, InventoryEdits
 from fleet.service.latest_state import latest_state
@@ -403,6 +403,16 @@ class Fleet(BrowseMixin, PxeMixin, InventoryEdits):
     async def bmc_reset(self, hostname: str) -> None:
         """Cold-reset the BMC itself (not the server). Audited."""
         await bmc.bmc_reset(self.ctx, hostname)
+
+    async def bmc_trust(self, selector: str | Sequence[str] | Selector | None, *,
+                        confirm: Callable[[list[Any]], bool], replace: bool = False) -> Any:
+        """Read the selected Redfish BMCs' certificates, ``confirm`` them, record their fingerprints; audited
+        (see :mod:`fleet.ops.bmc_trust`; a changed certificate is re-trusted only with ``replace``)."""
+        return await bmc_trust.trust(self.ctx, selector, confirm=confirm, replace=replace)
+
+    def bmc_trust_ca_file(self, selector: str | Sequence[str] | Selector | None, ca_file: str | Path) -> list[str]:
+        """Trust the selected Redfish BMCs through a CA bundle instead of fingerprints; audited."""
+        return bmc_trust.trust_ca_file(self.ctx, selector, ca_file)
 
     # -- sweeps and events ---------------------------------------------------------------------------------
 
