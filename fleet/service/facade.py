@@ -318,7 +318,8 @@ class Fleet(BrowseMixin, PxeMixin, InventoryEdits):
     # -- power ----------------------------------------------------------------------------------------------
 
     def bmc_targets(self, selector: str | Sequence[str] | Selector | None) -> tuple[list[Any], list[str]]:
-        """(hostname, Target, profile) for each selected server with a BMC, and the problems of the rest."""
+        """(hostname, [Target, ...], profile) for each selected server with a BMC endpoint (IPMI, Redfish), and the
+        problems of the rest."""
         return targets.bmc_targets(self.ctx, selector)
 
     def driver(self, name: str) -> Any:
