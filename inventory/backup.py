@@ -218,14 +218,15 @@ class Unresolved:
 
     kind: str  # server, ups, pdu
     name: str
-    field: str  # bmc_credential, ssh_credential, credential
+    field: str  # bmc_credential, redfish_credential, ssh_credential, credential
     credential: str
 
     def to_json(self) -> dict[str, str]:
         return {"kind": self.kind, "name": self.name, "field": self.field, "credential": self.credential}
 
 
-_CRED_FIELDS = {"server": ("bmc_credential", "ssh_credential"), "ups": ("credential",), "pdu": ("credential",)}
+_CRED_FIELDS = {"server": ("bmc_credential", "redfish_credential", "ssh_credential"), "ups": ("credential",),
+                "pdu": ("credential",)}
 
 
 def drop_unresolved_credentials(conn: Connection, records: Iterable[Any]) -> tuple[list[Any], list[Unresolved]]:

@@ -23,8 +23,23 @@ import yaml
 from sqlalchemy import select
 
 from .importer import CSV_COLUMNS
-from .models import Credential, Disk, IpPool, Nic, Outlet, Pdu, Pod, PowerFeed, Rack, Server, ServerTag, Site, Ups
-from .validate import BMC_DEFAULT_PORT
+from .models import (
+    BmcEndpoint,
+    Credential,
+    Disk,
+    IpPool,
+    Nic,
+    Outlet,
+    Pdu,
+    Pod,
+    PowerFeed,
+    Rack,
+    Server,
+    ServerTag,
+    Site,
+    Ups,
+)
+from .validate import BMC_DEFAULT_PORT, REDFISH_DEFAULT_PORT
 
 if TYPE_CHECKING:
     from sqlmodel import Session
@@ -104,15 +119,23 @@ def export_records(session: Session) -> dict[str, list[dict[str, Any]]]:
     for server_id, tag in conn.execute(select(ServerTag.server_id, ServerTag.tag).order_by(ServerTag.server_id,
                                                                                           ServerTag.tag)):
         tags[server_id].append(tag)
+    redfish = {r["server_id"]: r for r in conn.execute(select(BmcEndpoint.__table__).where(
+        BmcEndpoint.protocol == "redfish")).mappings()}
     servers = []
     for r in conn.execute(select(Server.__table__).order_by(Server.hostname)).mappings():
         rack = racks.get(r["rack_id"])
+        rf = redfish.get(r["id"])
         servers.append(_clean({
             "hostname": r["hostname"], "site": site_code(rack["site_id"]) if rack else None,
             "rack": rack["name"] if rack else None, "position": r["position"], "height": r["height"],
             "profile": r["profile"], "serial": r["serial"], "asset_tag": r["asset_tag"], "state": r["state"],
             "bmc": _endpoint(r["bmc_host"], r["bmc_port"], BMC_DEFAULT_PORT),
-            "bmc_credential": creds.get(r["bmc_credential_id"]), "ssh_credential": creds.get(r["ssh_credential_id"]),
+            "bmc_credential": creds.get(r["bmc_credential_id"]),
+            "redfish": _endpoint(rf["host"], rf["port"], REDFISH_DEFAULT_PORT) if rf else None,
+            "redfish_credential": creds.get(rf["credential_id"]) if rf else None,
+            "redfish_tls_fingerprint": rf["tls_fingerprint"] if rf else None,
+            "redfish_ca_file": rf["ca_file"] if rf else None,
+            "ssh_credential": creds.get(r["ssh_credential_id"]),
             "primary_ip": r["primary_ip"], "ssh_host_key": r["ssh_host_key"], "priority": r["priority"],
             "description": r["description"], "tags": tags.get(r["id"]), "nics": nics.get(r["id"]),
             "disks": disks.get(r["id"]),

@@ -1,6 +1,6 @@
 """The inventory's tables (SQLModel).
 
-Site → Pod (room or container) → Rack (units, power feeds) → Server (NICs, disks, BMC). UPS units
+Site → Pod (room or container) → Rack (units, power feeds) → Server (NICs, disks, BMC endpoints). UPS units
 and PDUs with their outlets describe the power topology: feed → UPS/PDU → outlet → server PSU.
 Readings are append-only; ``server_state`` and ``ups_state`` hold the latest of each. Events,
 jobs, audit entries and lifecycle history complete the record.
@@ -32,6 +32,7 @@ from sqlmodel import Field, SQLModel
 __all__ = [
     "STATES",
     "Audit",
+    "BmcEndpoint",
     "Credential",
     "Disk",
     "Event",
@@ -145,7 +146,7 @@ class Credential(SQLModel, table=True):
 
     __tablename__ = "credentials"
     __table_args__ = (
-        CheckConstraint("kind IN ('ipmi', 'snmp-v2c', 'snmp-v3', 'ssh', 'nut')", name="kind"),
+        CheckConstraint("kind IN ('ipmi', 'snmp-v2c', 'snmp-v3', 'ssh', 'nut', 'redfish')", name="kind"),
     )
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(max_length=64, unique=True)
@@ -194,6 +195,38 @@ class Server(SQLModel, table=True):
     priority: int = Field(default=100)
     description: str = Field(default="", max_length=256)
     created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+#: Protocols a :class:`BmcEndpoint` row may speak (IPMI's endpoint is the server's own ``bmc_*`` columns).
+BMC_ENDPOINT_PROTOCOLS: tuple[str, ...] = ("redfish",)
+
+
+class BmcEndpoint(SQLModel, table=True):
+    """One more way into a server's BMC, one row per protocol: today Redfish (HTTPS, 443 by default).
+
+    A BMC often speaks IPMI and Redfish at once, on different ports and with different accounts. The
+    IPMI endpoint stays the server's ``bmc_host``/``bmc_port``/``bmc_credential_id`` (every IPMI path and
+    the 100,000-server import read those); each further protocol is a row here, so a fleet without
+    Redfish pays nothing for it. TLS trust is per endpoint: the SHA-256 fingerprint of the certificate
+    recorded by ``fleet bmc trust`` ("sha256:" + 64 lowercase hex of the DER), or a CA bundle file;
+    at most one of the two.
+    """
+
+    __tablename__ = "bmc_endpoints"
+    __table_args__ = (
+        UniqueConstraint("server_id", "protocol"),
+        CheckConstraint("protocol IN ('redfish')", name="protocol"),
+        CheckConstraint("tls_fingerprint IS NULL OR ca_file IS NULL", name="one_trust"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    server_id: int = Field(foreign_key="servers.id", ondelete="CASCADE")  # indexed by (server_id, protocol)
+    protocol: str = Field(default="redfish", max_length=16)
+    host: str = Field(max_length=253)
+    port: int = Field(default=443)
+    credential_id: int | None = Field(default=None, foreign_key="credentials.id", index=True)
+    tls_fingerprint: str | None = Field(default=None, max_length=71)
+    ca_file: str | None = Field(default=None, max_length=1024)
     updated_at: datetime = Field(default_factory=utcnow)
 
 

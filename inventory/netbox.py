@@ -9,8 +9,10 @@ Mapping, per device: site slug → site code; location slug → pod; rack name �
 (U, ``10.0`` → 10); device type → hardware profile through ``ProfileSet.for_netbox`` (with a
 warning when it falls back); serial, asset tag; status → lifecycle state (for new servers only);
 ``primary_ip4``/``primary_ip6`` (CIDR, prefix dropped) → primary IP; ``oob_ip`` → BMC address;
-tag slugs → tags. Per interface with a MAC (``mac_address`` up to NetBox 4.1,
-``primary_mac_address.mac_address`` from 4.2): a NIC, unless ``mgmt_only`` (that MAC is the BMC's).
+the device custom field ``redfish`` → its Redfish endpoint (``true``: the ``oob_ip`` on port 443; text:
+``HOST[:PORT]``, or ``:PORT`` on the ``oob_ip``); tag slugs → tags. Per interface with a MAC
+(``mac_address`` up to NetBox 4.1, ``primary_mac_address.mac_address`` from 4.2): a NIC, unless
+``mgmt_only`` (that MAC is the BMC's).
 
 Every record carries ``file:line`` of its JSON object, found while parsing (one pass with
 ``json.JSONDecoder.raw_decode`` over the results array), so errors point into the file.
@@ -149,6 +151,17 @@ def read_netbox(devices: Path, interfaces: Path | None = None, *, profiles: Prof
         oob = _address(obj.get("oob_ip"))
         if oob:
             server["bmc"] = f"[{oob}]" if ":" in oob else oob
+        custom = obj.get("custom_fields")
+        redfish = custom.get("redfish") if isinstance(custom, Mapping) else None
+        if redfish is True or (isinstance(redfish, str) and redfish.strip().startswith(":")):
+            if not oob:
+                raise field("redfish", "custom field redfish names no address and the device has no oob_ip",
+                            redfish)
+            server["redfish"] = server["bmc"] + (redfish.strip() if isinstance(redfish, str) else "")
+        elif isinstance(redfish, str) and redfish.strip():
+            server["redfish"] = redfish.strip()
+        elif redfish not in (None, False, ""):
+            raise field("redfish", "custom field redfish is true, HOST[:PORT] or :PORT", redfish)
         tags = obj.get("tags")
         if isinstance(tags, list):
             server["tags"] = [t.get("slug") or t.get("name") if isinstance(t, Mapping) else t for t in tags]

@@ -30,6 +30,7 @@ from fleet.errors import ValidationError
 
 __all__ = [
     "BMC_DEFAULT_PORT",
+    "REDFISH_DEFAULT_PORT",
     "check_code",
     "check_date",
     "check_endpoint",
@@ -43,10 +44,13 @@ __all__ = [
     "check_ssh_host_key",
     "check_tag",
     "check_text",
+    "check_tls_fingerprint",
     "visible",
 ]
 
 BMC_DEFAULT_PORT = 623
+REDFISH_DEFAULT_PORT = 443
+_FINGERPRINT_HEX = re.compile(r"[0-9a-f]{64}")
 
 _LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\Z")
 _CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
@@ -167,6 +171,24 @@ def check_tag(value: object, field: str = "tags") -> str:
         raise ValidationError(f"{value!r} is not a valid tag (lower-case letters, digits, '_', '.', ':', '-')",
                               field=field, value=value)
     return tag
+
+
+def check_tls_fingerprint(value: object, field: str = "redfish_tls_fingerprint") -> str:
+    """A certificate's SHA-256 fingerprint as ``sha256:`` + 64 lowercase hex digits (of the DER).
+
+    Also taken: upper case, and the colon-separated pairs ``openssl x509 -fingerprint -sha256`` prints.
+    """
+    if not isinstance(value, str):
+        raise ValidationError("must be text like 'sha256:<64 hex digits>'", field=field, value=value)
+    text = value.strip().lower()
+    algo, sep, digits = text.partition(":")
+    if not sep or algo != "sha256":
+        raise ValidationError(f"{value!r} is not a SHA-256 fingerprint (sha256:<64 hex digits>)", field=field,
+                              value=value)
+    digits = digits.replace(":", "")
+    if not _FINGERPRINT_HEX.fullmatch(digits):
+        raise ValidationError(f"{value!r}: a SHA-256 fingerprint has 64 hex digits", field=field, value=value)
+    return f"sha256:{digits}"
 
 
 def check_ssh_host_key(value: object, field: str = "ssh_host_key") -> str:

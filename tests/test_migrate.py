@@ -41,6 +41,9 @@ def _populate(fleet: Fleet) -> None:
     """An inventory with rows in every table: the example fleet, history, readings, events, jobs, certificates."""
     with_credentials(fleet)
     fleet.import_files([EXAMPLE])
+    fleet.set_credential("redfish-default", "redfish", "pw", username="root")
+    fleet.set("web01.par1.example.net", {"redfish": "127.0.0.10:8443", "redfish_credential": "redfish-default",
+                                         "redfish_tls_fingerprint": "sha256:" + "0f" * 32})
     fleet.set_state("web01.par1.example.net", "maintenance", reason="fan — replace «soon»")
     t0 = datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
     with fleet.engine.begin() as conn:

@@ -145,3 +145,22 @@ def test_a_bare_list_of_devices_is_accepted_and_unnamed_devices_are_skipped(tmp_
     recs, warnings = read_netbox(path, None, profiles=PROFILES)
     assert len(_servers(recs)) == 4 and any("1 unnamed device" in w for w in warnings)
     assert all(s.nics is None for s in _servers(recs).values())  # no interfaces file: NICs are left as stored
+
+
+@pytest.mark.parametrize(("value", "endpoint"), [
+    (True, ("127.0.0.41", 443)), (":8443", ("127.0.0.41", 8443)), ("10.9.0.41:9443", ("10.9.0.41", 9443)),
+    (False, (None, None)), (None, (None, None)),
+])
+def test_the_redfish_custom_field_gives_the_device_its_redfish_endpoint(tmp_path: Path, value: Any,
+                                                                         endpoint: tuple) -> None:
+    path = _edited(tmp_path, DEVICES, lambda results: results[0].update(custom_fields={"redfish": value}))
+    web = _servers(read_netbox(path, None, profiles=PROFILES)[0])["nb-web01.par1.example.net"]
+    assert (web.redfish_host, web.redfish_port) == endpoint and web.bmc_host == "127.0.0.41"
+
+
+def test_a_redfish_custom_field_without_an_address_names_the_device(tmp_path: Path) -> None:
+    def edit(results: list) -> None:
+        results[2].update(custom_fields={"redfish": True}, oob_ip=None)
+    with pytest.raises(ValidationError, match="no oob_ip") as exc:
+        read_netbox(_edited(tmp_path, DEVICES, edit), None, profiles=PROFILES)
+    assert exc.value.field == "redfish"

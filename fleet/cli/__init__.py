@@ -14,7 +14,18 @@ from collections.abc import Sequence
 
 from fleet.errors import FleetError
 
-from . import image_cmds, inventory_cmds, lab_cmds, metrics_cmds, power_cmds, pxe_cmds, sweep_cmds, tui_cmds, ups_cmds
+from . import (
+    bmc_cmds,
+    image_cmds,
+    inventory_cmds,
+    lab_cmds,
+    metrics_cmds,
+    power_cmds,
+    pxe_cmds,
+    sweep_cmds,
+    tui_cmds,
+    ups_cmds,
+)
 from .backup_cmds import register as register_backup
 from .output import Out
 
@@ -46,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     inventory_cmds.register(sub, common)
     register_backup(sub, common)
     power_cmds.register(sub, common)
+    bmc_cmds.register(sub, common)
     ups_cmds.register(sub, common)
     sweep_cmds.register(sub, common)
     sweep_cmds.register_remediation(sub, common)

@@ -113,7 +113,9 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
     p = cmd("set", cmd_set, "change fields of a server, UPS or PDU: fleet set NAME key=value...")
     p.add_argument("name")
-    p.add_argument("changes", nargs="+", metavar="key=value")
+    p.add_argument("changes", nargs="*", metavar="key=value")
+    p.add_argument("--redfish", metavar="ADDR[:PORT]", help="the server's Redfish endpoint (port 443 by default)")
+    p.add_argument("--redfish-credential", metavar="NAME", help="its credential (kind redfish)")
 
     p = cmd("remove", cmd_remove, "remove a server (new/retired/rma), an empty rack, a UPS or a PDU")
     p.add_argument("name")
@@ -159,6 +161,8 @@ def _register_add(add_sub: argparse._SubParsersAction, common: argparse.Argument
     p.add_argument("--height", type=int, default=1, metavar="U")
     p.add_argument("--bmc", metavar="ADDR[:PORT]")
     p.add_argument("--bmc-credential", metavar="NAME")
+    p.add_argument("--redfish", metavar="ADDR[:PORT]", help="Redfish endpoint (port 443 by default)")
+    p.add_argument("--redfish-credential", metavar="NAME", help="its credential (kind redfish)")
     p.add_argument("--mac", action="append", default=[], help="NIC MAC (repeatable; the first is eth0)")
     p.add_argument("--ip", help="primary IP address")
     p.add_argument("--profile", help="hardware profile (default: generic-ipmi)")
@@ -308,10 +312,13 @@ def cmd_show(args: argparse.Namespace, out: Out) -> int:
                                                                    if r.position and r.height > 1 else "")),
         ("state", f"{r.state} ({detail.state_reason})" if detail.state_reason else r.state),
         ("power / health", f"{r.power} / {r.health}"), ("profile", r.profile), ("serial", r.serial),
-        ("asset tag", r.asset_tag), ("bmc", r.bmc), ("bmc credential", detail.bmc_credential),
-        ("ssh credential", detail.ssh_credential), ("primary ip", r.primary_ip), ("tags", " ".join(r.tags)),
-        ("priority", r.priority), ("description", detail.description),
+        ("asset tag", r.asset_tag), ("ssh credential", detail.ssh_credential), ("primary ip", r.primary_ip),
+        ("tags", " ".join(r.tags)), ("priority", r.priority), ("description", detail.description),
     ])
+    if detail.bmc_endpoints:
+        out.table(["BMC", "ENDPOINT", "CREDENTIAL", "TLS TRUST"],
+                  [(e["protocol"], e["endpoint"], e["credential"] or "-", e.get("tls_fingerprint") or e.get("ca_file")
+                    or ("-" if e["protocol"] == "ipmi" else "none: fleet bmc trust")) for e in detail.bmc_endpoints])
     if detail.nics:
         out.table(["NIC", "MAC", "IP", "SWITCH", "PORT", "PXE"],
                   [(n.name, n.mac, n.ip, n.switch, n.switch_port, "yes" if n.pxe else "") for n in detail.nics])
@@ -499,7 +506,8 @@ def _add_raw(args: argparse.Namespace) -> dict[str, Any]:
         nics = [{"name": f"eth{i}", "mac": mac} for i, mac in enumerate(args.mac)]
         return _drop_none({
             "hostname": args.hostname, "site": args.site, "rack": args.rack, "position": args.position,
-            "height": args.height, "bmc": args.bmc, "bmc_credential": args.bmc_credential,
+            "height": args.height, "bmc": args.bmc, "bmc_credential": args.bmc_credential, "redfish": args.redfish,
+            "redfish_credential": args.redfish_credential,
             "profile": args.profile or "generic-ipmi", "serial": args.serial, "asset_tag": args.asset_tag,
             "tags": args.tag, "nics": nics, "primary_ip": args.ip, "priority": args.priority,
         })
@@ -574,6 +582,7 @@ def cmd_set(args: argparse.Namespace, out: Out) -> int:
         if not sep or not key:
             raise ValidationError(f"{item!r} is not key=value", field="changes")
         changes[key.strip()] = value
+    changes.update(_drop_none({"redfish": args.redfish, "redfish_credential": args.redfish_credential}))
     result = _open(args).set(args.name, changes)
     if args.json:
         out.json(result)

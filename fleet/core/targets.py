@@ -1,8 +1,9 @@
 """Which servers an operation acts on: selectors resolved in SQL, and BMC targets with their credentials.
 
-:func:`bmc_targets` turns a selector into (hostname, :class:`~fleet.drivers.base.Target`, profile) per
-server with a BMC, the credential opened from the key ring and the profile's IPMI settings and quirks in
-the target's options, and says why each other server cannot be reached. :func:`servers` is the row view
+:func:`bmc_targets` turns a selector into (hostname, [:class:`~fleet.drivers.base.Target`, ...], profile)
+per server with a BMC: one target per endpoint (IPMI, Redfish) with a credential, opened from the key
+ring, and the profile's IPMI settings, the endpoint's TLS trust and the quirks in each target's options;
+and says why each other server cannot be reached. :func:`servers` is the row view
 (:class:`~fleet.model.views.ServerRow`) that listings, workflows and the facade share.
 """
 
@@ -17,7 +18,7 @@ from sqlmodel import Session
 
 from fleet.errors import NotFound
 from fleet.model.views import ServerRow
-from inventory.models import Credential, Nic, Pod, Rack, Server, ServerState, ServerTag, Site
+from inventory.models import BmcEndpoint, Credential, Nic, Pod, Rack, Server, ServerState, ServerTag, Site
 from inventory.selectors import Selector, parse_selector
 
 if TYPE_CHECKING:
@@ -105,35 +106,67 @@ def server_record(s: Session, hostname: str) -> Server:
 
 
 def bmc_targets(ctx: Context, selector: AnySelector) -> tuple[list[Any], list[str]]:
-    """(hostname, Target, profile) for each selected server with a BMC, and the problems of the rest."""
-    from fleet.drivers.base import Target
+    """(hostname, [Target, ...], profile) for each selected server with a usable BMC endpoint, and the
+    problems of the rest.
+
+    The targets are the server's BMC endpoints that have a credential: its IPMI endpoint (the server's
+    ``bmc_*`` columns) first, then its Redfish endpoint (a ``bmc_endpoints`` row), each with its
+    credential kind in ``options`` so that :func:`fleet.drivers.chain.build_chain` gives every driver
+    the endpoint it speaks. A server with only a Redfish endpoint is a BMC target like any other.
+    """
+    from sqlalchemy.orm import aliased
 
     sel = parse_selector(selector)
+    rf_cred = aliased(Credential)
     stmt = sel.apply(select(Server.hostname, Server.bmc_host, Server.bmc_port, Server.profile,
-                            Credential.username, Credential.secret, Credential.name, Credential.kind)
+                            Credential.username, Credential.secret, Credential.name, Credential.kind,
+                            BmcEndpoint.host, BmcEndpoint.port, BmcEndpoint.tls_fingerprint, BmcEndpoint.ca_file,
+                            rf_cred.username, rf_cred.secret, rf_cred.name)
                      .outerjoin(Credential, Credential.id == Server.bmc_credential_id)
+                     .outerjoin(BmcEndpoint, (BmcEndpoint.server_id == Server.id)
+                                & (BmcEndpoint.protocol == "redfish"))
+                     .outerjoin(rf_cred, rf_cred.id == BmcEndpoint.credential_id)
                      .order_by(Server.hostname))
     with ctx.read() as s:
         rows = s.execute(stmt).all()
     targets: list[Any] = []
     problems: list[str] = []
-    for host, bmc_host, bmc_port, profile_name, user, sealed, cred_name, cred_kind in rows:
-        if not bmc_host:
+    for (host, bmc_host, bmc_port, profile_name, user, sealed, cred_name, cred_kind,
+         rf_host, rf_port, fingerprint, ca_file, rf_user, rf_sealed, rf_cred_name) in rows:
+        if not bmc_host and not rf_host:
             problems.append(f"{host}: no BMC address in the inventory")
             continue
-        if sealed is None:
-            problems.append(f"{host}: no BMC credential assigned (fleet credentials assign NAME {host})")
+        if (not bmc_host or sealed is None) and (not rf_host or rf_sealed is None):
+            if rf_host and not bmc_host:
+                problems.append(f"{host}: no Redfish credential assigned (fleet credentials assign NAME {host})")
+            else:
+                problems.append(f"{host}: no BMC credential assigned (fleet credentials assign NAME {host})")
             continue
         profile = ctx.profile(profile_name)
-        options: dict[str, Any] = {"profile": profile_name, "credential_kind": cred_kind}
-        if profile is not None and profile.ipmi is not None:
-            options["cipher_suites"] = tuple(profile.ipmi.cipher_suites)
-        if profile is not None:
-            options["quirks"] = {q.id: q.value for q in profile.quirks}
-        targets.append((host, Target(name=host, host=bmc_host, port=bmc_port, username=user,
-                                     password=ctx.open_secret(sealed, f"credential {cred_name}"),
-                                     timeout=ctx.device_timeout, options=options), profile))
+        quirks = {q.id: q.value for q in profile.quirks} if profile is not None else None
+        endpoints = []
+        if bmc_host and sealed is not None:
+            options: dict[str, Any] = {"profile": profile_name, "credential_kind": cred_kind}
+            if profile is not None and profile.ipmi is not None:
+                options["cipher_suites"] = tuple(profile.ipmi.cipher_suites)
+            if quirks is not None:
+                options["quirks"] = quirks
+            endpoints.append(_target(ctx, host, bmc_host, bmc_port, user, sealed, cred_name, options))
+        if rf_host and rf_sealed is not None:
+            options = {"profile": profile_name, "credential_kind": "redfish", "tls_fingerprint": fingerprint,
+                       "ca_file": ca_file, "quirks": quirks or {}}
+            endpoints.append(_target(ctx, host, rf_host, rf_port, rf_user, rf_sealed, rf_cred_name, options))
+        targets.append((host, endpoints, profile))
     return targets, problems
+
+
+def _target(ctx: Context, name: str, host: str, port: int, user: str, sealed: bytes, cred_name: str,
+            options: dict[str, Any]) -> Any:
+    from fleet.drivers.base import Target
+
+    return Target(name=name, host=host, port=port, username=user,
+                  password=ctx.open_secret(sealed, f"credential {cred_name}"), timeout=ctx.device_timeout,
+                  options=options)
 
 
 def rack_occupancy(ctx: Context, hostnames: Sequence[str]) -> dict[str, tuple[int, int]]:

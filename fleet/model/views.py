@@ -124,6 +124,9 @@ class ServerDetail:
     disks: tuple[dict[str, Any], ...]
     power_feeds: tuple[dict[str, Any], ...]
     history: tuple[StateChangeRow, ...]
+    #: One per protocol: ``{"protocol", "endpoint", "credential"}`` and, for Redfish, ``tls_fingerprint`` or
+    #: ``ca_file`` when its certificate is trusted (the credential by name only, never its secret).
+    bmc_endpoints: tuple[dict[str, Any], ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         data = self.row.to_json()
@@ -137,6 +140,7 @@ class ServerDetail:
             "disks": list(self.disks),
             "power_feeds": list(self.power_feeds),
             "history": [h.to_json() for h in self.history],
+            "bmc_endpoints": [dict(e) for e in self.bmc_endpoints],
         })
         return data
 

@@ -33,7 +33,7 @@ async def each(ctx: Context, selector: AnySelector, capability: str, operation: 
     targets, problems = bmc_targets(ctx, selector)
     if not targets and not problems:
         raise NotFound(f"no servers match {str(parse_selector(selector))!r}")
-    answers = await gather_chain([build_chain(capability, p, [t]) for _, t, p in targets], ctx.driver, call,
+    answers = await gather_chain([build_chain(capability, p, ts) for _, ts, p in targets], ctx.driver, call,
                                  capability=capability, concurrency=concurrency)
     out = [(h, a.value, str(a.error) if a.error else "") for (h, _, _), a in zip(targets, answers, strict=True)]
     out += [(p.split(": ", 1)[0], None, p.split(": ", 1)[1]) for p in problems]
@@ -47,8 +47,8 @@ async def one_bmc(ctx: Context, hostname: str, capability: str, call: Any) -> An
         raise InputError(problems[0])
     if not targets:
         raise NotFound(f"no server named {hostname!r}")
-    _, target, profile = targets[0]
-    answer = await call_chain(build_chain(capability, profile, [target]), ctx.driver, call,
+    _, endpoints, profile = targets[0]
+    answer = await call_chain(build_chain(capability, profile, endpoints), ctx.driver, call,
                               capability=capability, target=hostname)
     if answer.error is not None:
         raise answer.error

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 
 from fleet.core.targets import CHUNK, AnySelector, bmc_targets, rack_occupancy, servers
-from fleet.drivers.chain import power_chains
+from fleet.drivers.chain import ChainedPower, build_chain
 from fleet.errors import InputError, NotFound
 from fleet.model.budget import Element, Load, plan_power_on
 from fleet.ops.bmc import each
@@ -30,6 +30,16 @@ if TYPE_CHECKING:
     from fleet.core.context import Context
 
 __all__ = ["budgeted_on", "inrush_window", "power", "power_loads", "power_on_plan"]
+
+
+def _power_chains(targets: Sequence[tuple[Any, Any]], get_driver: Any) -> list[tuple[Any, ChainedPower]]:
+    """(target, its power chain) for each (endpoints, profile) of :func:`~fleet.core.targets.bmc_targets`.
+
+    The chain is built over all of a server's endpoints (each driver gets the one whose credential it
+    speaks); the target that names the server in results and job steps is its first endpoint.
+    """
+    return [(endpoints[0], ChainedPower(build_chain("power", profile, endpoints), get_driver, profile=profile))
+            for endpoints, profile in targets]
 
 
 async def power(ctx: Context, action: str, selector: AnySelector, *, force: bool = False,
@@ -74,7 +84,7 @@ async def power(ctx: Context, action: str, selector: AnySelector, *, force: bool
             if action != "status":
                 ctx.audit_failure(f"power.{action}", hostnames, exc, refused=True)
             raise
-    pairs = power_chains([(t, p) for _, t, p in targets], ctx.driver)
+    pairs = _power_chains([(ts, p) for _, ts, p in targets], ctx.driver)
     options = dict(concurrency=concurrency, wave_size=wave_size, stagger_s=stagger_s,
                    confirm_timeout_s=confirm_timeout_s, poll_interval_s=poll_interval_s)
     if action == "status":
@@ -172,12 +182,12 @@ async def budgeted_on(ctx: Context, selector: Any, *, concurrency: int, confirm_
                       poll_interval_s: float, progress: Any, max_wave: int) -> list[Any]:
     """Switch on in the waves of :func:`power_on_plan`, an inrush window apart; audited as one action."""
     plan, warnings = await power_on_plan(ctx, selector, max_wave=max_wave)
-    targets = {h: (t, p) for h, t, p in bmc_targets(ctx, selector)[0]}
+    targets = {h: (ts, p) for h, ts, p in bmc_targets(ctx, selector)[0]}
     results: list[Any] = []
     for number, wave in enumerate(plan.waves):
         if number:
             await asyncio.sleep(plan.window_s)  # the previous wave's inrush is over
-        pairs = power_chains([targets[load.hostname] for load in wave], ctx.driver)
+        pairs = _power_chains([targets[load.hostname] for load in wave], ctx.driver)
         wave_results = await run_power(PowerPlan("on", pairs, concurrency=concurrency,
                                                  confirm_timeout_s=confirm_timeout_s,
                                                  poll_interval_s=poll_interval_s, progress=progress))

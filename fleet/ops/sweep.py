@@ -95,14 +95,16 @@ def _is_ecc(text: str) -> bool:
     return "ecc" in low and "uncorrectable" in low and "correctable ecc" not in low.replace("uncorrectable", "")
 
 
-async def _read_server(ctx: Context, target: Any, profile: Any, last_sel: int, sem: asyncio.Semaphore,
+async def _read_server(ctx: Context, endpoints: list[Any], profile: Any, last_sel: int, sem: asyncio.Semaphore,
                        progress: Any = None) -> dict[str, Any]:
-    """Power, sensors and SEL, each through its own capability's chain (:mod:`fleet.drivers.chain`)."""
+    """Power, sensors and SEL, each through its own capability's chain (:mod:`fleet.drivers.chain`) over the
+    server's BMC endpoints."""
     out: dict[str, Any] = {"power": None, "sensors": [], "sel": [], "error": "", "drivers": {}}
 
     async def read(capability: str, method: str) -> Any:
-        answer = await call_chain(build_chain(capability, profile, [target]), ctx.driver,
-                                  lambda d, t: getattr(d, method)(t), capability=capability, target=target.name)
+        answer = await call_chain(build_chain(capability, profile, endpoints), ctx.driver,
+                                  lambda d, t: getattr(d, method)(t), capability=capability,
+                                  target=endpoints[0].name)
         if answer.error is not None:
             raise answer.error
         out["drivers"][capability] = answer.driver

@@ -22,6 +22,7 @@ from fleet.model.views import CredentialRow, ImportResult
 from inventory import db as inv_db
 from inventory.models import (
     Audit,
+    BmcEndpoint,
     Credential,
     Disk,
     Nic,
@@ -46,7 +47,7 @@ if TYPE_CHECKING:
 
 __all__ = ["CREDENTIAL_KINDS", "InventoryEdits"]
 
-CREDENTIAL_KINDS = ("ipmi", "snmp-v2c", "snmp-v3", "ssh", "nut")
+CREDENTIAL_KINDS = ("ipmi", "snmp-v2c", "snmp-v3", "ssh", "nut", "redfish")
 _SERVER_CRED_COLUMN = {"ipmi": "bmc_credential_id", "ssh": "ssh_credential_id"}
 _REMOVABLE_STATES = ("new", "retired", "rma")
 _ANALYZE_AFTER = 1000  # rows an import must change before planner statistics are refreshed
@@ -80,7 +81,7 @@ class InventoryEdits:
             except (ValueError, AssertionError):
                 raise ValidationError("an snmp-v3 secret holds the auth and priv passphrases "
                                       "(fleet credentials set reads them as two lines)", field="secret") from None
-        if kind in ("ipmi", "ssh", "snmp-v3", "nut") and not username:
+        if kind in ("ipmi", "ssh", "snmp-v3", "nut", "redfish") and not username:
             raise ValidationError(f"a {kind} credential needs --user", field="username")
         if kind == "ipmi" and len(secret.encode()) > 20:
             raise ValidationError("IPMI 2.0 passwords are at most 20 bytes", field="secret")
@@ -104,20 +105,39 @@ class InventoryEdits:
     def credentials(self) -> list[CredentialRow]:
         with self.ctx.read() as s:
             used: dict[int, int] = defaultdict(int)
-            for column in (Server.bmc_credential_id, Server.ssh_credential_id, Ups.credential_id,
-                           Pdu.credential_id):
+            for column in (Server.bmc_credential_id, Server.ssh_credential_id, BmcEndpoint.credential_id,
+                           Ups.credential_id, Pdu.credential_id):
                 for cid, n in s.execute(select(column, func.count()).where(column.is_not(None)).group_by(column)):
                     used[cid] += n
             return [CredentialRow(c.name, c.kind, c.username, used.get(c.id, 0), c.updated_at)
                     for c in s.execute(select(Credential).order_by(Credential.name)).scalars()]
 
     def assign_credential(self, name: str, targets: str | Sequence[str]) -> list[str]:
-        """Give servers (ipmi/ssh credentials, by selector) or UPS/PDUs (snmp/nut, by name) a credential."""
+        """Give servers (ipmi/ssh/redfish credentials, by selector) or UPS/PDUs (snmp/nut, by name) a credential.
+
+        A redfish credential goes to the selected servers' Redfish endpoints; a server without one is
+        refused by name (give it ``redfish: HOST[:PORT]`` first), and nothing is assigned.
+        """
         with self.ctx.write() as s:
             cred = s.execute(select(Credential).where(Credential.name == name)).scalar_one_or_none()
             if cred is None:
                 raise NotFound(f"no credential named {name!r}")
-            if cred.kind in _SERVER_CRED_COLUMN:
+            if cred.kind == "redfish":
+                sel = parse_selector(targets)
+                if sel.is_empty:
+                    raise InputError("name the servers to assign to (a selector), e.g. rack=R1")
+                rows = s.execute(sel.apply(select(Server.hostname, BmcEndpoint.id).outerjoin(
+                    BmcEndpoint, (BmcEndpoint.server_id == Server.id) & (BmcEndpoint.protocol == "redfish")))
+                    .order_by(Server.hostname)).all()
+                bare = [h for h, ep in rows if ep is None]
+                if bare:
+                    raise InputError(f"{len(bare)} server(s) have no Redfish endpoint ({', '.join(bare[:5])}"
+                                     f"{' ...' if len(bare) > 5 else ''}): give them one first (fleet set HOST "
+                                     "--redfish ADDR[:PORT])")
+                names = [h for h, _ in rows]
+                s.execute(update(BmcEndpoint).where(BmcEndpoint.id.in_([ep for _, ep in rows]))
+                          .values(credential_id=cred.id, updated_at=utcnow()))
+            elif cred.kind in _SERVER_CRED_COLUMN:
                 sel = parse_selector(targets)
                 if sel.is_empty:
                     raise InputError("name the servers to assign to (a selector), e.g. rack=R1")
@@ -172,7 +192,7 @@ class InventoryEdits:
                 if server.state not in _REMOVABLE_STATES and not force:
                     raise InputError(f"{server.hostname} is {server.state}: only servers that are "
                                      f"{', '.join(_REMOVABLE_STATES)} may be removed (or use --force)")
-                for table in (Nic, ServerTag, Disk, ServerState, StateChange):
+                for table in (Nic, ServerTag, Disk, BmcEndpoint, ServerState, StateChange):
                     s.execute(delete(table).where(table.server_id == server.id))
                 s.execute(update(Outlet).where(Outlet.server_id == server.id).values(server_id=None))
                 s.execute(delete(Server).where(Server.id == server.id))

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +23,7 @@ from sqlmodel import Session
 
 from fleet.core import jobs, targets
 from fleet.core.context import Context, current_actor
-from fleet.core.targets import server_record
+from fleet.core.targets import endpoint, server_record
 from fleet.errors import FleetError, InputError, NotFound
 from fleet.model.views import (
     AuditRow,
@@ -36,7 +36,7 @@ from fleet.model.views import (
     StateChangeRow,
     StateRow,
 )
-from fleet.ops import bmc, events, lifecycle, power_action, thresholds
+from fleet.ops import bmc, bmc_trust, events, lifecycle, power_action, thresholds
 from fleet.service.browse import BrowseMixin
 from fleet.service.edits import CREDENTIAL_KINDS, InventoryEdits
 from fleet.service.latest_state import latest_state
@@ -44,6 +44,7 @@ from fleet.service.pxe import PxeMixin
 from inventory import db as inv_db
 from inventory.models import (
     Audit,
+    BmcEndpoint,
     Credential,
     Disk,
     Nic,
@@ -193,8 +194,11 @@ class Fleet(BrowseMixin, PxeMixin, InventoryEdits):
         row = rows[0]
         with Session(self.engine) as s:
             server = server_record(s, hostname)
+            extra = list(s.execute(select(BmcEndpoint).where(BmcEndpoint.server_id == server.id)
+                                   .order_by(BmcEndpoint.protocol)).scalars())
+            cred_ids = [server.bmc_credential_id, server.ssh_credential_id, *(e.credential_id for e in extra)]
             cred_names = dict(s.execute(select(Credential.id, Credential.name).where(
-                Credential.id.in_([c for c in (server.bmc_credential_id, server.ssh_credential_id) if c]))).all())
+                Credential.id.in_([c for c in cred_ids if c]))).all())
             nics = tuple(NicRow(n.name, n.mac, n.ip, n.switch, n.switch_port, n.pxe) for n in s.execute(
                 select(Nic).where(Nic.server_id == server.id).order_by(Nic.name)).scalars())
             disks = tuple({"slot": d.slot, "kind": d.kind, "model": d.model, "serial": d.serial,
@@ -208,7 +212,24 @@ class Fleet(BrowseMixin, PxeMixin, InventoryEdits):
             row=row, state_reason=server.state_reason, state_changed_at=server.state_changed_at,
             description=server.description, bmc_credential=cred_names.get(server.bmc_credential_id),
             ssh_credential=cred_names.get(server.ssh_credential_id), nics=nics, disks=disks,
-            power_feeds=feeds, history=history)
+            power_feeds=feeds, history=history,
+            bmc_endpoints=tuple(self._bmc_endpoints(server, extra, cred_names)))
+
+    @staticmethod
+    def _bmc_endpoints(server: Server, extra: Sequence[BmcEndpoint], cred_names: dict[int, str]
+                       ) -> Iterable[dict[str, Any]]:
+        """The server's BMC endpoints, IPMI first: where, which credential (by name) and the TLS trust."""
+        if server.bmc_host:
+            yield {"protocol": "ipmi", "endpoint": endpoint(server.bmc_host, server.bmc_port),
+                   "credential": cred_names.get(server.bmc_credential_id)}
+        for e in extra:
+            out: dict[str, Any] = {"protocol": e.protocol, "endpoint": endpoint(e.host, e.port),
+                                   "credential": cred_names.get(e.credential_id)}
+            if e.tls_fingerprint:
+                out["tls_fingerprint"] = e.tls_fingerprint
+            if e.ca_file:
+                out["ca_file"] = e.ca_file
+            yield out
 
     @staticmethod
     def _power_path(s: Session, server_id: int) -> Iterable[dict[str, Any]]:
@@ -297,7 +318,8 @@ class Fleet(BrowseMixin, PxeMixin, InventoryEdits):
     # -- power ----------------------------------------------------------------------------------------------
 
     def bmc_targets(self, selector: str | Sequence[str] | Selector | None) -> tuple[list[Any], list[str]]:
-        """(hostname, Target, profile) for each selected server with a BMC, and the problems of the rest."""
+        """(hostname, [Target, ...], profile) for each selected server with a BMC endpoint (IPMI, Redfish), and the
+        problems of the rest."""
         return targets.bmc_targets(self.ctx, selector)
 
     def driver(self, name: str) -> Any:
@@ -382,6 +404,16 @@ class Fleet(BrowseMixin, PxeMixin, InventoryEdits):
     async def bmc_reset(self, hostname: str) -> None:
         """Cold-reset the BMC itself (not the server). Audited."""
         await bmc.bmc_reset(self.ctx, hostname)
+
+    async def bmc_trust(self, selector: str | Sequence[str] | Selector | None, *,
+                        confirm: Callable[[list[Any]], bool], replace: bool = False) -> Any:
+        """Read the selected Redfish BMCs' certificates, ``confirm`` them, record their fingerprints; audited
+        (see :mod:`fleet.ops.bmc_trust`; a changed certificate is re-trusted only with ``replace``)."""
+        return await bmc_trust.trust(self.ctx, selector, confirm=confirm, replace=replace)
+
+    def bmc_trust_ca_file(self, selector: str | Sequence[str] | Selector | None, ca_file: str | Path) -> list[str]:
+        """Trust the selected Redfish BMCs through a CA bundle instead of fingerprints; audited."""
+        return bmc_trust.trust_ca_file(self.ctx, selector, ca_file)
 
     # -- sweeps and events ---------------------------------------------------------------------------------
 

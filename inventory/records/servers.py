@@ -3,8 +3,10 @@
 :class:`ServerWriter` writes servers with their NICs, disks and tags (a given list replaces the
 stored one), records the state change "imported" of each new server, and refuses what two servers
 cannot share: a MAC, an IP, a rack unit (:meth:`~ServerWriter._check_rack_units`), in the batch or
-against the database (:meth:`~ServerWriter._check_addresses_in_db`). A server's ``ups: NAME`` is
-only noted here (``ups_refs``); :class:`~inventory.records.power.PowerWriter` wires it.
+against the database (:meth:`~ServerWriter._check_addresses_in_db`). A server's Redfish endpoint
+(``redfish``, ``redfish_credential``, ``redfish_tls_fingerprint``, ``redfish_ca_file``) is its row of
+``bmc_endpoints`` (:meth:`~ServerWriter._endpoint_values`). A server's ``ups: NAME`` is only noted
+here (``ups_refs``); :class:`~inventory.records.power.PowerWriter` wires it.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from sqlalchemy import delete, select, update
 from .bulk import _chunks
 from .source import _at, _conflict, _refused
 from .types import ServerRecord
-from .writer import _T_CHANGE, _T_DISK, _T_NIC, _T_SERVER, _T_TAG, Writer
+from .writer import _T_BMC_EP, _T_CHANGE, _T_CRED, _T_DISK, _T_NIC, _T_SERVER, _T_TAG, Writer
 
 __all__ = ["ServerWriter"]
 
@@ -62,6 +64,19 @@ class ServerWriter(Writer):
                 stored_disks[r["server_id"]].add((r["slot"], r["kind"], r["model"], r["serial"], r["size_gb"]))
             for r in self._rows_by_keys(_T_TAG, _T_TAG.c.server_id, id_list):
                 stored_tags[r["server_id"]].add(r["tag"])
+
+        with_redfish = [r for r in recs if r.redfish_host is not None or r.redfish_credential is not None
+                        or r.redfish_tls_fingerprint is not None or r.redfish_ca_file is not None]
+        stored_redfish: dict[int, Any] = {}
+        redfish_kinds: dict[str, str] = {}
+        if with_redfish:
+            stored_redfish = {r["server_id"]: r for r in self._rows_by_keys(
+                _T_BMC_EP, _T_BMC_EP.c.server_id, [existing[r.hostname]["id"] for r in with_redfish
+                                                   if r.hostname in existing]) if r["protocol"] == "redfish"}
+            redfish_kinds = self._credential_kinds({r.redfish_credential for r in with_redfish
+                                                    if r.redfish_credential is not None})
+        endpoint_inserts: list[tuple[ServerRecord, dict]] = []  # (server, row values) of new endpoint rows
+        endpoint_changes: list[tuple[int, dict]] = []
 
         plain = attrgetter(*_PLAIN_COLUMNS)
         site_ids = self.sites
@@ -161,7 +176,14 @@ class ServerWriter(Writer):
             if rec.ups is not None:
                 ups_refs[rec.ups].append((host, 1, rec))
 
+            endpoint = None
+            if with_redfish and (rec.redfish_host is not None or rec.redfish_credential is not None
+                                 or rec.redfish_tls_fingerprint is not None or rec.redfish_ca_file is not None):
+                endpoint = self._endpoint_values(rec, redfish_kinds)
+
             if row is None:
+                if endpoint is not None:
+                    endpoint_inserts.append((rec, self._new_endpoint(rec, endpoint)))
                 state = rec.state or "new"
                 inserts.append({**_SERVER_DEFAULTS, **vals, "hostname": host, "state": state,
                                 "state_reason": "imported"})
@@ -176,6 +198,16 @@ class ServerWriter(Writer):
                 state_ignored.append(host)
             diff = {c: v for c, v in vals.items() if row[c] != v}
             touched = bool(diff)
+            if endpoint is not None:
+                stored_ep = stored_redfish.get(sid_)
+                if stored_ep is None:
+                    endpoint_inserts.append((rec, self._new_endpoint(rec, endpoint)))
+                    touched = True
+                else:
+                    ep_diff = {c: v for c, v in endpoint.items() if stored_ep[c] != v}
+                    if ep_diff:
+                        endpoint_changes.append((stored_ep["id"], ep_diff))
+                        touched = True
             if rec.nics is not None and {n.key() for n in rec.nics} != stored_nics.get(sid_, set()):
                 rewrite_nics.append(rec)
                 touched = True
@@ -236,9 +268,47 @@ class ServerWriter(Writer):
         self._insert(_T_NIC, nic_rows, columns=("server_id", "name", "mac", "ip", "switch", "switch_port", "pxe"))
         self._insert(_T_DISK, disk_rows, columns=("server_id", "slot", "kind", "model", "serial", "size_gb"))
         self._insert(_T_TAG, tag_rows, columns=("server_id", "tag"))
+        self._update(_T_BMC_EP, endpoint_changes, stamps=("updated_at",))
+        self._insert(_T_BMC_EP, [{**vals, "server_id": id_of[rec.hostname]} for rec, vals in endpoint_inserts],
+                     stamps=("updated_at",))
         actor = self.actor
         self._insert(_T_CHANGE, [(id_of[r.hostname], "new", r.state or "new", actor, "imported") for r in new_recs],
                      columns=("server_id", "from_state", "to_state", "actor", "reason"), stamps=("ts",))
+
+    def _credential_kinds(self, names: set[str]) -> dict[str, str]:
+        """The kind of each named credential: of this batch (already written) or stored."""
+        if not names:
+            return {}
+        return {r["name"]: r["kind"] for r in self._rows_by_keys(_T_CRED, _T_CRED.c.name, sorted(names),
+                                                                  [_T_CRED.c.name, _T_CRED.c.kind])}
+
+    def _endpoint_values(self, rec: ServerRecord, kinds: dict[str, str]) -> dict[str, Any]:
+        """The ``bmc_endpoints`` columns a server record's Redfish fields set (trust: one of the two)."""
+        vals: dict[str, Any] = {}
+        if rec.redfish_host is not None:
+            vals["host"], vals["port"] = rec.redfish_host, rec.redfish_port
+        if rec.redfish_credential is not None:
+            name = rec.redfish_credential
+            cred_id = self.creds.get(name) or self._cred_id(name, rec, "redfish_credential")
+            if kinds.get(name, "redfish") != "redfish":
+                raise _refused(f"credential {name!r} is of kind {kinds[name]}: a Redfish endpoint needs a redfish "
+                               "credential", field="redfish_credential", loc=_at(rec, "redfish_credential"),
+                               value=name)
+            vals["credential_id"] = cred_id
+        if rec.redfish_tls_fingerprint is not None:
+            vals["tls_fingerprint"], vals["ca_file"] = rec.redfish_tls_fingerprint, None
+        if rec.redfish_ca_file is not None:
+            vals["ca_file"], vals["tls_fingerprint"] = rec.redfish_ca_file, None
+        return vals
+
+    @staticmethod
+    def _new_endpoint(rec: ServerRecord, vals: dict[str, Any]) -> dict[str, Any]:
+        if "host" not in vals:
+            fld = next(f for f in ("redfish_credential", "redfish_tls_fingerprint", "redfish_ca_file")
+                       if getattr(rec, f) is not None)
+            raise _refused(f"{rec.hostname} has no Redfish endpoint yet: give redfish: HOST[:PORT] with {fld}",
+                           field=fld, loc=_at(rec, fld))
+        return {"protocol": "redfish", "credential_id": None, "tls_fingerprint": None, "ca_file": None, **vals}
 
     def _check_rack_units(self, placements: list, batch_hosts: set[str], any_servers: bool) -> None:
         """Refuse servers that overlap in a rack or do not fit in it, counting servers already there."""

@@ -18,7 +18,7 @@ from typing import Any
 from fleet.errors import ValidationError
 
 from ..models import STATES
-from ..validate import BMC_DEFAULT_PORT, check_network, check_ssh_host_key
+from ..validate import BMC_DEFAULT_PORT, REDFISH_DEFAULT_PORT, check_network, check_ssh_host_key, check_tls_fingerprint
 from .convert import (
     Converter,
     _as_bool,
@@ -63,7 +63,7 @@ __all__ = ["build"]
 POD_KINDS = ("room", "container")
 UPS_KINDS = ("server", "rack", "room")
 UPS_PROTOCOLS = ("snmp", "nut")
-CREDENTIAL_KINDS = ("ipmi", "snmp-v2c", "snmp-v3", "ssh", "nut")
+CREDENTIAL_KINDS = ("ipmi", "snmp-v2c", "snmp-v3", "ssh", "nut", "redfish")
 DISK_KINDS = ("ssd", "hdd", "nvme")
 
 
@@ -104,6 +104,12 @@ def _finish_server(v: dict[str, Any]) -> None:
     bmc = v.pop("bmc", None)
     if bmc is not None:
         v["bmc_host"], v["bmc_port"] = bmc[0], bmc[1]
+    redfish = v.pop("redfish", None)
+    if redfish is not None:
+        v["redfish_host"], v["redfish_port"] = redfish[0], redfish[1]
+    if v.get("redfish_tls_fingerprint") is not None and v.get("redfish_ca_file") is not None:
+        raise ValidationError("a Redfish endpoint is trusted by its certificate's fingerprint or by a CA file, "
+                              "not both", field="redfish_ca_file")
     mac, ip = v.pop("mac", None), v.pop("ip", None)
     if mac is not None or ip is not None:
         if "nics" in v:
@@ -145,6 +151,14 @@ def _finish_pool(v: dict[str, Any]) -> None:
         raise ValidationError(f"first {v['first']} is after last {v['last']}", field="last")
     if v.get("rack") is not None and v.get("site") is None:
         raise ValidationError("a rack is named within a site: give site too", field="site")
+
+
+def _as_path(value: Any, field: str, _loc: str | None) -> str:
+    """A file path (a CA bundle): one line of text, at most 1024 characters."""
+    text = _text(1024)(value, field, _loc).strip()
+    if not text or "\n" in text or "\x00" in text:
+        raise ValidationError("a file path is required", field=field, value=value)
+    return text
 
 
 def _endpoint_of(default_port: int) -> Converter:
@@ -190,6 +204,10 @@ _SPECS: dict[str, _Spec] = {
         "profile": ("profile", _as_code), "serial": ("serial", _text(64)), "asset_tag": ("asset_tag", _text(64)),
         "state": ("state", _one_of(STATES)), "bmc": ("bmc", _endpoint_of(BMC_DEFAULT_PORT)),
         "bmc_credential": ("bmc_credential", _as_code), "ssh_credential": ("ssh_credential", _as_code),
+        "redfish": ("redfish", _endpoint_of(REDFISH_DEFAULT_PORT)),
+        "redfish_credential": ("redfish_credential", _as_code),
+        "redfish_tls_fingerprint": ("redfish_tls_fingerprint", lambda v, f, _loc: check_tls_fingerprint(v, f)),
+        "redfish_ca_file": ("redfish_ca_file", _as_path),
         "primary_ip": ("primary_ip", _as_ip), "priority": ("priority", _int(0, 1_000_000)),
         "ssh_host_key": ("ssh_host_key", lambda v, f, _loc: check_ssh_host_key(v, f)),
         "description": ("description", _text(256)), "nics": ("nics", _list_of("nic")),

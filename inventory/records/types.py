@@ -156,6 +156,12 @@ class ServerRecord:
     bmc_host: str | None = None
     bmc_port: int | None = None
     bmc_credential: str | None = None
+    #: The Redfish endpoint (a ``bmc_endpoints`` row): address, credential, and how its TLS is trusted.
+    redfish_host: str | None = None
+    redfish_port: int | None = None
+    redfish_credential: str | None = None
+    redfish_tls_fingerprint: str | None = None
+    redfish_ca_file: str | None = None
     ssh_credential: str | None = None
     primary_ip: str | None = None
     ssh_host_key: str | None = None

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from sqlalchemy import Connection, Table, select
 
 from ..models import (
+    BmcEndpoint,
     Credential,
     Disk,
     IpPool,
@@ -71,7 +72,7 @@ def _table(model: Any) -> Table:
 _T_SITE, _T_POD, _T_RACK, _T_FEED = _table(Site), _table(Pod), _table(Rack), _table(PowerFeed)
 _T_CRED, _T_SERVER, _T_TAG, _T_NIC = _table(Credential), _table(Server), _table(ServerTag), _table(Nic)
 _T_DISK, _T_UPS, _T_PDU, _T_OUTLET = _table(Disk), _table(Ups), _table(Pdu), _table(Outlet)
-_T_POOL, _T_CHANGE = _table(IpPool), _table(StateChange)
+_T_POOL, _T_CHANGE, _T_BMC_EP = _table(IpPool), _table(StateChange), _table(BmcEndpoint)
 
 
 class Writer(BulkWriter):
