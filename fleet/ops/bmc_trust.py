@@ -16,7 +16,6 @@ too. What happens when a BMC later presents another certificate is the driver's 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,14 +25,15 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select, update
 
 from fleet.core.targets import AnySelector, endpoint
-from fleet.errors import InputError, NotFound
+from fleet.drivers.redfish.tls import fetch_fingerprint
+from fleet.errors import DriverError, InputError, NotFound
 from inventory.models import BmcEndpoint, Server, utcnow
 from inventory.selectors import parse_selector
 
 if TYPE_CHECKING:
     from fleet.core.context import Context
 
-__all__ = ["Presented", "TrustResult", "fingerprint", "read_fingerprint", "survey", "trust", "trust_ca_file"]
+__all__ = ["Presented", "TrustResult", "survey", "trust", "trust_ca_file"]
 
 #: Certificates read at once.
 CONCURRENCY = 64
@@ -92,46 +92,6 @@ class TrustResult:
                 "declined": self.declined, "ok": self.ok}
 
 
-def fingerprint(der: bytes) -> str:
-    """``sha256:`` + lowercase hex of the SHA-256 of a DER certificate."""
-    return "sha256:" + hashlib.sha256(der).hexdigest()
-
-
-def _reading_context() -> ssl.SSLContext:
-    # No verification on purpose: this connection only reads the presented certificate so that a person
-    # can decide to trust it; it carries no request and no credential.
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    return context
-
-
-async def read_fingerprint(host: str, port: int, timeout: float) -> str:
-    """The fingerprint of the certificate presented at ``host:port`` (TLS handshake only, within ``timeout``)."""
-    async def handshake() -> bytes:
-        _reader, writer = await asyncio.open_connection(host, port, ssl=_reading_context(),
-                                                        ssl_handshake_timeout=timeout)
-        try:
-            der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
-        finally:
-            writer.close()
-        if not der:
-            raise ssl.SSLError("the server presented no certificate")
-        return der
-
-    return fingerprint(await asyncio.wait_for(handshake(), timeout))
-
-
-def _describe(exc: BaseException, timeout: float) -> str:
-    if isinstance(exc, TimeoutError):
-        return f"no TLS handshake within {timeout:g}s"
-    if isinstance(exc, ssl.SSLError):
-        return f"TLS: {exc.reason or exc}"
-    if isinstance(exc, OSError):
-        return exc.strerror or str(exc) or type(exc).__name__
-    return str(exc) or type(exc).__name__
-
-
 def _endpoints(ctx: Context, selector: AnySelector) -> list[tuple[str, Any]]:
     sel = parse_selector(selector)
     if sel.is_empty:
@@ -158,10 +118,10 @@ async def survey(ctx: Context, selector: AnySelector) -> list[Presented]:
                              error="no Redfish endpoint in the inventory (fleet set HOST --redfish ADDR[:PORT])")
         try:
             async with sem:
-                got: str | None = await read_fingerprint(ep.host, ep.port, timeout)
+                got: str | None = await fetch_fingerprint(ep.host, ep.port, timeout)
             error = ""
-        except (OSError, ssl.SSLError, TimeoutError, ValueError) as exc:
-            got, error = None, _describe(exc, timeout)
+        except DriverError as exc:
+            got, error = None, str(exc)
         return Presented(hostname, ep.host, ep.port, got, ep.tls_fingerprint, ep.ca_file, error)
 
     return list(await asyncio.gather(*(one(h, ep) for h, ep in rows)))
@@ -207,7 +167,8 @@ def trust_ca_file(ctx: Context, selector: AnySelector, ca_file: str | Path) -> l
     try:
         ssl.create_default_context(cafile=str(path))
     except (OSError, ssl.SSLError) as exc:
-        raise InputError(f"{ca_file}: not a readable CA bundle ({_describe(exc, 0)})") from None
+        reason = exc.reason if isinstance(exc, ssl.SSLError) and exc.reason else (exc.strerror or exc)
+        raise InputError(f"{ca_file}: not a readable CA bundle ({reason})") from None
     rows = _endpoints(ctx, selector)
     bare = [h for h, ep in rows if ep is None]
     if bare:
