@@ -1,4 +1,7 @@
-"""The technician's and the importer's commands end to end through the installed `fleet` script."""
+"""The technician's and the importer's commands end to end through the installed `fleet` script.
+
+Steps that only set a test up (credentials for an import, the site and rack a UPS goes in) run the same CLI
+in this process (tests/clihelp.py); every command a test is about runs as the script."""
 
 from __future__ import annotations
 
@@ -7,14 +10,11 @@ import json
 from pathlib import Path
 
 from .clihelp import fleet
+from .clihelp import fleet_in_process as here
 
 REPO = Path(__file__).resolve().parent.parent
 CREDS = [("ipmi-default", "ipmi", "admin"), ("ssh-deploy", "ssh", "deploy"), ("snmp-ro", "snmp-v2c", ""),
          ("nut-monitor", "nut", "monitor")]
-
-
-
-
 
 
 def _dump(env: dict[str, str]) -> str:
@@ -31,7 +31,7 @@ def _dump(env: dict[str, str]) -> str:
 def _credentials(env: dict[str, str]) -> None:
     for name, kind, user in CREDS:
         args = ["credentials", "set", name, "--kind", kind, "--password-stdin"] + (["--user", user] if user else [])
-        assert fleet(env, *args, stdin="secret\n").returncode == 0
+        assert here(env, *args, stdin="secret\n").returncode == 0
 
 
 def test_import_of_a_file_with_one_bad_line_exits_2_names_it_and_changes_nothing(env) -> None:
@@ -95,10 +95,10 @@ def test_a_technician_racks_edits_and_removes_one_server(env) -> None:
 
 
 def test_a_ups_is_added_with_what_it_feeds(env) -> None:
-    fleet(env, "add", "site", "par1")
-    fleet(env, "add", "rack", "R1", "--site", "par1")
-    fleet(env, "add", "server", "web-1", "--rack", "R1", "--position", "1")
-    fleet(env, "credentials", "set", "nut", "--kind", "nut", "--user", "mon", "--password-stdin", stdin="pw\n")
+    here(env, "add", "site", "par1")
+    here(env, "add", "rack", "R1", "--site", "par1")
+    here(env, "add", "server", "web-1", "--rack", "R1", "--position", "1")
+    here(env, "credentials", "set", "nut", "--kind", "nut", "--user", "mon", "--password-stdin", stdin="pw\n")
     added = fleet(env, "add", "ups", "ups-web-1", "--nut", "ups@127.0.0.7", "--credential", "nut", "--profile",
                   "nut-dummy", "--kind", "server", "--feeds", "web-1")
     assert added.returncode == 0, added.stderr

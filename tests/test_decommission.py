@@ -3,7 +3,8 @@
 Real peers: OpenSSH's sshd runs the wipe script with the system's own tools (lsblk, blkdiscard, dd)
 against a loop device backed by a file filled with data; the file must read back as zeros. The lab
 test drives the CLI end to end: its servers' "OS" answers the wipe as an SSD (discard) and a hard disk
-(overwrite), and a failing wipe keeps the server out of ``retired``.
+(overwrite), and a failing wipe keeps the server out of ``retired`` (`fleet decommission`, `wipe-certificates`
+and `power` as the installed script; the lab, the import and `list` the same CLI in this process).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from fleet.workflows.decommission import parse_wipe_output
 from inventory.models import Server, WipeCertificate
 
 from .clihelp import fleet as fleet_cli
+from .clihelp import fleet_in_process as here
 from .factory import Spec, build
 from .peers import missing_peer
 from .sshpeer import ssh_peer
@@ -114,12 +116,12 @@ def test_lab_servers_are_decommissioned_from_the_cli_with_a_certificate_per_disk
     if why:
         missing_peer(why)
     lab = tmp_path / "lab"
-    assert fleet_cli(env, "lab", "start", "--dir", str(lab), "--racks", "1", "--servers-per-rack", "3", "--no-ups",
-                     "--no-rack-power", "--ssh", "--port", "16639").returncode == 0
+    assert here(env, "lab", "start", "--dir", str(lab), "--racks", "1", "--servers-per-rack", "3", "--no-ups",
+                "--no-rack-power", "--ssh", "--port", "16639").returncode == 0
     try:
-        assert fleet_cli(env, "import", str(lab / "inventory.yaml"), "--secrets", str(lab / "secrets.yaml")
-                         ).returncode == 0
-        assert fleet_cli(env, "lab", "fault", "lab1-r01-s03", "wipe-fails", "--dir", str(lab)).returncode == 0
+        assert here(env, "import", str(lab / "inventory.yaml"), "--secrets", str(lab / "secrets.yaml")
+                    ).returncode == 0
+        assert here(env, "lab", "fault", "lab1-r01-s03", "wipe-fails", "--dir", str(lab)).returncode == 0
         refused = fleet_cli(env, "decommission", "lab1-r01-s02", "lab1-r01-s03")  # no --yes, no terminal
         assert refused.returncode == 2 and "refusing without --yes" in refused.stderr
         done = fleet_cli(env, "decommission", "lab1-r01-s02", "lab1-r01-s03", "--yes", "--json")
@@ -133,7 +135,7 @@ def test_lab_servers_are_decommissioned_from_the_cli_with_a_certificate_per_disk
                         ("lab1-r01-s02", "sdb"): ("overwrite", "ok", True),
                         ("lab1-r01-s03", "sda"): ("blkdiscard", "ok", True),
                         ("lab1-r01-s03", "sdb"): ("overwrite", "failed", True)}
-        states = {r["hostname"]: (r["state"], r["power"]) for r in json.loads(fleet_cli(env, "list", "--json").stdout)}
+        states = {r["hostname"]: (r["state"], r["power"]) for r in json.loads(here(env, "list", "--json").stdout)}
         assert states["lab1-r01-s02"][0] == "retired" and states["lab1-r01-s03"][0] == "decommissioning"
         power = {r["hostname"]: r["after"] for r in json.loads(fleet_cli(env, "power", "status", "lab1-r01-s02",
                                                                          "lab1-r01-s03", "--json").stdout)}
@@ -142,4 +144,4 @@ def test_lab_servers_are_decommissioned_from_the_cli_with_a_certificate_per_disk
         assert csv_text.splitlines()[0].startswith("id,hostname,server_serial,disk_slot,disk_serial")
         assert len(csv_text.splitlines()) == 3
     finally:
-        assert fleet_cli(env, "lab", "stop", "--dir", str(lab)).returncode == 0
+        assert here(env, "lab", "stop", "--dir", str(lab)).returncode == 0

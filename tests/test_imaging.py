@@ -22,10 +22,10 @@ import pytest
 from fleet import Fleet
 from fleet.core.jobs import JobTracker
 from fleet.errors import InputError
+from fleet.lab.datacenter import start_lab, stop_lab
 from fleet.workflows.imaging import allocate_addresses
 from pxe.serve import PxeServer
 
-from .clihelp import fleet as fleet_cli
 from .sshpeer import free_port
 
 HOSTS = [f"lab1-r01-s0{i}" for i in range(1, 6)]
@@ -34,22 +34,22 @@ MANAGER = "127.20.1.254"  # the manager on rack R01's provisioning network (the 
 
 @pytest.fixture
 def lab_fleet(env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The lab's one rack of five servers, imported and waiting for an OS. Set up in-process (the lab's
+    library calls and the Fleet API, not ``fleet`` subprocesses: the CLI is not what these tests are about)."""
     for name in ("FLEET_DB", "FLEET_KEY_FILE", "FLEET_SECRET_KEY", "FLEET_ACTOR"):
         if name in env:
             monkeypatch.setenv(name, env[name])
     lab = tmp_path / "lab"
-    assert fleet_cli(env, "lab", "start", "--dir", str(lab), "--racks", "1", "--servers-per-rack", "5", "--no-ups",
-                     "--no-rack-power", "--no-ssh", "--port", "16638").returncode == 0
+    start_lab(lab, racks=1, servers_per_rack=5, server_ups=False, rack_power=False, ssh=False, port=16638)
     try:
-        assert fleet_cli(env, "import", str(lab / "inventory.yaml"), "--secrets", str(lab / "secrets.yaml")
-                         ).returncode == 0
+        f = Fleet.open(env["FLEET_DB"])
+        f.import_files([lab / "inventory.yaml"], secrets=[lab / "secrets.yaml"])
         for host in HOSTS:  # servers waiting for an OS
             for state in ("maintenance", "ready"):
-                assert fleet_cli(env, "state", host, state, "--reason", "test").returncode == 0
-        f = Fleet.open(env["FLEET_DB"])
+                f.set_state(host, state, reason="test")
         yield f
     finally:
-        fleet_cli(env, "lab", "stop", "--dir", str(lab))
+        stop_lab(lab)
 
 
 def _get(ip: str, port: int, path: str) -> int:

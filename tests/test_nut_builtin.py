@@ -2,7 +2,9 @@
 
 The same `.dev` states served both ways must give `fleet ups status --json` the same answers (every
 field), upsc the same variables, and raw protocol requests the same answers (errors included); and the
-lab must come up, import and sweep with NUT's programs hidden (FLEET_LAB_NUT=auto falls back).
+lab must come up, import and sweep with NUT's programs hidden (FLEET_LAB_NUT=auto falls back). `ups status`,
+`sweep` and the fallback's `lab start`/`lab stop` run as the installed script; the other steps run the same
+CLI in this process.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from fleet.lab import nutlab
 from fleet.lab._proc import environ_has, pid_alive
 
 from .clihelp import fleet
+from .clihelp import fleet_in_process as here
 from .nutpeer import nut_available
 from .peers import missing_peer
 
@@ -130,17 +133,17 @@ def test_the_same_dev_states_give_ups_status_the_same_answers(tmp_path: Path) ->
             env = dict(os.environ, FLEET_DB=str(tmp_path / mode / "fleet.db"),
                        FLEET_KEY_FILE=str(tmp_path / mode / "k"), FLEET_LAB_NUT=mode, COLUMNS="200")
             envs[mode], labs[mode] = env, lab
-            done = fleet(env, "lab", "start", "--dir", str(lab), "--racks", "1", "--servers-per-rack", "5",
-                         "--port", str(BMC_PORTS[mode]), "--no-rack-power", "--no-ssh", timeout=180)
+            done = here(env, "lab", "start", "--dir", str(lab), "--racks", "1", "--servers-per-rack", "5",
+                        "--port", str(BMC_PORTS[mode]), "--no-rack-power", "--no-ssh")
             assert done.returncode == 0, done.stderr
-            status = json.loads(fleet(env, "lab", "status", "--dir", str(lab), "--json").stdout)
+            status = json.loads(here(env, "lab", "status", "--dir", str(lab), "--json").stdout)
             assert status["nut_server"] == mode
-            assert fleet(env, "init").returncode == 0
-            done = fleet(env, "import", str(lab / "inventory.yaml"), "--secrets", str(lab / "secrets.yaml"))
+            assert here(env, "init").returncode == 0
+            done = here(env, "import", str(lab / "inventory.yaml"), "--secrets", str(lab / "secrets.yaml"))
             assert done.returncode == 0, done.stderr
         for mode in ("upsd", "builtin"):
             for n, fault in enumerate(FAULTS.values()):
-                done = fleet(envs[mode], "lab", "fault", f"ups-lab1-r01-s0{n + 1}", fault, "--dir", str(labs[mode]))
+                done = here(envs[mode], "lab", "fault", f"ups-lab1-r01-s0{n + 1}", fault, "--dir", str(labs[mode]))
                 assert done.returncode == 0, done.stderr
         # on-battery falls step by step (TIMER lines): compare once both have played the whole file.
         time.sleep(nutlab.STEP_S * 7 + 2)
@@ -161,7 +164,7 @@ def test_the_same_dev_states_give_ups_status_the_same_answers(tmp_path: Path) ->
     finally:
         for mode, lab in labs.items():
             if (lab / "lab.json").exists():
-                fleet(envs[mode], "lab", "stop", "--dir", str(lab), timeout=120)
+                here(envs[mode], "lab", "stop", "--dir", str(lab))
 
 
 def test_without_nut_the_lab_falls_back_and_a_sweep_reads_every_ups(tmp_path: Path) -> None:
@@ -179,9 +182,9 @@ def test_without_nut_the_lab_falls_back_and_a_sweep_reads_every_ups(tmp_path: Pa
         nut = nutlab.load_nut_lab(lab / "nut")
         assert nut.server == "builtin" and nut.driver_pids == {}
         assert environ_has(nut.upsd_pid, f"NUT_CONFPATH={lab.resolve() / 'nut' / 'conf'}".encode())
-        assert fleet(env, "init").returncode == 0
-        assert fleet(env, "import", str(lab / "inventory.yaml"), "--secrets", str(lab / "secrets.yaml")).returncode == 0
-        assert fleet(env, "lab", "fault", "ups-lab1-r01-s02", "low-battery", "--dir", str(lab)).returncode == 0
+        assert here(env, "init").returncode == 0
+        assert here(env, "import", str(lab / "inventory.yaml"), "--secrets", str(lab / "secrets.yaml")).returncode == 0
+        assert here(env, "lab", "fault", "ups-lab1-r01-s02", "low-battery", "--dir", str(lab)).returncode == 0
         time.sleep(1.5)  # the stand-in rereads a changed .dev file every second, as dummy-ups does
         sweep = fleet(env, "sweep", timeout=180)
         assert sweep.returncode == 0, sweep.stdout + sweep.stderr
@@ -190,7 +193,7 @@ def test_without_nut_the_lab_falls_back_and_a_sweep_reads_every_ups(tmp_path: Pa
         assert len(server_ups) == 3 and all(u["ok"] for u in server_ups.values()), server_ups
         assert server_ups["ups-lab1-r01-s02"]["status"] == "on-battery low-battery"
         assert server_ups["ups-lab1-r01-s01"]["charge_pct"] == 100.0
-        events = fleet(env, "events").stdout
+        events = here(env, "events").stdout
         assert any("ups-lab1-r01-s02" in line and "ups-on-battery" in line for line in events.splitlines()), events
     finally:
         stop = fleet(env, "lab", "stop", "--dir", str(lab), timeout=120)

@@ -14,17 +14,18 @@ import time
 import pytest
 
 from .clihelp import fleet
+from .clihelp import fleet_in_process as here
 from .ipmisim import ipmi_sim
 
 
 def _rack_with(env: dict[str, str], servers: list[tuple[str, str, int]], profile: str) -> None:
-    assert fleet(env, "add", "site", "t1").returncode == 0
-    assert fleet(env, "add", "rack", "R1", "--site", "t1").returncode == 0
-    assert fleet(env, "credentials", "set", "bmc", "--kind", "ipmi", "--user", "admin", "--password-stdin",
-                 stdin="password\n").returncode == 0
+    assert here(env, "add", "site", "t1").returncode == 0
+    assert here(env, "add", "rack", "R1", "--site", "t1").returncode == 0
+    assert here(env, "credentials", "set", "bmc", "--kind", "ipmi", "--user", "admin", "--password-stdin",
+                stdin="password\n").returncode == 0
     for i, (host, bmc_host, bmc_port) in enumerate(servers):
-        added = fleet(env, "add", "server", host, "--rack", "R1", "--position", str(i + 1), "--bmc",
-                      f"{bmc_host}:{bmc_port}", "--bmc-credential", "bmc", "--profile", profile)
+        added = here(env, "add", "server", host, "--rack", "R1", "--position", str(i + 1), "--bmc",
+                     f"{bmc_host}:{bmc_port}", "--bmc-credential", "bmc", "--profile", profile)
         assert added.returncode == 0, added.stderr
 
 
@@ -40,7 +41,7 @@ def test_power_off_through_the_cli_turns_an_ipmi_sim_off_as_ipmitool_confirms(en
             ("sim-0", "on", "off", "done")]
         assert "Chassis Power is off" in sims[0].ipmitool("chassis", "power", "status").stdout
         assert "Chassis Power is on" in sims[1].ipmitool("chassis", "power", "status").stdout  # only that one
-        entry = json.loads(fleet(env, "audit", "--action", "power.off", "--json").stdout)[0]
+        entry = json.loads(here(env, "audit", "--action", "power.off", "--json").stdout)[0]
         assert (entry["actor"], entry["targets"], entry["result"]) == ("tech", ["sim-0"], "ok")
         on = json.loads(fleet(env, "power", "on", "sim-0", "--json").stdout)[0]
         assert (on["before"], on["after"], on["outcome"]) == ("off", "on", "done")
@@ -80,19 +81,19 @@ def test_a_wrong_password_fails_fast_with_an_auth_error(env) -> None:
 
 def test_lab_datacenter_power_cycle_faults_and_audit(env, tmp_path) -> None:
     lab = tmp_path / "lab"
-    started = fleet(env, "lab", "start", "--dir", str(lab), "--racks", "2", "--servers-per-rack", "3",
-                    "--port", "16623")
+    started = here(env, "lab", "start", "--dir", str(lab), "--racks", "2", "--servers-per-rack", "3",
+                   "--port", "16623")
     assert started.returncode == 0, started.stderr
     try:
-        assert fleet(env, "import", str(lab / "inventory.yaml"), "--secrets", str(lab / "secrets.yaml")
+        assert here(env, "import", str(lab / "inventory.yaml"), "--secrets", str(lab / "secrets.yaml")
                      ).returncode == 0
         status = json.loads(fleet(env, "power", "status", "rack=R01", "--json").stdout)
         assert [r["after"] for r in status] == ["on", "on", "on"]
         cycled = json.loads(fleet(env, "power", "cycle", "lab1-r01-s02", "--yes", "--json").stdout)[0]
         assert (cycled["ok"], cycled["outcome"]) == (True, "done")
-        state = json.loads(fleet(env, "lab", "status", "--dir", str(lab), "--json").stdout)
+        state = json.loads(here(env, "lab", "status", "--dir", str(lab), "--json").stdout)
         assert state["running"] is True
-        assert fleet(env, "lab", "fault", "lab1-r01-s03", "dead", "--dir", str(lab)).returncode == 0
+        assert here(env, "lab", "fault", "lab1-r01-s03", "dead", "--dir", str(lab)).returncode == 0
         after = {r["hostname"]: r for r in json.loads(fleet(env, "power", "status", "rack=R01", "--json").stdout)}
         assert after["lab1-r01-s03"]["outcome"] == "unknown-state"
         assert after["lab1-r01-s01"]["outcome"] == "status"
@@ -102,18 +103,18 @@ def test_lab_datacenter_power_cycle_faults_and_audit(env, tmp_path) -> None:
         assert fru["serial"] == "LAB000001"
         refused = fleet(env, "power", "off", "rack=R01", "--yes")
         assert refused.returncode == 2 and "3 of 3 servers in rack lab1/R01" in refused.stderr
-        audit = [a["action"] for a in json.loads(fleet(env, "audit", "--json").stdout)]
+        audit = [a["action"] for a in json.loads(here(env, "audit", "--json").stdout)]
         assert audit[:2] == ["power.off", "power.cycle"]
     finally:
-        assert fleet(env, "lab", "stop", "--dir", str(lab)).returncode == 0
+        assert here(env, "lab", "stop", "--dir", str(lab)).returncode == 0
 
 
 def test_budgeted_power_on_switches_a_rack_on_in_waves_within_its_feed(env, tmp_path) -> None:
     lab = tmp_path / "lab"
-    assert fleet(env, "lab", "start", "--dir", str(lab), "--racks", "1", "--servers-per-rack", "3",
-                 "--port", "16624").returncode == 0
+    assert here(env, "lab", "start", "--dir", str(lab), "--racks", "1", "--servers-per-rack", "3",
+                "--port", "16624").returncode == 0
     try:
-        assert fleet(env, "import", str(lab / "inventory.yaml"), "--secrets", str(lab / "secrets.yaml")
+        assert here(env, "import", str(lab / "inventory.yaml"), "--secrets", str(lab / "secrets.yaml")
                      ).returncode == 0
         assert fleet(env, "power", "off", "rack=R01", "--yes", "--force").returncode == 0
         # Feed R01-A: 1800 W; each server peaks at 450 W with 1.5x inrush (675 W) for 2 s.
@@ -122,7 +123,7 @@ def test_budgeted_power_on_switches_a_rack_on_in_waves_within_its_feed(env, tmp_
         assert all(p["peak_w"] <= p["capacity_w"] for p in plan["peak_loads"])
         done = json.loads(fleet(env, "power", "on", "rack=R01", "--budget", "--json").stdout)
         assert [(r["outcome"], r["wave"]) for r in done] == [("done", 0), ("done", 0), ("done", 1)]
-        entry = json.loads(fleet(env, "audit", "--action", "power.on", "--json").stdout)[0]
+        entry = json.loads(here(env, "audit", "--action", "power.on", "--json").stdout)[0]
         assert entry["detail"]["waves"] == 2 and entry["result"] == "ok"
     finally:
-        fleet(env, "lab", "stop", "--dir", str(lab))
+        here(env, "lab", "stop", "--dir", str(lab))

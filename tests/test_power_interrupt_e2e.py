@@ -3,7 +3,7 @@ acts on each server at most once: against the lab datacenter's BMCs, whose boot 
 
 `fleet power cycle` runs as a subprocess, as an operator's shell would run it; the lab BMCs answer
 slowly (the `slow` fault) so the kill lands while some servers have been sent their command and others
-have not.
+have not. The lab, the import and the read-backs (jobs, audit) run the same CLI in this process.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from fleet.lab.bmcserver import lab_control
 from fleet.lab.datacenter import BMC_STATE
 
 from .clihelp import FLEET, fleet
+from .clihelp import fleet_in_process as here
 
 SLOW_MS = 600
 
@@ -59,7 +60,7 @@ def _cycle_and_interrupt(env: dict[str, str], lab: Path, sig: int) -> tuple[subp
     proc.communicate(timeout=60)
     for name in _boots(lab):
         lab_control(lab / BMC_STATE, {"op": "fault", "bmc": name, "kind": "slow", "clear": True})
-    job = json.loads(fleet(env, "jobs", "--kind", "power", "--json").stdout)[0]
+    job = json.loads(here(env, "jobs", "--kind", "power", "--json").stdout)[0]
     return proc, job["id"]
 
 
@@ -67,7 +68,7 @@ def _check_interrupted_then_resume(env: dict[str, str], lab: Path, before: dict[
                                    status: str) -> None:
     time.sleep(2.0)  # a cycled lab server is off for 1 s, then boots (its count rises)
     acted = {h for h, n in _boots(lab).items() if n > before[h]}
-    job = json.loads(fleet(env, "jobs", str(job_id), "--json").stdout)
+    job = json.loads(here(env, "jobs", str(job_id), "--json").stdout)
     assert job["status"] == status
     steps = {s["target"]: s for s in job["steps"]}
     assert set(steps) == set(before), "the job lists every target it was started on"
@@ -76,7 +77,7 @@ def _check_interrupted_then_resume(env: dict[str, str], lab: Path, before: dict[
     assert acted == sent, "the servers the BMCs saw cycled are exactly the ones the job says it sent"
     assert all(steps[h]["sent_at"] for h in sent)
     assert {s["state"] for h, s in steps.items() if h not in sent} == {"pending"}
-    audit = json.loads(fleet(env, "audit", "--action", "power.cycle", "--json", "--limit", "500").stdout)
+    audit = json.loads(here(env, "audit", "--action", "power.cycle", "--json", "--limit", "500").stdout)
     intent = [a for a in audit if a["result"] == "started" and a["detail"].get("job") == job_id]
     assert len(intent) == 1 and set(intent[0]["targets"]) == set(before) and intent[0]["actor"] == "tech"
     audited_sent = {t for a in audit if a["result"] == "sent" and a["detail"].get("job") == job_id
@@ -91,7 +92,7 @@ def _check_interrupted_then_resume(env: dict[str, str], lab: Path, before: dict[
         {h for h in sent if steps[h]["state"] == "sent"}, "sent targets are confirmed by reading, not acted on"
     time.sleep(2.0)
     assert _boots(lab) == {h: n + 1 for h, n in before.items()}, "every server cycled once, none twice"
-    done = json.loads(fleet(env, "jobs", str(job_id), "--json").stdout)
+    done = json.loads(here(env, "jobs", str(job_id), "--json").stdout)
     assert done["status"] == "done" and {s["state"] for s in done["steps"]} == {"confirmed"}
     assert (done["done"], done["total"]) == (16, 16)
 
@@ -99,15 +100,15 @@ def _check_interrupted_then_resume(env: dict[str, str], lab: Path, before: dict[
 @pytest.fixture
 def lab16(env, tmp_path):
     lab = tmp_path / "lab"
-    started = fleet(env, "lab", "start", "--dir", str(lab), "--racks", "2", "--servers-per-rack", "8",
-                    "--port", "16691", "--no-ups", "--no-rack-power", "--no-ssh")
+    started = here(env, "lab", "start", "--dir", str(lab), "--racks", "2", "--servers-per-rack", "8",
+                   "--port", "16691", "--no-ups", "--no-rack-power", "--no-ssh")
     assert started.returncode == 0, started.stderr
     try:
-        assert fleet(env, "import", str(lab / "inventory.yaml"), "--secrets", str(lab / "secrets.yaml")
-                     ).returncode == 0
+        assert here(env, "import", str(lab / "inventory.yaml"), "--secrets", str(lab / "secrets.yaml")
+                    ).returncode == 0
         yield lab
     finally:
-        assert fleet(env, "lab", "stop", "--dir", str(lab)).returncode == 0
+        assert here(env, "lab", "stop", "--dir", str(lab)).returncode == 0
 
 
 def test_a_power_cycle_killed_with_sigkill_lists_what_it_sent_and_a_resume_cycles_no_server_twice(
@@ -122,7 +123,7 @@ def test_a_power_cycle_stopped_with_sigterm_stops_sending_records_and_exits_non_
     before = _boots(lab16)
     proc, job_id = _cycle_and_interrupt(env, lab16, signal.SIGTERM)
     assert proc.returncode == 143
-    audit = json.loads(fleet(env, "audit", "--action", "power.cycle", "--json").stdout)
+    audit = json.loads(here(env, "audit", "--action", "power.cycle", "--json").stdout)
     assert audit[0]["result"] == "interrupted" and audit[0]["detail"]["job"] == job_id
     _check_interrupted_then_resume(env, lab16, before, job_id, "cancelled")
 

@@ -573,12 +573,12 @@ def test_ovmf_ignores_a_legacy_override_and_seabios_an_efi_one_booting_their_own
 def test_the_harness_inventory_imports_and_renders_a_tree_for_fleet_image(rack: VmRack, env: dict[str, str]) -> None:
     """What `fleet image` will read: the BMC VMs as ready servers with PXE NICs, the rack's pool, the
     overrides that load the probe; `fleet pxe render` turns it into a tree (no VM is started here)."""
-    from .clihelp import fleet
+    from .clihelp import fleet, fleet_in_process
 
     rack.add_bmc_vm("vm-a", HOSTS[0].mac, port=BMC_PORT + 2)
     rack.add_bmc_vm("vm-d", HOSTS[3].mac, port=BMC_PORT + 3, firmware="uefi")
     inv, sec, over = rack.write_inventory(rack.workdir / "inv", loaders={"vm-d": "grub"}, addresses=True)
-    done = fleet(env, "import", str(inv), "--secrets", str(sec))
+    done = fleet_in_process(env, "import", str(inv), "--secrets", str(sec))
     assert done.returncode == 0, done.stderr
     out = rack.workdir / "pxe"
     done = fleet(env, "pxe", "render", "rack=R1", "--out", str(out), "--manager-url", f"http://{SERVER_IP}",
@@ -626,7 +626,7 @@ def test_fleet_image_moves_every_vm_of_the_rack_to_deployed_on_real_evidence(tmp
     booted meanwhile, gets nothing."""
     from pxe import read_evidence
 
-    from .clihelp import FLEET, fleet
+    from .clihelp import FLEET, fleet_in_process
 
     require_vmrack()
     workdir = tmp_path / "vrack"
@@ -637,7 +637,7 @@ def test_fleet_image_moves_every_vm_of_the_rack_to_deployed_on_real_evidence(tmp
             rack.add_bmc_vm(name, f"52:54:00:77:01:0{n + 1}", port=16660 + n, firmware=firmware)
         rack.start_bmcs(in_namespace=True)
         inv, sec, over = rack.write_inventory(workdir / "inv", loaders={k: v[1] for k, v in paths.items()})
-        done = fleet(env, "import", str(inv), "--secrets", str(sec))
+        done = fleet_in_process(env, "import", str(inv), "--secrets", str(sec))
         assert done.returncode == 0, done.stderr
         out = workdir / "image.json"
         proc = rack.spawn("fleet-image", [FLEET, "image", "rack=R1", "--os", "debian-12", "--root",
@@ -647,8 +647,8 @@ def test_fleet_image_moves_every_vm_of_the_rack_to_deployed_on_real_evidence(tmp
                                           "--dhcp-timeout", "240", "--fetch-timeout", "300", "--done-timeout", "420",
                                           "--yes", "--json"], log=out, env=env)
 
-        def state(host: str) -> str:
-            return json.loads(fleet(env, "show", host, "--json").stdout)["state"]
+        def state(host: str) -> str:  # polled while the VMs boot: in this process, not a `fleet` per poll
+            return json.loads(fleet_in_process(env, "show", host, "--json").stdout)["state"]
 
         rack.wait_for(lambda: state("vm-a") == "deployed" or proc.poll() is not None, timeout=300,
                       what="the canary deployed")
@@ -667,7 +667,7 @@ def test_fleet_image_moves_every_vm_of_the_rack_to_deployed_on_real_evidence(tmp
         for name in paths:
             h = index[name]
             assert state(name) == "deployed"
-            history = json.loads(fleet(env, "show", name, "--json").stdout)["history"]
+            history = json.loads(fleet_in_process(env, "show", name, "--json").stdout)["history"]
             assert "late callback" in history[-1]["reason"], history[-1]
             evidence = result["servers"][name]["evidence"]
             assert {"power", "lease", "fetch", "early", "late"} <= set(evidence), evidence
@@ -686,9 +686,9 @@ def test_fleet_image_moves_every_vm_of_the_rack_to_deployed_on_real_evidence(tmp
         ignored = [e for e in read_evidence(root) if e.mac == UNKNOWN_MAC]
         assert ignored and not any(e.ok for e in ignored)
         assert {e["client"] for e in http_jsonl(root)} <= {h["ip"] for h in index.values()}
-        audit = json.loads(fleet(env, "audit", "--json", "--limit", "200").stdout)
+        audit = json.loads(fleet_in_process(env, "audit", "--json", "--limit", "200").stdout)
         assert {"ip.allocate", "pxe.render", "bootdev", "pxe.lease", "pxe.callback"} <= {a["action"] for a in audit}
-        job = json.loads(fleet(env, "jobs", "--kind", "image", "--json").stdout)[0]
+        job = json.loads(fleet_in_process(env, "jobs", "--kind", "image", "--json").stdout)[0]
         assert (job["status"], job["done"], job["failed"]) == ("done", 4, 0)
 
 

@@ -1,4 +1,8 @@
-"""Sweeps on a schedule: one at a time, SIGTERM finishes cleanly, a briefly locked database loses nothing."""
+"""Sweeps on a schedule: one at a time, SIGTERM finishes cleanly, a briefly locked database loses nothing.
+
+`fleet sweep` runs as the installed script; the lab, the import and the audit polls run the same CLI in this
+process (tests/clihelp.py).
+"""
 
 from __future__ import annotations
 
@@ -16,19 +20,20 @@ from fleet.errors import InputError
 from fleet.workflows.schedule import crontab_text, parse_interval, sweep_lock, systemd_units
 
 from .clihelp import FLEET, fleet
+from .clihelp import fleet_in_process as here
 
 
 @pytest.fixture
 def lab_env(env, tmp_path):
     lab = tmp_path / "lab"
-    assert fleet(env, "lab", "start", "--dir", str(lab), "--racks", "1", "--servers-per-rack", "2", "--no-ups",
-                 "--no-rack-power", "--port", "16629").returncode == 0
+    assert here(env, "lab", "start", "--dir", str(lab), "--racks", "1", "--servers-per-rack", "2", "--no-ups",
+                "--no-rack-power", "--port", "16629").returncode == 0
     try:
-        assert fleet(env, "import", str(lab / "inventory.yaml"), "--secrets", str(lab / "secrets.yaml")
-                     ).returncode == 0
+        assert here(env, "import", str(lab / "inventory.yaml"), "--secrets", str(lab / "secrets.yaml")
+                    ).returncode == 0
         yield env
     finally:
-        fleet(env, "lab", "stop", "--dir", str(lab))
+        here(env, "lab", "stop", "--dir", str(lab))
 
 
 def test_intervals_parse_and_refuse_nonsense() -> None:
@@ -59,7 +64,7 @@ def test_sweep_every_runs_on_its_cadence_and_sigterm_finishes_cleanly(lab_env) -
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            audit = json.loads(fleet(lab_env, "audit", "--action", "sweep", "--json").stdout)
+            audit = json.loads(here(lab_env, "audit", "--action", "sweep", "--json").stdout)
             if audit:
                 break
             time.sleep(0.5)
@@ -105,8 +110,8 @@ def _documents(text: str) -> list[dict]:
 
 def test_sweep_every_survives_a_hung_bmc_and_a_locked_database_without_losing_a_reading(lab_env, tmp_path) -> None:
     lab = tmp_path / "lab"
-    assert fleet(lab_env, "lab", "fault", "lab1-r01-s01", "slow", "--value", "60000", "--dir", str(lab)
-                 ).returncode == 0  # answers after a minute: past every deadline
+    assert here(lab_env, "lab", "fault", "lab1-r01-s01", "slow", "--value", "60000", "--dir", str(lab)
+                ).returncode == 0  # answers after a minute: past every deadline
     db = lab_env["FLEET_DB"]
     before = sqlite3.connect(db).execute("SELECT count(*) FROM readings").fetchone()[0]
     proc = subprocess.Popen([FLEET, "sweep", "--every", "10s", "--json"], env=lab_env, stdout=subprocess.PIPE,
@@ -119,7 +124,7 @@ def test_sweep_every_survives_a_hung_bmc_and_a_locked_database_without_losing_a_
         locker.execute("COMMIT")
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline and proc.poll() is None:
-            if len(json.loads(fleet(lab_env, "audit", "--action", "sweep", "--json").stdout)) >= 3:
+            if len(json.loads(here(lab_env, "audit", "--action", "sweep", "--json").stdout)) >= 3:
                 break
             time.sleep(1.0)
         proc.send_signal(signal.SIGTERM)
