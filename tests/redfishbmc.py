@@ -3,7 +3,8 @@
 :class:`ScriptedBmc` is a small aiohttp.web service on 127.0.0.1 (HTTPS, a certificate from
 :func:`tests.redfishpeer.make_cert`) with a SessionService (``X-Auth-Token``; tokens can be expired
 to test renewal), a system with an ETag and ``If-Match`` rules, a Reset action described by an
-ActionInfo, a 409 right after a power-off, LogServices with a SEL and a ClearLog action that answers
+ActionInfo, a 409 right after a power-off, boot PATCHes refused the ways some vendors refuse them
+(``wants_all_boot_fields``, ``refuses_continuous``), LogServices with a SEL and a ClearLog action that answers
 202 with a task monitor, a chassis with Power and a Sensors collection, and a manager with a
 FirmwareInventory. :func:`serve` runs any aiohttp app (the hostile ones of the tests too) on the
 running loop and a free port.
@@ -71,6 +72,9 @@ class ScriptedBmc:
         self._polls_left = 0
         self.resets: list[tuple[str, int]] = []  # (ResetType, status answered)
         self.patches: list[str | None] = []  # the If-Match of each PATCH
+        self.boot_bodies: list[dict[str, Any]] = []  # the Boot object of each PATCH
+        self.wants_all_boot_fields = False  # AMI/ASRockRack: 400 to a Boot PATCH without mode, enabled and target
+        self.refuses_continuous = False  # 400 to BootSourceOverrideEnabled=Continuous
         self.log: list[tuple[str, str, str]] = []
         self.deleted_sessions: list[str] = []
         self.connections: set[int] = set()  # client ports seen (one per TCP connection)
@@ -149,6 +153,13 @@ class ScriptedBmc:
             return self._error(412, "Base.1.0.PreconditionFailed", "ETag does not match")
         if self.if_match == "strong-only" and tag is not None and tag != current:
             return self._error(412, "Base.1.0.PreconditionFailed", "strong ETag required")
+        self.boot_bodies.append(dict(body["Boot"]))
+        fields = {"BootSourceOverrideMode", "BootSourceOverrideEnabled", "BootSourceOverrideTarget"}
+        missing = fields - set(body["Boot"])
+        if self.wants_all_boot_fields and missing:
+            return self._error(400, "Base.1.0.PropertyMissing", f"missing {', '.join(sorted(missing))}")
+        if self.refuses_continuous and body["Boot"].get("BootSourceOverrideEnabled") == "Continuous":
+            return self._error(400, "Base.1.0.PropertyValueNotInList", "Continuous is not supported")
         self.boot.update(body["Boot"])
         self.etag += 1
         return web.Response(status=204)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from fleet.drivers.redfish.control import CYCLE_WAYS
 from fleet.errors import ProfileError
 from fleet.profiles import load_profiles
 from fleet.profiles.quirks import KNOWN_QUIRKS
@@ -98,8 +99,10 @@ def test_the_rpdu2_column_must_use_the_inverted_map(tmp_path: Path) -> None:
 def test_every_quirk_id_the_code_reads_is_known() -> None:
     read = set()
     for path in (REPO / "fleet").rglob("*.py"):
-        read |= set(re.findall(r"""quirk\(\s*["']([^"']+)["']""", path.read_text()))
+        # profile.quirk("id"), state.quirk("id"), and the Redfish driver's _quirk(call, "id")
+        read |= set(re.findall(r"""quirk\((?:\s*\w+\s*,)?\s*["']([^"']+)["']""", path.read_text()))
     assert read, "the scan found no quirk lookups"
+    assert {"redfish-power-cycle", "redfish-continuous-refused", "redfish-boot-all-fields"} <= read
     assert read <= set(KNOWN_QUIRKS), sorted(read - set(KNOWN_QUIRKS))
 
 
@@ -115,3 +118,18 @@ def test_typed_records_carry_the_acting_quirks() -> None:
     assert not PROFILES.get("apc-rpdu").outlet.no_control
     assert PROFILES.get("apc-rpdu").outlet.relays_lost_raw == 4
     assert PROFILES.get("eaton-9px").outlet.cycle_is_off_then_on
+
+
+def test_redfish_power_cycle_takes_only_the_ways_the_driver_knows(tmp_path: Path) -> None:
+    quirk = ('\n[[quirks]]\nid = "redfish-power-cycle"\napplies_to = "power"\nvalue = "{}"\n'
+             'why = "test: how this BMC cycles"\n')
+    src = PROFILES.get("generic-ipmi").path
+    assert src is not None
+    (tmp_path / "servers").mkdir()
+    (tmp_path / "servers" / src.name).write_text(src.read_text() + quirk.format("GracefulRestart"))
+    with pytest.raises(ProfileError, match="value: must be one of PowerCycle, ForceRestart, off-on"):
+        load_profiles(tmp_path)
+    for way in CYCLE_WAYS:  # the driver's values, each accepted
+        (tmp_path / way / "servers").mkdir(parents=True)
+        (tmp_path / way / "servers" / src.name).write_text(src.read_text() + quirk.format(way))
+        assert load_profiles(tmp_path / way).get("generic-ipmi").quirk("redfish-power-cycle").value == way

@@ -20,7 +20,7 @@ from aiohttp import web
 
 from fleet.drivers.base import BootDevice, Target
 from fleet.drivers.redfish import RedfishDriver
-from fleet.errors import AuthFailed, DeviceTimeout, DeviceUnreachable, FatalError, RetryableError
+from fleet.errors import AuthFailed, DeviceTimeout, DeviceUnreachable, FatalError, RetryableError, Unsupported
 from inventory.secrets import Secret
 
 from .redfishbmc import ScriptedBmc, serve
@@ -138,6 +138,71 @@ def test_boot_bios_and_none(certs: dict[str, Any]) -> None:
         return [bios, await driver.get_boot(t)]
 
     assert with_bmc(certs, ScriptedBmc(), go) == [BootDevice("bios", True, True), BootDevice("none", uefi=True)]
+
+
+# -- profile quirks (fleet/profiles/quirks.py) that act in the driver ------------------------------
+
+@pytest.mark.parametrize(("way", "resets"), [("off-on", ["ForceOff", "On"]), ("ForceRestart", ["ForceRestart"])])
+def test_quirk_redfish_power_cycle_forces_the_way_to_cycle(certs: dict[str, Any], way: str,
+                                                           resets: list[str]) -> None:
+    bmc = ScriptedBmc()  # lists PowerCycle: without the quirk a cycle is PowerCycle (test above)
+    bmc.conflicts_after_off = 0
+    with_bmc(certs, bmc, lambda d, t: d.power_cycle(t), quirks={"redfish-power-cycle": way})
+    assert [r for r, _ in bmc.resets] == resets and bmc.power == "On"
+
+
+def test_quirk_redfish_power_cycle_with_a_reset_type_the_system_does_not_list_is_refused(
+        certs: dict[str, Any]) -> None:
+    bmc = ScriptedBmc()
+    bmc.reset_types = ["On", "ForceOff", "PowerCycle"]
+    with pytest.raises(Unsupported, match="quirk redfish-power-cycle says cycle with ForceRestart"):
+        with_bmc(certs, bmc, lambda d, t: d.power_cycle(t), quirks={"redfish-power-cycle": "ForceRestart"})
+    assert bmc.resets == []
+
+
+def test_quirk_redfish_boot_all_fields_sends_mode_enabled_and_target_in_every_patch(certs: dict[str, Any]) -> None:
+    def ami() -> ScriptedBmc:
+        bmc = ScriptedBmc()
+        bmc.wants_all_boot_fields = True
+        del bmc.boot["BootSourceOverrideMode"]  # the resource shows no mode until one is set
+        return bmc
+
+    async def go(driver: RedfishDriver, t: Target) -> list[BootDevice]:
+        await driver.set_boot(t, "pxe", persistent=False, uefi=True)
+        pxe = await driver.get_boot(t)
+        await driver.set_boot(t, "none")
+        return [pxe, await driver.get_boot(t)]
+
+    with pytest.raises(FatalError, match=r"HTTP 400 .*missing BootSourceOverrideMode"):
+        with_bmc(certs, ami(), go)  # without the quirk the mode is left out and the BMC refuses
+    bmc = ami()
+    got = with_bmc(certs, bmc, go, quirks={"redfish-boot-all-fields": True})
+    assert got == [BootDevice("pxe", persistent=False, uefi=True), BootDevice("none", uefi=True)]
+    assert [b["BootSourceOverrideMode"] for b in bmc.boot_bodies] == ["UEFI", "UEFI"]  # clearing keeps the mode
+    assert all(len(b) == 3 for b in bmc.boot_bodies)
+
+
+def test_quirk_redfish_continuous_refused_sends_once_and_says_it_is_not_persistent(
+        certs: dict[str, Any], caplog: pytest.LogCaptureFixture) -> None:
+    def refusing() -> ScriptedBmc:
+        bmc = ScriptedBmc()
+        bmc.refuses_continuous = True
+        return bmc
+
+    async def go(driver: RedfishDriver, t: Target) -> BootDevice:
+        await driver.set_boot(t, "pxe", persistent=True, uefi=True)
+        return await driver.get_boot(t)
+
+    with pytest.raises(FatalError, match=r"HTTP 400 .*Continuous is not supported"):
+        with_bmc(certs, refusing(), go)
+    with pytest.raises(FatalError, match="Continuous is not supported"):  # a false value is no quirk
+        with_bmc(certs, refusing(), go, quirks={"redfish-continuous-refused": False})
+    bmc = refusing()
+    with caplog.at_level(logging.WARNING, logger="fleet.drivers.redfish"):
+        got = with_bmc(certs, bmc, go, quirks={"redfish-continuous-refused": True})
+    assert got == BootDevice("pxe", persistent=False, uefi=True)
+    assert [b["BootSourceOverrideEnabled"] for b in bmc.boot_bodies] == ["Once"]
+    assert "next boot only and is not re-applied" in caplog.text
 
 
 # -- readings --------------------------------------------------------------------------------------

@@ -153,6 +153,14 @@ def _no_outlet_driver(profile: Any, value: Any) -> tuple[str, str] | None:
     return None
 
 
+def _one_of(*values: str) -> Check:
+    def check(profile: Any, value: Any) -> tuple[str, str] | None:
+        if value not in values:
+            return "value", f"must be one of {', '.join(values)} (got {value!r})"
+        return None
+    return check
+
+
 def _registry(*specs: QuirkSpec) -> Mapping[str, QuirkSpec]:
     out: dict[str, QuirkSpec] = {}
     for spec in specs:
@@ -169,6 +177,14 @@ KNOWN_QUIRKS: Mapping[str, QuirkSpec] = _registry(
     QuirkSpec("boot-flags-not-persistent", "boot", bool, "fleet.drivers.ipmi.ops.op_get_boot",
               "the BMC keeps neither the persistent nor the UEFI flag: read the device selector back even "
               "when the valid bit is clear"),
+    QuirkSpec("redfish-boot-all-fields", "boot", bool, "fleet.drivers.redfish.control.set_boot",
+              "the BMC (AMI, ASRockRack) wants mode, enabled and target in every boot PATCH: "
+              "BootSourceOverrideMode is sent even when the resource shows none, and when clearing (the mode "
+              "the resource shows)"),
+    QuirkSpec("redfish-continuous-refused", "boot", bool, "fleet.drivers.redfish.control.set_boot",
+              "the BMC refuses BootSourceOverrideEnabled=Continuous: a persistent request is sent as Once, "
+              "reported persistent=false and logged; it is not re-applied at later reboots (not implemented: "
+              "nothing keeps the wish between driver calls)"),
     QuirkSpec("power-needs-chassis-control-script", "power", bool, "fleet.drivers.ipmi.ops._chassis_hint",
               "ipmi_sim: completion code 0xCC on chassis commands is a lab set-up fault (no chassis_control "
               "script), said so in the error"),
@@ -176,6 +192,11 @@ KNOWN_QUIRKS: Mapping[str, QuirkSpec] = _registry(
               "the model ships with IPMI over LAN off: a failed login says so and how to enable it (the value)"),
     QuirkSpec("ipmi-over-lan-setting", "power", str, "fleet.drivers.ipmi.worker._login_error (profile.bmc)",
               "IPMI over LAN can be turned off on this BMC: a failed login says so and where (the value)"),
+    QuirkSpec("redfish-power-cycle", "power", str, "fleet.drivers.redfish.control._choose",
+              "how this BMC power-cycles over Redfish: ResetType PowerCycle or ForceRestart, or off-on "
+              "(ForceOff, confirm off, On, confirm on), instead of the ladder PowerCycle, else ForceRestart, "
+              "else off-on; a named ResetType the system does not list is refused",
+              _one_of("PowerCycle", "ForceRestart", "off-on")),
     QuirkSpec("fru-read-max-bytes", "fru", int, "fleet.drivers.ipmi.ops.op_fru",
               "the largest Read FRU Data count the BMC accepts: the FRU area is read in chunks of this size"),
     QuirkSpec("fan-reading-is-duty-cycle", "sensors", str, "load: sensors[].unit of every fan",

@@ -3,18 +3,23 @@
 **Power.** The ResetType comes from what the system lists (``ResetType@Redfish.AllowableValues`` on
 the action, or its ``@Redfish.ActionInfo``): on = On (else ForceOn), off = ForceOff, soft =
 GracefulShutdown, reset = ForceRestart, cycle = PowerCycle, else ForceRestart, else ForceOff then On
-(the quirk ``redfish-power-cycle`` = ``PowerCycle`` | ``ForceRestart`` | ``off-on`` forces one).
+(the quirk ``redfish-power-cycle`` = ``PowerCycle`` | ``ForceRestart`` | ``off-on`` forces one; a forced
+ResetType the system's list leaves out is refused, naming the quirk, not replaced by another).
 An accepted request is not a done one (sushy-tools' fake systems change state 1-11 s later): the
 ``PowerState`` is read until it is the goal or the confirmation window passes
 (``Target.options["confirm_timeout_s"]``, default 60 s; polled every ``poll_interval_s``, default 1 s).
 A 409 right after a power-off (iDRAC) is retried within that window.
 
 **Boot.** ``PATCH`` of ``Boot.BootSourceOverrideTarget`` / ``BootSourceOverrideEnabled`` /
-``BootSourceOverrideMode`` with ``If-Match`` and the resource's ETag when it has one; a 412 is retried
-with the strong form of the current ETag, then without ``If-Match``. Then read back: a target that did
-not take is an error; a BMC that keeps ``Continuous`` after ``Once`` (sushy-tools does) is logged, and
-:func:`get_boot` reports ``persistent=True`` so the caller sees it. The quirk
-``redfish-continuous-refused`` sends ``Once`` for a persistent request (re-applied at each boot).
+``BootSourceOverrideMode`` (sent when the resource shows a mode) with ``If-Match`` and the resource's
+ETag when it has one; a 412 is retried with the strong form of the current ETag, then without
+``If-Match``. Then read back: a target that did not take is an error; a BMC that keeps ``Continuous``
+after ``Once`` (sushy-tools does) is logged, and :func:`get_boot` reports ``persistent=True`` so the
+caller sees it. Quirks: ``redfish-boot-all-fields`` (AMI, ASRockRack) sends the mode in every PATCH,
+the clearing one too and when the resource shows none; ``redfish-continuous-refused`` sends ``Once``
+for a persistent request and logs that the override holds for the next boot only: it is **not**
+re-applied at later reboots (that would need the wish kept outside this driver call), and the
+returned :class:`BootDevice` says ``persistent=False``.
 """
 
 from __future__ import annotations
@@ -48,8 +53,13 @@ BOOT_TARGETS = {"pxe": "Pxe", "disk": "Hdd", "bios": "BiosSetup", "cdrom": "Cd",
 _FROM_TARGET = {"Pxe": "pxe", "UefiHttp": "pxe", "Hdd": "disk", "BiosSetup": "bios", "Cd": "cdrom", "None": "none"}
 
 
-def _quirks(call: Call) -> dict[str, Any]:
-    return dict(call.target.options.get("quirks") or {})
+#: The values of the quirk ``redfish-power-cycle`` (fleet/profiles/quirks.py checks profiles for them).
+CYCLE_WAYS = ("PowerCycle", "ForceRestart", "off-on")
+
+
+def _quirk(call: Call, quirk_id: str) -> Any:
+    """The value of the profile quirk ``quirk_id`` (``Target.options["quirks"]``), or None."""
+    return (call.target.options.get("quirks") or {}).get(quirk_id)
 
 
 # -- power ---------------------------------------------------------------------------------------
@@ -82,10 +92,19 @@ async def _reset_action(call: Call, system: str) -> tuple[str, tuple[str, ...]]:
 
 def _choose(call: Call, action: str, allowed: tuple[str, ...]) -> str | None:
     """The ResetType for ``action``; None for cycle done as off-then-on."""
-    forced = _quirks(call).get("redfish-power-cycle") if action == "cycle" else None
-    if forced == "off-on":
-        return None
-    prefs = (str(forced),) if forced else RESET_TYPES[action]
+    forced = _quirk(call, "redfish-power-cycle") if action == "cycle" else None
+    if forced is not None:
+        if forced not in CYCLE_WAYS:
+            raise call.error(Unsupported, f"quirk redfish-power-cycle = {forced!r} is not one of "
+                             f"{', '.join(CYCLE_WAYS)}")
+        if forced == "off-on":
+            return None
+        # A system that lists no values (the assumed set) may still take the ResetType the profile names.
+        if forced in allowed or allowed is _ASSUMED:
+            return str(forced)
+        raise call.error(Unsupported, f"quirk redfish-power-cycle says cycle with {forced}, which the system "
+                         f"does not allow (allowed: {', '.join(allowed) or 'none'})")
+    prefs = RESET_TYPES[action]
     for reset in prefs:
         if reset in allowed:
             return reset
@@ -197,16 +216,24 @@ async def set_boot(call: Call, system: str, device: str, persistent: bool, uefi:
         raise call.error(Unsupported, f"the system does not offer boot target {wanted} "
                          f"(it offers {', '.join(map(str, allowed))})")
     enabled = "Continuous" if persistent else "Once"
-    if persistent and "redfish-continuous-refused" in _quirks(call):
+    once_only = persistent and device != "none" and bool(_quirk(call, "redfish-continuous-refused"))
+    if once_only:
         enabled = "Once"
     body: dict[str, Any] = {"BootSourceOverrideTarget": wanted,
                             "BootSourceOverrideEnabled": "Disabled" if device == "none" else enabled}
-    if device != "none" and ("BootSourceOverrideMode" in boot or "redfish-boot-all-fields" in _quirks(call)):
-        body["BootSourceOverrideMode"] = "UEFI" if uefi else "Legacy"
+    mode = "UEFI" if uefi else "Legacy"
+    if _quirk(call, "redfish-boot-all-fields"):
+        # Mode, enabled and target in every request; clearing keeps the mode the resource shows.
+        body["BootSourceOverrideMode"] = boot.get("BootSourceOverrideMode", mode) if device == "none" else mode
+    elif device != "none" and "BootSourceOverrideMode" in boot:
+        body["BootSourceOverrideMode"] = mode
     await patch(call, system, {"Boot": body}, reply.etag)
     got = await get_boot(call, system)
     if got.device != device:
         raise call.error(DriverError, f"BMC reports next boot {got.device!r} after setting {device!r}")
+    if once_only:
+        log.warning("%s: the BMC refuses Continuous (quirk redfish-continuous-refused): boot device %s is set "
+                    "for the next boot only and is not re-applied after it", call.target.name, device)
     if device != "none" and not persistent and got.persistent:
         log.warning("%s: BMC keeps BootSourceOverrideEnabled=Continuous after Once was asked: the override "
                     "stays until it is cleared", call.target.name)
