@@ -36,6 +36,7 @@ BENCH_ARGS ?=
 bench: venv
 	$(BIN)/python bench/inventory.py $(BENCH_ARGS)
 	$(BIN)/python bench/ipmi_sweep.py $(BENCH_ARGS)
+	$(BIN)/python bench/redfish_power.py $(BENCH_ARGS)
 	$(BIN)/python bench/ups_poll.py $(BENCH_ARGS)
 	$(BIN)/python bench/sweep.py $(BENCH_ARGS)
 	$(BIN)/python bench/pxe_render.py

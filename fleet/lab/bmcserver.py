@@ -108,7 +108,15 @@ class LabServer(SessionLayer):
         self._stopping = asyncio.Event()
         if self._stop_requested:
             self._stopping.set()
-        ensure_fd_limit(len(self.specs) + 64)
+        # One UDP socket per IPMI BMC, a listening socket per Redfish BMC, and (wanted, not needed) room
+        # for a client's kept connection to each Redfish BMC.
+        redfish = sum(1 for s in self.specs if s.redfish is not None) if self.redfish_port is not None else 0
+        needed = sum(1 for s in self.specs if s.ipmi) + redfish + 64
+        try:
+            ensure_fd_limit(needed + redfish)
+        except LabStartError:
+            limit = ensure_fd_limit(needed)
+            log.warning("RLIMIT_NOFILE is %d: fewer than one kept connection per Redfish BMC fits", limit)
         try:
             for spec in self.specs:
                 self._bind(spec)
