@@ -524,7 +524,7 @@ def test_fleet_lab_start_writes_the_redfish_side(tmp_path: Path) -> None:
     try:
         lab_json = json.loads((tmp_path / "lab.json").read_text())
         assert lab_json["redfish"] == info.redfish and info.redfish["port"] == port
-        assert info.redfish["credential"] == "lab-bmc" and info.redfish["servers"] == 2
+        assert info.redfish["credential"] == "lab-redfish" and info.redfish["servers"] == 2
         endpoints = lab_redfish_endpoints(tmp_path)
         assert sorted(endpoints) == ["lab1-r01-s01", "lab1-r01-s02"]
         first = endpoints["lab1-r01-s01"]
@@ -536,6 +536,10 @@ def test_fleet_lab_start_writes_the_redfish_side(tmp_path: Path) -> None:
         inventory = (tmp_path / "inventory.yaml").read_text()
         mac = "02:fb:00:00:00:01"
         assert mac in inventory
+        # Both servers speak both protocols (REDFISH_MIX), their Redfish endpoint pinned to the certificate.
+        assert inventory.count(f"redfish_tls_fingerprint: {first['tls_fingerprint']}") == 2
+        assert inventory.count("redfish_credential: lab-redfish") == 2
+        assert inventory.count("bmc_credential: lab-bmc") == 2
 
         async def nic(c: Client) -> str:
             async with c.http.get(f"https://{first['host']}:{port}{first['system']}/EthernetInterfaces/eth0",
@@ -549,7 +553,8 @@ def test_fleet_lab_start_writes_the_redfish_side(tmp_path: Path) -> None:
 def _basic_for(root: Path) -> dict[str, str]:
     import yaml
 
-    cred = next(c for c in yaml.safe_load((root / "secrets.yaml").read_text())["credentials"] if c["name"] == "lab-bmc")
+    cred = next(c for c in yaml.safe_load((root / "secrets.yaml").read_text())["credentials"]
+                if c["name"] == "lab-redfish")
     return {"Authorization": "Basic " + base64.b64encode(f"{cred['username']}:{cred['secret']}".encode()).decode()}
 
 

@@ -31,7 +31,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
                      help="servers answer SSH on their primary IPs (default: when root and sshd are there)")
     ssh.add_argument("--no-ssh", dest="ssh", action="store_false")
     p.add_argument("--redfish", action="store_true",
-                   help="the BMCs answer Redfish too (HTTPS on their addresses; 443 as root, else the BMC port)")
+                   help="a mixed lab: most BMCs answer Redfish too, some only Redfish, some only IPMI (HTTPS on "
+                   "their addresses; 443 as root, else the BMC port); the inventory carries the endpoints")
     p.set_defaults(func=cmd_start)
 
     p = lab_sub.add_parser("stop", parents=[common], help="stop everything the lab started")
@@ -44,7 +45,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
     p = lab_sub.add_parser("fault", parents=[common], help="inject or clear a fault on a lab device")
     p.add_argument("host", help="the server (its BMC) or UPS, by name")
-    p.add_argument("kind", help="BMC: dead, slow, wrong-password, stuck-power, sensor-critical, ecc; "
+    p.add_argument("kind", help="BMC: dead, slow, wrong-password, stuck-power, sensor-critical, ecc, redfish-dead; "
                    "UPS: on-battery, low-battery, replace-battery; host (over SSH): disk-failing, serial-changed")
     p.add_argument("--clear", action="store_true")
     p.add_argument("--value", help="e.g. milliseconds for slow, a sensor name for sensor-critical")
@@ -68,7 +69,8 @@ def cmd_start(args: argparse.Namespace, out: Out) -> int:
             out.info("per-server UPSes: " + ("NUT's upsd + dummy-ups" if info.nut_server == "upsd" else
                                              "the lab's NUT stand-in (NUT not installed, or FLEET_LAB_NUT=builtin)"))
         if info.redfish:
-            out.info(f"Redfish: port {info.redfish['port']}, certificate {info.redfish['tls_fingerprint']}")
+            out.info(f"Redfish: {info.redfish['servers']} server(s) ({info.redfish.get('redfish_only', 0)} Redfish "
+                     f"only), port {info.redfish['port']}, certificate {info.redfish['tls_fingerprint']}")
         for note in info.notes:
             out.info(f"note: {note}")
         out.info(f"import it: fleet import {args.dir / 'inventory.yaml'} --secrets {args.dir / 'secrets.yaml'}")

@@ -37,7 +37,7 @@ from .bmcspec import FRU_MFG_MINUTES, BmcSpec, SensorDef, SensorSet, build_fru
 __all__ = ["CYCLE_OFF_SECONDS", "FAULT_KINDS", "SEL_CAPACITY", "BmcModel", "BootRequest", "PowerBackend"]
 
 #: Fault switches a control request may flip (docs/lab.md).
-FAULT_KINDS = ("dead", "slow", "wrong-password", "stuck-power", "sensor-critical", "ecc")
+FAULT_KINDS = ("dead", "slow", "wrong-password", "stuck-power", "sensor-critical", "ecc", "redfish-dead")
 #: Seconds the system stays off during a power cycle (ipmi_sim: about 1 s).
 CYCLE_OFF_SECONDS = 1.0
 SEL_CAPACITY = 512
@@ -81,7 +81,7 @@ class BmcModel:
 
     __slots__ = (
         "_pending", "backend", "boot_count", "boot_flags", "boot_info_ack", "boot_valid_clearing", "dark_until", "dead",
-        "ecc_count", "last_boot", "overrides", "phase", "power_on", "reset_count", "restart_cause",
+        "ecc_count", "last_boot", "overrides", "phase", "power_on", "redfish_dead", "reset_count", "restart_cause",
         "sdr_reservation", "sel", "sel_erased", "sel_next_id", "sel_overflow", "sel_reservation",
         "sel_time_offset", "sel_updated", "sensors", "slow_ms", "spec", "stuck_power", "wrong_password",
     )
@@ -108,6 +108,7 @@ class BmcModel:
         self.sdr_reservation = 0
         self.sel_time_offset = 0
         self.dead = False
+        self.redfish_dead = False  # only its Redfish side hangs (IPMI answers): the fallback case
         self.slow_ms = 0
         self.wrong_password: str | None = None
         self.stuck_power = False
@@ -211,6 +212,8 @@ class BmcModel:
         """Flip a fault switch (:data:`FAULT_KINDS`); ``value`` is the delay (ms) or the sensor name."""
         if kind == "dead":
             self.dead = on
+        elif kind == "redfish-dead":
+            self.redfish_dead = on
         elif kind == "slow":
             self.slow_ms = int(value if value is not None else 1500) if on else 0
             if self.slow_ms < 0:
@@ -256,6 +259,8 @@ class BmcModel:
         out: dict[str, Any] = {}
         if self.dead:
             out["dead"] = True
+        if self.redfish_dead:
+            out["redfish-dead"] = True
         if self.slow_ms:
             out["slow"] = self.slow_ms
         if self.wrong_password is not None:

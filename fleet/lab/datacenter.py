@@ -10,6 +10,11 @@ background and writes what an operator would import:
 
 Everything binds 127.0.0.0/8 only. Port 623 as root, else 6623 (each BMC has its own address, so
 one port number serves them all).
+
+With ``redfish=True`` the lab is a mixed fleet (:data:`REDFISH_MIX`, by server index): most BMCs speak
+IPMI and Redfish, one in four IPMI only, one in four Redfish only (IPMI over LAN off). The servers that
+speak Redfish have the profile ``rackfleet-lab-redfish`` (Redfish first, IPMI after) and, in the
+inventory, their Redfish endpoint, the ``lab-redfish`` credential and the lab certificate's fingerprint.
 """
 
 from __future__ import annotations
@@ -37,12 +42,16 @@ FIRST_BMC_HOST = "127.10.0.1"
 FIRST_SERVER_IP = "127.20.0.1"  # the servers' own (primary) addresses, where the lab's sshd answers
 # Up to 250 racks of up to 250 servers, each rack is its own network 127.20.R.0/24 (its provisioning
 # pool, gateway .254); bigger labs number the servers' addresses straight through, without pools.
-SERVER_FAULTS = ("dead", "slow", "wrong-password", "stuck-power", "sensor-critical", "ecc")
+SERVER_FAULTS = ("dead", "slow", "wrong-password", "stuck-power", "sensor-critical", "ecc", "redfish-dead")
 UPS_FAULTS = ("on-battery", "low-battery", "replace-battery", "normal")
 SSH_STATE = "ssh"
 NUT_STATE = "nut"
 SNMP_STATE = "snmp"
 RACK_UPS_MODEL, PDU_MODEL, PDU_OUTLETS = "apc-smart-ups", "apc-8641", 24
+#: The protocols of a Redfish lab's servers, by server index modulo its length: (IPMI, Redfish).
+REDFISH_MIX: tuple[tuple[bool, bool], ...] = ((True, True), (True, True), (True, False), (False, True))
+LAB_PROFILE, LAB_REDFISH_PROFILE = "rackfleet-lab", "rackfleet-lab-redfish"
+IPMI_CREDENTIAL, REDFISH_CREDENTIAL = "lab-bmc", "lab-redfish"
 
 
 @dataclass(frozen=True)
@@ -77,8 +86,11 @@ def plan_lab(*, racks: int, servers_per_rack: int, sites: int = 1, port: int | N
              redfish: bool = False) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     """The BMC server spec, the inventory and the secrets of a lab (pure: nothing is started).
 
-    ``redfish``: every BMC also answers Redfish (fleet.lab.redfish), its profile the defaults."""
+    ``redfish``: a mixed lab (:data:`REDFISH_MIX`): the BMCs that speak Redfish answer it (fleet.lab.redfish,
+    profile defaults) and carry their Redfish endpoint and credential in the inventory (its certificate's
+    fingerprint is added by :func:`start_lab`, once the certificate exists)."""
     from .bmcserver import loopback_hosts
+    from .redfish.lab import redfish_port_for
     from .sshlab import disks_of
 
     if racks < 1 or servers_per_rack < 1 or sites < 1:
@@ -109,10 +121,17 @@ def plan_lab(*, racks: int, servers_per_rack: int, sites: int = 1, port: int | N
         for n in range(servers_per_rack):
             hostname = f"{site['code']}-{rack_name.lower()}-s{n + 1:02d}"
             mac = "02:fb:{:02x}:{:02x}:{:02x}:{:02x}".format(*(index + 1).to_bytes(4, "big"))
+            ipmi, speaks_redfish = REDFISH_MIX[index % len(REDFISH_MIX)] if redfish else (True, False)
+            endpoints: dict[str, Any] = {}
+            if ipmi:
+                endpoints |= {"bmc": f"{hosts[index]}:{port}", "bmc_credential": IPMI_CREDENTIAL}
+            if speaks_redfish:
+                endpoints |= {"redfish": f"{hosts[index]}:{redfish_port_for(port)}",
+                              "redfish_credential": REDFISH_CREDENTIAL}
             servers.append({
-                "hostname": hostname, "position": n + 1, "profile": "rackfleet-lab",
-                "serial": f"LAB{index + 1:06d}", "state": "deployed", "bmc": f"{hosts[index]}:{port}",
-                "bmc_credential": "lab-bmc", "priority": 100 if n % 4 else 50,
+                "hostname": hostname, "position": n + 1,
+                "profile": LAB_REDFISH_PROFILE if speaks_redfish else LAB_PROFILE,
+                "serial": f"LAB{index + 1:06d}", "state": "deployed", **endpoints, "priority": 100 if n % 4 else 50,
                 "tags": ["lab"] + (["gpu"] if n % 10 == 0 else []),
                 "primary_ip": server_ips[index],
                 "nics": [{"name": "eth0", "mac": mac, "pxe": True}],
@@ -120,7 +139,8 @@ def plan_lab(*, racks: int, servers_per_rack: int, sites: int = 1, port: int | N
                           for d in disks_of(index)],
             })
             bmcs.append({"name": hostname, "host": hosts[index], "port": port, "serial": f"LAB{index + 1:06d}",
-                         **({"macs": [mac]} if redfish else {})})
+                         **({"macs": [mac]} if redfish else {}), **({"redfish": {}} if speaks_redfish else {}),
+                         **({} if ipmi else {"ipmi": False})})
             index += 1
         rack: dict[str, Any] = {
             "name": rack_name, "units": units,
@@ -133,10 +153,12 @@ def plan_lab(*, racks: int, servers_per_rack: int, sites: int = 1, port: int | N
                               "purpose": "provisioning", "gateway": f"{net}.254", "dns": [f"{net}.254"],
                               "first": f"{net}.1", "last": f"{net}.250"}]
         site["pods"][0]["racks"].append(rack)
-    spec = {"defaults": {"username": "admin", "password": password, "power_on_delay": 0.5,
-                         **({"redfish": {}} if redfish else {})}, "bmcs": bmcs}
+    spec = {"defaults": {"username": "admin", "password": password, "power_on_delay": 0.5}, "bmcs": bmcs}
     inventory = {"version": 1, "sites": site_list}
-    secrets = {"credentials": [{"name": "lab-bmc", "kind": "ipmi", "username": "admin", "secret": password}]}
+    # The same lab account on both protocols, as one credential per kind (an IPMI one cannot feed Redfish).
+    secrets = {"credentials": [{"name": IPMI_CREDENTIAL, "kind": "ipmi", "username": "admin", "secret": password}]
+               + ([{"name": REDFISH_CREDENTIAL, "kind": "redfish", "username": "admin", "secret": password}]
+                  if any("redfish" in b for b in bmcs) else [])}
     return spec, inventory, secrets
 
 
@@ -209,18 +231,22 @@ def start_lab(directory: str | os.PathLike[str], *, racks: int = 2, servers_per_
         if ssh_why is None:
             ssh_hosts = _add_ssh_hosts(root, inventory, secrets, spec["bmcs"][0]["port"])
         _write(root / "bmc-spec.json", json.dumps(spec), 0o600)  # it holds the lab password
-        header = ("# The virtual datacenter of `fleet lab start`. Import with:\n"
-                  f"#   fleet import {root / 'inventory.yaml'} --secrets {root / 'secrets.yaml'}\n")
-        _write(root / "inventory.yaml", header + yaml.safe_dump(inventory, sort_keys=False, width=120))
-        _write(root / "secrets.yaml", "# Lab credentials: import with --secrets; never commit.\n"
-               + yaml.safe_dump(secrets, sort_keys=False), 0o600)
         extra: list[str] = []
         if redfish:
             from .redfish.lab import redfish_port_for
 
             extra = ["--redfish-port", str(redfish_port_for(spec["bmcs"][0]["port"]))]
         pid = bmcserver.start(root / "bmc-spec.json", root / BMC_STATE, extra_args=extra)
+        if redfish:  # the certificate exists now: pin it in the inventory (what `fleet bmc trust` records)
+            _pin_redfish(root, inventory)
+        header = ("# The virtual datacenter of `fleet lab start`. Import with:\n"
+                  f"#   fleet import {root / 'inventory.yaml'} --secrets {root / 'secrets.yaml'}\n")
+        _write(root / "inventory.yaml", header + yaml.safe_dump(inventory, sort_keys=False, width=120))
+        _write(root / "secrets.yaml", "# Lab credentials: import with --secrets; never commit.\n"
+               + yaml.safe_dump(secrets, sort_keys=False), 0o600)
     except BaseException:
+        if (root / BMC_STATE / "bmcserver.pid").exists():
+            bmcserver.stop(root / BMC_STATE)
         from .nutlab import stop_nut_lab
         from .snmplab import stop_snmpsim
 
@@ -240,6 +266,20 @@ def start_lab(directory: str | os.PathLike[str], *, racks: int = 2, servers_per_
     return info
 
 
+def _pin_redfish(root: Path, inventory: dict[str, Any]) -> None:
+    """Give every server with a Redfish endpoint the running lab's certificate fingerprint."""
+    endpoints = lab_redfish_endpoints(root)
+    for site in inventory["sites"]:
+        for rack in site["pods"][0]["racks"]:
+            for server in rack["servers"]:
+                if "redfish" in server:
+                    ep = endpoints.get(server["hostname"])
+                    if ep is None or f"{ep['host']}:{ep['port']}" != server["redfish"]:
+                        raise InputError(f"the lab BMC server serves no Redfish endpoint {server['redfish']} "
+                                         f"for {server['hostname']}")
+                    server["redfish_tls_fingerprint"] = ep["tls_fingerprint"]
+
+
 def _redfish_info(root: Path) -> dict[str, Any] | None:
     """What lab.json says of the Redfish side: the port, the certificate, the credential to use."""
     from .redfish.lab import REDFISH_STATE, read_state
@@ -248,18 +288,26 @@ def _redfish_info(root: Path) -> dict[str, Any] | None:
     if state is None:
         return None
     return {"port": state["port"], "tls_fingerprint": state["tls_fingerprint"], "ca_file": state["ca_file"],
-            "credential": "lab-bmc", "servers": len(state["endpoints"]),
+            "credential": REDFISH_CREDENTIAL, "servers": len(state["endpoints"]),
+            "redfish_only": sum(1 for b in _spec_bmcs(root) if b.get("ipmi") is False),
             "endpoints_file": str(root / BMC_STATE / REDFISH_STATE)}
 
 
 def lab_redfish_endpoints(directory: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
     """Per server host name, the Redfish endpoint of a running lab (empty when it serves no Redfish):
-    ``host``, ``port``, ``credential`` (the lab's BMC credential: the same user and password),
+    ``host``, ``port``, ``credential`` (``lab-redfish``: the lab's BMC user and password, kind redfish),
     ``credential_kind`` ("redfish"), ``tls_fingerprint`` and ``system`` (its System's path)."""
     from .redfish.lab import inventory_endpoints, read_state
 
     state = read_state(Path(directory) / BMC_STATE)
-    return {} if state is None else inventory_endpoints(state, "lab-bmc")
+    return {} if state is None else inventory_endpoints(state, REDFISH_CREDENTIAL)
+
+
+def _spec_bmcs(root: Path) -> list[dict[str, Any]]:
+    try:
+        return list(json.loads((root / "bmc-spec.json").read_text())["bmcs"])
+    except (FileNotFoundError, ValueError, KeyError):
+        return []
 
 
 def _add_ssh_hosts(root: Path, inventory: dict[str, Any], secrets: dict[str, Any], port: int) -> int:

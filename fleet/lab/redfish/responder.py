@@ -211,9 +211,9 @@ class RedfishResponder(AccountHandlers):
         return error(404, "ResourceNotFound", f"no resource {request.path}", args=(request.path,))
 
     async def _gate(self, request: web.Request, model: BmcModel) -> web.StreamResponse | None:
-        """The lab's faults on this BMC: dead hangs (until cleared or the client leaves), a reset drops
-        the connection, slow delays the answer."""
-        while model.dead:
+        """The lab's faults on this BMC: dead (or redfish-dead: IPMI still answers) hangs until cleared
+        or the client leaves, a reset drops the connection, slow delays the answer."""
+        while model.dead or model.redfish_dead:
             transport = request.transport
             if transport is None or transport.is_closing():
                 return web.Response(status=503)
