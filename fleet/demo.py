@@ -3,7 +3,8 @@
 Runs the real CLI (``fleet.cli.main``) step by step, printing each command as a person would type it,
 so the demo is also a tour:
 
-1. ``fleet lab start``: 2 sites, 6 racks, 240 servers with simulated BMCs, a NUT UPS per server, an
+1. ``fleet lab start --redfish``: 2 sites, 6 racks, 240 servers with simulated BMCs (a mixed fleet: of
+   every four, two answer IPMI and Redfish, one IPMI only, one Redfish only), a NUT UPS per server, an
    APC Smart-UPS and switched PDU per rack, and (as root) SSH on every server;
 2. ``fleet init`` and ``fleet import`` of the lab's inventory and secrets into an SQLite file;
 3. a few faults (a dead BMC, an uncorrectable ECC error, a CPU over its critical threshold, a UPS on
@@ -88,7 +89,7 @@ def main() -> int:
     started = time.monotonic()
     port = ["--port", os.environ["DEMO_PORT"]] if os.environ.get("DEMO_PORT") else []
     _run("lab", "start", "--dir", str(lab), "--sites", str(SITES), "--racks", str(RACKS),
-         "--servers-per-rack", str(PER_RACK), *port)
+         "--servers-per-rack", str(PER_RACK), "--redfish", *port)
     sweeps = None
     keep = False
     try:
