@@ -268,7 +268,10 @@ class ChainedPower:
 
 
 
-def power_chains(targets: Sequence[tuple[Target, Any]], get_driver: Callable[[str], Any]
+def power_chains(servers: Sequence[tuple[Sequence[Target], Any]], get_driver: Callable[[str], Any]
                  ) -> list[tuple[Target, ChainedPower]]:
-    """(target, its power chain) for each (target, profile): the pairs :mod:`fleet.ops.power` runs on."""
-    return [(t, ChainedPower(build_chain("power", p, [t]), get_driver, profile=p)) for t, p in targets]
+    """(target, its power chain) for each server's (endpoints, profile): the pairs :mod:`fleet.ops.power`
+    runs on. The chain is built over all of a server's endpoints (each driver gets the one whose
+    credential it speaks); the target that names the server in results and job steps is its first."""
+    return [(endpoints[0], ChainedPower(build_chain("power", profile, endpoints), get_driver, profile=profile))
+            for endpoints, profile in servers]

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 
 from fleet.core.targets import CHUNK, AnySelector, bmc_targets, rack_occupancy, servers
-from fleet.drivers.chain import ChainedPower, build_chain
+from fleet.drivers.chain import power_chains
 from fleet.errors import InputError, NotFound
 from fleet.model.budget import Element, Load, plan_power_on
 from fleet.ops.bmc import each
@@ -30,16 +30,6 @@ if TYPE_CHECKING:
     from fleet.core.context import Context
 
 __all__ = ["budgeted_on", "inrush_window", "power", "power_loads", "power_on_plan"]
-
-
-def _power_chains(targets: Sequence[tuple[Any, Any]], get_driver: Any) -> list[tuple[Any, ChainedPower]]:
-    """(target, its power chain) for each (endpoints, profile) of :func:`~fleet.core.targets.bmc_targets`.
-
-    The chain is built over all of a server's endpoints (each driver gets the one whose credential it
-    speaks); the target that names the server in results and job steps is its first endpoint.
-    """
-    return [(endpoints[0], ChainedPower(build_chain("power", profile, endpoints), get_driver, profile=profile))
-            for endpoints, profile in targets]
 
 
 async def power(ctx: Context, action: str, selector: AnySelector, *, force: bool = False,
@@ -84,7 +74,7 @@ async def power(ctx: Context, action: str, selector: AnySelector, *, force: bool
             if action != "status":
                 ctx.audit_failure(f"power.{action}", hostnames, exc, refused=True)
             raise
-    pairs = _power_chains([(ts, p) for _, ts, p in targets], ctx.driver)
+    pairs = power_chains([(ts, p) for _, ts, p in targets], ctx.driver)
     options = dict(concurrency=concurrency, wave_size=wave_size, stagger_s=stagger_s,
                    confirm_timeout_s=confirm_timeout_s, poll_interval_s=poll_interval_s)
     if action == "status":
@@ -187,7 +177,7 @@ async def budgeted_on(ctx: Context, selector: Any, *, concurrency: int, confirm_
     for number, wave in enumerate(plan.waves):
         if number:
             await asyncio.sleep(plan.window_s)  # the previous wave's inrush is over
-        pairs = _power_chains([targets[load.hostname] for load in wave], ctx.driver)
+        pairs = power_chains([targets[load.hostname] for load in wave], ctx.driver)
         wave_results = await run_power(PowerPlan("on", pairs, concurrency=concurrency,
                                                  confirm_timeout_s=confirm_timeout_s,
                                                  poll_interval_s=poll_interval_s, progress=progress))

@@ -156,14 +156,6 @@ class Fleet(BrowseMixin, PxeMixin, InventoryEdits):
         """The key ring, loaded on first use and checked against this inventory."""
         return self.ctx.keyring
 
-    def _session(self) -> Any:
-        """A writer's session (``BEGIN IMMEDIATE``; see :mod:`inventory.db`); reads use ``Session(engine)``."""
-        return self.ctx.write()
-
-    def _audit(self, session: Session, action: str, targets: Sequence[str], result: str = "ok",
-               **detail: Any) -> None:
-        self.ctx.audit(session, action, targets, result, **detail)
-
     def audit_failure(self, action: str, targets: Sequence[str], error: BaseException, **detail: Any) -> None:
         """Record a refused or failed action in its own transaction (the action's was rolled back)."""
         self.ctx.audit_failure(action, targets, error, **detail)
