@@ -32,10 +32,11 @@ from typing import Any
 import aiohttp
 import pytest
 
+from fleet.drivers.redfish.tls import fingerprint_of as fingerprint
 from fleet.lab import bmcserver
 from fleet.lab.bmcserver import LabServer, LabStartError, lab_control
 from fleet.lab.bmcspec import parse_spec
-from fleet.lab.redfish import RedfishProfile, fingerprint
+from fleet.lab.redfish import RedfishProfile
 from fleet.lab.redfish.lab import inventory_endpoints, read_state
 
 from .peers import missing_peer

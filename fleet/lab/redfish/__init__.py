@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from .responder import RedfishResponder
 from .service import DEFAULT_PROFILE, RedfishProfile
-from .tls import LabCertificate, fingerprint, make_certificate
+from .tls import LabCertificate, make_certificate
 
-__all__ = ["DEFAULT_PROFILE", "LabCertificate", "RedfishProfile", "RedfishResponder", "fingerprint",
+__all__ = ["DEFAULT_PROFILE", "LabCertificate", "RedfishProfile", "RedfishResponder",
            "make_certificate"]

@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import hashlib
 import ipaddress
 import os
 import ssl
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["MAX_SAN_HOSTS", "LabCertificate", "fingerprint", "make_certificate", "server_context"]
+from fleet.drivers.redfish.tls import fingerprint_of
+
+__all__ = ["MAX_SAN_HOSTS", "LabCertificate", "make_certificate", "server_context"]
 
 #: At most this many addresses are listed as subject alternative names (the rest verify by fingerprint):
 #: every handshake carries the certificate, and 1,000 SANs make it ~20 kB (a third more CPU per cold
@@ -34,11 +35,6 @@ class LabCertificate:
     cert_file: Path
     key_file: Path
     fingerprint: str
-
-
-def fingerprint(der: bytes) -> str:
-    """``sha256:`` + the lowercase hex SHA-256 of a DER certificate."""
-    return "sha256:" + hashlib.sha256(der).hexdigest()
 
 
 def make_certificate(directory: str | os.PathLike[str], hosts: Sequence[str] = (), *,
@@ -65,7 +61,7 @@ def make_certificate(directory: str | os.PathLike[str], hosts: Sequence[str] = (
         except x509.ExtensionNotFound:
             have = set()
         if set(listed) <= have and cert.not_valid_after_utc > datetime.datetime.now(datetime.UTC):
-            return LabCertificate(cert_file, key_file, fingerprint(cert.public_bytes(serialization.Encoding.DER)))
+            return LabCertificate(cert_file, key_file, fingerprint_of(cert.public_bytes(serialization.Encoding.DER)))
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name),
                          x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Rackfleet lab")])
@@ -96,7 +92,7 @@ def make_certificate(directory: str | os.PathLike[str], hosts: Sequence[str] = (
                                    serialization.NoEncryption()))
     tmp.replace(key_file)
     cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    return LabCertificate(cert_file, key_file, fingerprint(cert.public_bytes(serialization.Encoding.DER)))
+    return LabCertificate(cert_file, key_file, fingerprint_of(cert.public_bytes(serialization.Encoding.DER)))
 
 
 def server_context(cert: LabCertificate) -> ssl.SSLContext:
