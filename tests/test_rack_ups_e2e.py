@@ -33,7 +33,7 @@ rules:
 def test_a_rack_ups_on_low_battery_shuts_down_its_racks_servers_through_the_pdu(env, tmp_path) -> None:
     lab = tmp_path / "lab"
     started = here(env, "lab", "start", "--dir", str(lab), "--racks", "1", "--servers-per-rack", "5",
-                   "--port", "16641")
+                   "--port", "16652")
     assert started.returncode == 0, started.stderr
     try:
         assert here(env, "import", str(lab / "inventory.yaml"), "--secrets", str(lab / "secrets.yaml")
